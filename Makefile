@@ -1,0 +1,51 @@
+# sipha developer entry points.  `make demo` and `make test` work on a fresh machine:
+# they create .venv, install the Python packages and (as root) the Debian ones.
+
+PYTHON    ?= python3
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+DEB_DEPS  := sip-tester
+HYPOTHESIS_PROFILE ?= ci
+
+.PHONY: setup deb-deps demo test lint typecheck pytest bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Debian packages the integration tests use (SIPp).  Installed only when missing.
+deb-deps:
+	@missing=""; for p in $(DEB_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The demo (until `sipha demo` exists): the version and the example configuration, checked.
+demo: setup
+	$(VENV)/bin/sipha --version
+	$(VENV)/bin/sipha check-config examples/sipha.toml
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+pytest: setup deb-deps
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest \
+	  --cov=sipha.sip --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
+
+# Everything CI runs: lint, types, tests.
+test: lint typecheck pytest
+
+bench: setup
+	$(PY) bench/parse.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,57 @@
+"""The ``sipha`` command line (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sipha import __version__
+from sipha.config import ConfigError, load_config, render_config
+
+EXIT_OK = 0
+EXIT_BAD_CONFIG = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sipha",
+        description="High-availability SIP proxy for primary/backup SIP server pairs.",
+    )
+    parser.add_argument("--version", action="version", version=f"sipha {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a configuration file and print the effective configuration",
+        description="Validate FILE; print the effective configuration (exit 0) or every error (exit 2).",
+    )
+    check.add_argument("file", type=Path, nargs="?", help="TOML file; omitted: the embedded default")
+    return parser
+
+
+def _check_config(path: Path | None) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        print(f"sipha: configuration {error.source} refused:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    source = "the embedded default" if path is None else str(path)
+    print(f"# effective configuration of {source}: OK")
+    print(render_config(config), end="")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sipha`` console script."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.file)
+    parser.print_help()
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Configuration (DESIGN.md §5): TOML read with tomllib, validated by a typed model.
+
+Every option has a default, a range and a one-line description (the ``description``
+of its field).  A bad file is refused as a whole, with one line per problem naming
+the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_TRANSPORTS: Final = ("udp", "tcp", "tls")
+_ALIVE_CODE_RE: Final = re.compile(r"[1-6](?:[0-9]{2}|xx)")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` holds one line per error."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+def _split_address(text: str, *, need_transport: bool) -> tuple[str, str, int]:
+    """``[transport:]host:port`` -> (transport, host, port); IPv6 hosts in brackets."""
+    transport = "udp"
+    rest = text
+    head, sep, tail = text.partition(":")
+    if sep and head.lower() in _TRANSPORTS:
+        transport, rest = head.lower(), tail
+    elif need_transport:
+        raise ValueError(f"expected transport:host:port with transport one of {', '.join(_TRANSPORTS)}")
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close < 0 or rest[close + 1 : close + 2] != ":":
+            raise ValueError("expected [IPv6]:port")
+        host, port_text = rest[1:close], rest[close + 2 :]
+        ipaddress.IPv6Address(host)
+    else:
+        host, sep, port_text = rest.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected host:port")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:  # noqa: PLR2004 - port range
+        raise ValueError("port must be 1-65535")
+    return transport, host, int(port_text)
+
+
+class SipAddress(BaseModel):
+    """A transport address such as ``udp:10.0.1.10:5060``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    transport: Literal["udp", "tcp", "tls"]
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def parse_address(text: str, *, need_transport: bool = True) -> SipAddress:
+    """Parse ``transport:host:port`` into a :class:`SipAddress`."""
+    transport, host, port = _split_address(text, need_transport=need_transport)
+    return SipAddress(transport=transport, host=host, port=port)  # type: ignore[arg-type]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ProxySection(_Section):
+    """[proxy]: how the proxy listens and presents itself."""
+
+    listen: list[str] = Field(
+        default=["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
+        min_length=1,
+        description="SIP listen addresses, transport:host:port (udp, tcp, tls)",
+    )
+    sip_address: str = Field(
+        default="", alias="sip-address", description="address put in Via; empty: the listen address"
+    )
+    resolve_host: bool = Field(
+        default=False, alias="resolve-host", description="put the resolved IP rather than a host name in Via"
+    )
+    record_route: str = Field(
+        default="sip:127.0.0.1;lr",
+        alias="record-route",
+        description="Record-Route URI of the pool (its FQDN), with ;lr",
+    )
+    overload_ctrl_dialog_rate: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        alias="overload-ctrl-dialog-rate",
+        description="new INVITEs per second before 503; 0 = no limit",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_address(item)
+        return value
+
+    @field_validator("record_route")
+    @classmethod
+    def _check_record_route(cls, value: str) -> str:
+        if not re.fullmatch(r"sips?:[^\s<>;]+(;[^\s<>]*)?", value):
+            raise ValueError("expected a SIP URI such as sip:proxy.example.com;lr")
+        if ";lr" not in value:
+            raise ValueError("the Record-Route URI must carry ;lr (loose routing, RFC 3261 §16.6)")
+        return value
+
+
+class MonitorSection(_Section):
+    """[monitor]: the seed's two-timer OPTIONS algorithm (DESIGN.md §2)."""
+
+    oos_check: Annotated[int, Field(ge=0, le=300)] = Field(
+        default=5, alias="oos-check", description="OPTIONS period and answer timeout, s; 0 = no OPTIONS"
+    )
+    oos_force: Annotated[int, Field(ge=1, le=32)] = Field(
+        default=5, alias="oos-force", description="period of alternating OPTIONS while no member is active, s"
+    )
+    alive_codes: list[str] = Field(
+        default=["2xx"],
+        alias="alive-codes",
+        min_length=1,
+        description="OPTIONS answers that mean alive: codes (200) or classes (2xx)",
+    )
+    failover_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        le=32,
+        alias="failover-timeout",
+        description="s without a response (INVITE: provisional) before re-probing and holding the request",
+    )
+
+    @field_validator("alive_codes")
+    @classmethod
+    def _check_codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not _ALIVE_CODE_RE.fullmatch(code):
+                raise ValueError(f"{code!r}: expected a status code (200) or class (2xx)")
+        return value
+
+
+class AdminSection(_Section):
+    """[admin]: the HTTP status surface."""
+
+    listen: str = Field(default="127.0.0.1:8080", description="host:port of /healthz, /status, /metrics, /")
+    token: str = Field(default="", description="bearer token required by the admin HTTP; empty = none")
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        _split_address(value, need_transport=False)
+        return value
+
+
+class PairMatch(_Section):
+    """Routing rules of a pair for endpoint traffic."""
+
+    domain: list[str] = Field(default=[], description="Request-URI hosts served by this pair")
+
+
+class PairSection(_Section):
+    """[[pair]]: one primary/backup SIP server pair."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$", description="pair name")
+    primary: str = Field(description="the member configured as primary, transport:host:port")
+    backup: str = Field(description="the member configured as backup, transport:host:port")
+    serving: bool = Field(default=False, description="requests from endpoints go to this pair")
+    match: PairMatch = Field(default_factory=PairMatch, description="optional routing rules")
+
+    @field_validator("primary", "backup")
+    @classmethod
+    def _check_member(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PairSection:
+        if parse_address(self.primary) == parse_address(self.backup):
+            raise ValueError("primary and backup must be different addresses")
+        return self
+
+
+class Config(_Section):
+    """The whole configuration file."""
+
+    proxy: ProxySection = Field(default_factory=ProxySection)
+    monitor: MonitorSection = Field(default_factory=MonitorSection)
+    admin: AdminSection = Field(default_factory=AdminSection)
+    pair: list[PairSection] = Field(default=[], description="the SIP server pairs")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Config:
+        names = [pair.name for pair in self.pair]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pair names must be unique, got {names}")
+        serving = [pair.name for pair in self.pair if pair.serving]
+        if len(serving) > 1:
+            raise ValueError(f"at most one pair may have serving = true, got {serving}")
+        return self
+
+
+def _format_error(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(file)"
+    value = error.get("input")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{key} = {value!r}: unknown option"
+    if error["type"] == "missing":
+        return f"{key}: required option is missing"
+    return f"{key} = {value!r}: {message}"
+
+
+def load_config_text(text: str, *, source: str = "<config>") -> Config:
+    """Parse and validate TOML text; raise :class:`ConfigError` listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, [f"not valid TOML: {error}"]) from error
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(source, [_format_error(dict(item)) for item in error.errors()]) from error
+
+
+def load_config(path: Path | None) -> Config:
+    """Load a configuration file, or the embedded default when ``path`` is None."""
+    if path is None:
+        return load_config_text(default_config_text(), source="<embedded default>")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(str(path), [f"cannot read: {error.strerror}"]) from error
+    return load_config_text(text, source=str(path))
+
+
+def default_config_text() -> str:
+    """The embedded default configuration (loopback, two simulated servers)."""
+    return resources.files("sipha").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as TOML, every option spelled out."""
+    lines: list[str] = []
+    for section_name in ("proxy", "monitor", "admin"):
+        section: BaseModel = getattr(config, section_name)
+        lines.append(f"[{section_name}]")
+        lines.extend(_render_fields(section))
+        lines.append("")
+    for pair in config.pair:
+        lines.append("[[pair]]")
+        lines.extend(_render_fields(pair))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _render_fields(model: BaseModel) -> list[str]:
+    rendered: list[str] = []
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        key = info.alias or name
+        if isinstance(value, BaseModel):
+            inner = ", ".join(
+                f"{sub.alias or sub_name} = {_toml_value(getattr(value, sub_name))}"
+                for sub_name, sub in type(value).model_fields.items()
+            )
+            rendered.append(f"{key} = {{ {inner} }}")
+        else:
+            rendered.append(f"{key} = {_toml_value(value)}")
+    return rendered
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

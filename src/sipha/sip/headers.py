@@ -1,0 +1,279 @@
+"""Typed views of the header fields a proxy reads (RFC 3261 §20, grammar §25).
+
+Each parser takes one *element* of a header value (already split at commas
+where the header is a list) with folding already undone, and raises
+:class:`SipParseError` (400) on anything the grammar does not allow.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from sipha.sip.errors import SipParseError
+from sipha.sip.grammar import (
+    MAX_CSEQ,
+    QUOTED_RE,
+    TOKEN_RE,
+    WS,
+    parse_params,
+    parse_uint,
+    unquote,
+)
+from sipha.sip.uri import SipUri, Uri, parse_uri, split_hostport
+
+# RFC 3261 §7.3.3 compact forms, plus the ones later RFCs registered
+# (RFC 3265 o/u, RFC 3515 r, RFC 3892 b, RFC 3841 a/j/d, RFC 4028 x, RFC 4474 y/n).
+COMPACT_FORMS: Final[dict[str, str]] = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "u": "allow-events",
+    "r": "refer-to",
+    "b": "referred-by",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "x": "session-expires",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+# How sipha spells the headers it adds (names compare case-insensitively, §7.3.1).
+DISPLAY_NAMES: Final[dict[str, str]] = {
+    "via": "Via",
+    "max-forwards": "Max-Forwards",
+    "record-route": "Record-Route",
+    "route": "Route",
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "from": "From",
+    "to": "To",
+    "contact": "Contact",
+    "content-length": "Content-Length",
+    "content-type": "Content-Type",
+    "retry-after": "Retry-After",
+    "www-authenticate": "WWW-Authenticate",
+    "proxy-authenticate": "Proxy-Authenticate",
+    "unsupported": "Unsupported",
+    "user-agent": "User-Agent",
+    "server": "Server",
+    "allow": "Allow",
+    "supported": "Supported",
+    "reason": "Reason",
+    "warning": "Warning",
+}
+
+
+def display_name(name: str) -> str:
+    """The conventional spelling of a lower-case header name."""
+    spelled = DISPLAY_NAMES.get(name)
+    if spelled is not None:
+        return spelled
+    return "-".join(part.capitalize() for part in name.split("-"))
+
+
+class Via:
+    """One via-parm (RFC 3261 §20.42, §25.1; RFC 3581 rport)."""
+
+    __slots__ = ("host", "params", "port", "protocol", "transport")
+
+    def __init__(
+        self, protocol: str, transport: str, host: str, port: int | None, params: dict[str, str | None]
+    ) -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"Via({self.protocol}/{self.transport} {self.sent_by} {self.params!r})"
+
+    @property
+    def branch(self) -> str | None:
+        """The branch parameter; RFC 3261 branches start with ``z9hG4bK`` (§8.1.1.7)."""
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        """The ``received`` parameter (§18.2.1)."""
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> str | None:
+        """RFC 3581 ``rport``: None when absent, "" when present without a value."""
+        if "rport" not in self.params:
+            return None
+        return self.params["rport"] or ""
+
+    @property
+    def maddr(self) -> str | None:
+        """The ``maddr`` parameter."""
+        return self.params.get("maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        """The ``ttl`` parameter (0-255)."""
+        value = self.params.get("ttl")
+        return None if value is None else parse_uint(value, what="Via ttl", maximum=255)
+
+    @property
+    def sent_by(self) -> str:
+        """``host[:port]`` as sent."""
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    @property
+    def host_key(self) -> str:
+        """The sent-by host lower-cased without IPv6 brackets."""
+        host = self.host.lower()
+        return host[1:-1] if host.startswith("[") else host
+
+
+def parse_via(element: str) -> Via:
+    """Parse one via-parm: ``SIP / 2.0 / UDP host[:port] *(;param)``, LWS anywhere §25 allows."""
+    head, semi, param_text = element.partition(";")
+    parts = head.split("/")
+    if len(parts) != 3:  # noqa: PLR2004 - protocol-name / version / transport
+        raise SipParseError(f"bad Via sent-protocol: {element[:60]!r}")
+    name = parts[0].strip(WS)
+    version = parts[1].strip(WS)
+    transport_and_host = parts[2].strip(WS).split(None, 1)
+    if len(transport_and_host) != 2:  # noqa: PLR2004 - transport, then sent-by
+        raise SipParseError(f"Via without sent-by: {element[:60]!r}")
+    transport, sent_by = transport_and_host
+    if not (TOKEN_RE.fullmatch(name) and TOKEN_RE.fullmatch(version) and TOKEN_RE.fullmatch(transport)):
+        raise SipParseError(f"bad Via sent-protocol: {element[:60]!r}")
+    # sent-by = host [ COLON port ]; COLON = SWS ":" SWS
+    sent_by = "".join(sent_by.split())
+    host, port = split_hostport(sent_by, what=element)
+    params = parse_params(semi + param_text, what="Via") if semi else {}
+    return Via(f"{name.upper()}/{version}", transport.upper(), host, port, params)
+
+
+class NameAddr:
+    """A name-addr or addr-spec with its header parameters (From, To, Contact, Route, ...)."""
+
+    __slots__ = ("_uri", "display", "params", "uri_text")
+
+    def __init__(self, display: str | None, uri_text: str, params: dict[str, str | None]) -> None:
+        self.display = display
+        self.uri_text = uri_text
+        self.params = params
+        self._uri: Uri | None = None
+
+    def __repr__(self) -> str:
+        return f"NameAddr({self.display!r}, {self.uri_text!r}, {self.params!r})"
+
+    @property
+    def uri(self) -> Uri:
+        """The URI, parsed on first access."""
+        if self._uri is None:
+            self._uri = parse_uri(self.uri_text)
+        return self._uri
+
+    @property
+    def sip_uri(self) -> SipUri | None:
+        """The URI when it is a SIP or SIPS URI, else None."""
+        uri = self.uri
+        return uri if isinstance(uri, SipUri) else None
+
+    @property
+    def tag(self) -> str | None:
+        """The ``tag`` parameter (From/To, §19.3)."""
+        return self.params.get("tag")
+
+    @property
+    def display_unquoted(self) -> str | None:
+        """The display name without quotes and quoted-pairs."""
+        return None if self.display is None else unquote(self.display)
+
+
+_DISPLAY_TOKENS_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*")
+
+
+def parse_name_addr(element: str, *, what: str) -> NameAddr:
+    """Parse ``( name-addr / addr-spec ) *( SEMI param )`` (RFC 3261 §25.1).
+
+    In the addr-spec form the URI cannot contain ``,``, ``;`` or ``?`` (§20:
+    "the URI ... MUST be enclosed in angle brackets"), so everything after the
+    first ``;`` is header parameters.
+    """
+    text = element.strip(WS)
+    display: str | None = None
+    if text[:1] == '"':
+        match = QUOTED_RE.match(text)
+        if match is None:
+            raise SipParseError(f"unterminated quoted display name in {what}")
+        display = match.group(0)
+        text = text[match.end() :].lstrip(WS)
+        if text[:1] != "<":
+            raise SipParseError(f"quoted display name without <URI> in {what}")
+    lt = text.find("<")
+    if lt >= 0:
+        if lt > 0:
+            # display-name = *(token LWS) / quoted-string; no LWS is needed before "<"
+            # (RFC 4475 §3.1.1.6).
+            tokens = text[:lt].strip(WS)
+            if tokens and not _DISPLAY_TOKENS_RE.fullmatch(tokens):
+                raise SipParseError(f"bad display name {tokens[:40]!r} in {what}")
+            display = tokens or None
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise SipParseError(f"'<' without '>' in {what}")
+        uri_text = text[lt + 1 : gt]
+        if not uri_text or any(char in uri_text for char in " \t<"):
+            raise SipParseError(f"white space or '<' inside <URI> in {what}")
+        rest = text[gt + 1 :]
+    else:
+        uri_text, semi, rest = text.partition(";")
+        rest = semi + rest
+        uri_text = uri_text.rstrip(WS)
+        if not uri_text or any(char in uri_text for char in ' \t,?"<>'):
+            raise SipParseError(f"addr-spec needs <> around it in {what}: {uri_text[:60]!r}")
+    params = parse_params(rest, what=what) if rest.strip(WS) else {}
+    return NameAddr(display, uri_text, params)
+
+
+class CSeq:
+    """CSeq (RFC 3261 §20.16): sequence number and method."""
+
+    __slots__ = ("method", "seq")
+
+    def __init__(self, seq: int, method: str) -> None:
+        self.seq = seq
+        self.method = method
+
+    def __repr__(self) -> str:
+        return f"CSeq({self.seq}, {self.method!r})"
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(value: str) -> CSeq:
+    """``1*DIGIT LWS Method``, the number below 2**31 (§8.1.1.5)."""
+    number, _, method = value.strip(WS).partition(" ")
+    if not _:
+        number, _, method = value.strip(WS).partition("\t")
+    method = method.strip(WS)
+    if not TOKEN_RE.fullmatch(method):
+        raise SipParseError(f"bad CSeq method: {value[:60]!r}")
+    return CSeq(parse_uint(number, what="CSeq number", maximum=MAX_CSEQ), method)
+
+
+def parse_tokens(value: str, *, what: str) -> list[str]:
+    """A comma-separated list of option tags (Require, Proxy-Require, Supported)."""
+    tags = [tag.strip(WS) for tag in value.split(",")]
+    for tag in tags:
+        if not TOKEN_RE.fullmatch(tag):
+            raise SipParseError(f"bad option tag {tag[:40]!r} in {what}")
+    return tags

@@ -1,0 +1,276 @@
+"""SIP, SIPS and tel URIs (RFC 3261 §19.1, §25.1; RFC 3966 for tel).
+
+URIs are immutable.  ``str(uri)`` gives back the text it was parsed from;
+the ``replace`` method renders a new URI when a part changes.
+Comparison helpers follow RFC 3261 §19.1.4 only as far as a proxy needs:
+hosts compare case-insensitively, users with escapes resolved.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+from urllib.parse import unquote as percent_unquote
+
+from sipha.sip.errors import SipParseError
+
+# scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+_SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+# user = 1*( unreserved / escaped / user-unreserved ); unreserved = alphanum / mark;
+# mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")";
+# user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
+_USER_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+_PASSWORD_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
+# hostname = *( domainlabel "." ) toplabel [ "." ]; IPv4address; IPv6reference.
+# Kept liberal on label shape (leading digits and hyphens are seen in the wild) but
+# strict on the alphabet so that nothing but a host can hide here.
+_HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?")
+_IPV6_RE: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]")
+# paramchar = param-unreserved / unreserved / escaped; param-unreserved = "[" "]" "/" ":" "&" "+" "$"
+_PARAMCHARS_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+")
+# hname / hvalue = *( hnv-unreserved / unreserved / escaped ); hnv-unreserved = "[" "]" "/" "?" ":" "+" "$"
+_HEADERS_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$=&]|%[0-9A-Fa-f]{2})*")
+_PORT_MAX: Final = 65535
+_PORT_DIGITS: Final = 5
+
+
+class SipUri:
+    """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1.1)."""
+
+    __slots__ = ("_raw", "headers", "host", "params", "password", "port", "scheme", "user")
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        headers: str = "",
+        raw: str | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.params: dict[str, str | None] = params if params is not None else {}
+        self.headers = headers
+        self._raw = raw if raw is not None else self._render()
+
+    def _render(self) -> str:
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts.append(self.user)
+            if self.password is not None:
+                parts += [":", self.password]
+            parts.append("@")
+        parts.append(self.host)
+        if self.port is not None:
+            parts += [":", str(self.port)]
+        for name, value in self.params.items():
+            parts += [";", name] if value is None else [";", name, "=", value]
+        if self.headers:
+            parts += ["?", self.headers]
+        return "".join(parts)
+
+    def __str__(self) -> str:
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"SipUri({self._raw!r})"
+
+    def __eq__(self, other: object) -> bool:
+        """Equivalence as a proxy needs it (RFC 3261 §19.1.4, without header/param subtleties)."""
+        if not isinstance(other, SipUri):
+            return NotImplemented
+        return (
+            self.scheme == other.scheme
+            and self.user_unescaped == other.user_unescaped
+            and self.host.lower() == other.host.lower()
+            and self.port == other.port
+            and self.transport == other.transport
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.scheme, self.user_unescaped, self.host.lower(), self.port))
+
+    @property
+    def user_unescaped(self) -> str | None:
+        """The user part with %HH escapes resolved (RFC 3261 §19.1.4 compares this)."""
+        if self.user is None or "%" not in self.user:
+            return self.user
+        return percent_unquote(self.user, errors="surrogateescape")
+
+    @property
+    def transport(self) -> str | None:
+        """The ``transport`` parameter, lower-cased, or None."""
+        value = self.params.get("transport")
+        return value.lower() if value else None
+
+    @property
+    def lr(self) -> bool:
+        """True for a loose-routing URI (RFC 3261 §19.1.1 ``lr`` parameter)."""
+        return "lr" in self.params
+
+    @property
+    def maddr(self) -> str | None:
+        """The ``maddr`` parameter (RFC 3261 §19.1.1), or None."""
+        return self.params.get("maddr")
+
+    @property
+    def host_key(self) -> str:
+        """The host lower-cased, IPv6 brackets removed: what to compare and resolve."""
+        host = self.host.lower()
+        return host[1:-1] if host.startswith("[") else host
+
+    def with_hostport(self, host: str, port: int | None) -> SipUri:
+        """A copy aimed at another host and port, everything else kept (rendered anew)."""
+        return SipUri(
+            self.scheme,
+            host,
+            user=self.user,
+            password=self.password,
+            port=port,
+            params=dict(self.params),
+            headers=self.headers,
+        )
+
+
+class TelUri:
+    """A ``tel:`` URI (RFC 3966): the number and its parameters."""
+
+    __slots__ = ("_raw", "number", "params")
+
+    scheme = "tel"
+
+    def __init__(self, number: str, params: dict[str, str | None], raw: str) -> None:
+        self.number = number
+        self.params = params
+        self._raw = raw
+
+    def __str__(self) -> str:
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"TelUri({self._raw!r})"
+
+
+class AbsoluteUri:
+    """Any other scheme (RFC 3261 §25.1 absoluteURI), kept as text."""
+
+    __slots__ = ("_raw", "opaque", "scheme")
+
+    def __init__(self, scheme: str, opaque: str, raw: str) -> None:
+        self.scheme = scheme
+        self.opaque = opaque
+        self._raw = raw
+
+    def __str__(self) -> str:
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"AbsoluteUri({self._raw!r})"
+
+
+Uri = SipUri | TelUri | AbsoluteUri
+
+_TEL_NUMBER_RE: Final = re.compile(r"[0-9A-Fa-f*#+\-.()pw]+|[0-9A-Za-z\-.!~*'()%+]+")
+
+
+def parse_uri(text: str) -> Uri:
+    """Parse any URI that may appear in a Request-URI or a name-addr.
+
+    Raises :class:`SipParseError` (400) for text that is not a URI at all, such
+    as white space inside (RFC 4475 §3.1.2.8) or angle brackets (§3.1.2.7).
+    """
+    colon = text.find(":")
+    if colon <= 0 or not _SCHEME_RE.fullmatch(text, 0, colon):
+        raise SipParseError(f"not a URI: {text[:60]!r}")
+    scheme = text[:colon].lower()
+    rest = text[colon + 1 :]
+    if scheme in ("sip", "sips"):
+        return _parse_sip_uri(scheme, rest, text)
+    if any(char in rest for char in ' \t<>"'):
+        raise SipParseError(f"white space or delimiter inside URI: {text[:60]!r}")
+    if scheme == "tel":
+        number, _, param_text = rest.partition(";")
+        if not number or not _TEL_NUMBER_RE.fullmatch(number):
+            raise SipParseError(f"bad tel URI: {text[:60]!r}")
+        return TelUri(number, _uri_params(param_text, text) if param_text else {}, text)
+    if not rest:
+        raise SipParseError(f"empty URI: {text!r}")
+    return AbsoluteUri(scheme, rest, text)
+
+
+def _parse_sip_uri(scheme: str, rest: str, raw: str) -> SipUri:
+    at = rest.find("@")
+    user: str | None = None
+    password: str | None = None
+    if at >= 0:
+        userinfo = rest[:at]
+        rest = rest[at + 1 :]
+        user, sep, pw = userinfo.partition(":")
+        if sep:
+            if not _PASSWORD_RE.fullmatch(pw):
+                raise SipParseError(f"bad password in URI: {raw[:60]!r}")
+            password = pw
+        if not _USER_RE.fullmatch(user):
+            raise SipParseError(f"bad user part in URI: {raw[:60]!r}")
+    headers = ""
+    question = rest.find("?")
+    if question >= 0:
+        headers = rest[question + 1 :]
+        rest = rest[:question]
+        if not _HEADERS_RE.fullmatch(headers):
+            raise SipParseError(f"bad headers in URI: {raw[:60]!r}")
+    hostport, _, param_text = rest.partition(";")
+    host, port = split_hostport(hostport, what=raw)
+    params = _uri_params(param_text, raw) if param_text else {}
+    return SipUri(
+        scheme, host, user=user, password=password, port=port, params=params, headers=headers, raw=raw
+    )
+
+
+def split_hostport(hostport: str, *, what: str) -> tuple[str, int | None]:
+    """Split ``host[:port]`` (RFC 3261 §25.1 hostport), IPv6 references included."""
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            raise SipParseError(f"unterminated IPv6 reference in {what[:60]!r}")
+        host = hostport[: close + 1]
+        if not _IPV6_RE.fullmatch(host):
+            raise SipParseError(f"bad IPv6 reference in {what[:60]!r}")
+        port_text = hostport[close + 1 :]
+        if port_text and port_text[0] != ":":
+            raise SipParseError(f"text after IPv6 reference in {what[:60]!r}")
+        port_text = port_text[1:] if port_text else ""
+        has_port = bool(hostport[close + 1 :])
+    else:
+        host, colon, port_text = hostport.partition(":")
+        has_port = bool(colon)
+        if not _HOSTNAME_RE.fullmatch(host):
+            raise SipParseError(f"bad host {host[:60]!r} in {what[:60]!r}")
+    if not has_port:
+        return host, None
+    if not port_text.isdigit() or len(port_text) > _PORT_DIGITS or int(port_text) > _PORT_MAX:
+        raise SipParseError(f"bad port {port_text[:20]!r} in {what[:60]!r}")
+    return host, int(port_text)
+
+
+def _uri_params(text: str, raw: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for item in text.split(";"):
+        name, equals, param_value = item.partition("=")
+        if not name or not _PARAMCHARS_RE.fullmatch(name):
+            raise SipParseError(f"bad URI parameter {item[:40]!r} in {raw[:60]!r}")
+        if equals:
+            if not _PARAMCHARS_RE.fullmatch(param_value):
+                raise SipParseError(f"bad URI parameter value {item[:40]!r} in {raw[:60]!r}")
+            params[name.lower()] = param_value
+        else:
+            params[name.lower()] = None
+    return params
