@@ -39,7 +39,7 @@ typecheck: setup
 
 pytest: setup deb-deps
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest \
-	  --cov=sipha.sip --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
+	  --cov=sipha.sip --cov=sipha.txn --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
 
 # Everything CI runs: lint, types, tests.
 test: lint typecheck pytest

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sipha.sip import SipParseError, SipUri, parse_uri
+
 _TRANSPORTS: Final = ("udp", "tcp", "tls")
 _ALIVE_CODE_RE: Final = re.compile(r"[1-6](?:[0-9]{2}|xx)")
 
@@ -48,7 +50,7 @@ def _split_address(text: str, *, need_transport: bool) -> tuple[str, str, int]:
         host, sep, port_text = rest.rpartition(":")
         if not sep or not host:
             raise ValueError("expected host:port")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:  # noqa: PLR2004 - port range
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:  # noqa: PLR2004 - port range
         raise ValueError("port must be 1-65535")
     return transport, host, int(port_text)
 
@@ -114,9 +116,13 @@ class ProxySection(_Section):
     @field_validator("record_route")
     @classmethod
     def _check_record_route(cls, value: str) -> str:
-        if not re.fullmatch(r"sips?:[^\s<>;]+(;[^\s<>]*)?", value):
-            raise ValueError("expected a SIP URI such as sip:proxy.example.com;lr")
-        if ";lr" not in value:
+        try:
+            uri = parse_uri(value)
+        except SipParseError as error:
+            raise ValueError(f"expected a SIP URI such as sip:proxy.example.com;lr ({error})") from None
+        if not isinstance(uri, SipUri):
+            raise ValueError("expected a sip: or sips: URI such as sip:proxy.example.com;lr")  # noqa: TRY004
+        if not uri.lr:
             raise ValueError("the Record-Route URI must carry ;lr (loose routing, RFC 3261 §16.6)")
         return value
 
@@ -190,7 +196,10 @@ class PairSection(_Section):
     @model_validator(mode="after")
     def _distinct(self) -> PairSection:
         if parse_address(self.primary) == parse_address(self.backup):
-            raise ValueError("primary and backup must be different addresses")
+            raise ValueError(
+                f"primary {self.primary!r} and backup {self.backup!r}: "
+                "primary and backup must be different addresses"
+            )
         return self
 
 
@@ -214,13 +223,17 @@ class Config(_Section):
 
 
 def _format_error(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(file)"
+    key = ".".join(str(part) for part in error["loc"])
     value = error.get("input")
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"{key} = {value!r}: unknown option"
     if error["type"] == "missing":
         return f"{key}: required option is missing"
+    if not key or isinstance(value, dict):
+        # A rule about a whole section (unique names, one serving pair): its "value" is the
+        # section itself, which may hold secrets; the message names what is wrong.
+        return f"{key or '(file)'}: {message}"
     return f"{key} = {value!r}: {message}"
 
 
@@ -290,4 +303,13 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + "".join(_toml_char(char) for char in str(value)) + '"'
+
+
+def _toml_char(char: str) -> str:
+    """One character of a TOML basic string: quotes, backslashes and controls escaped."""
+    if char in '"\\':
+        return "\\" + char
+    if ord(char) < 0x20 or char == "\x7f":  # noqa: PLR2004 - C0 controls (TOML v1.0 basic strings)
+        return f"\\u{ord(char):04X}"
+    return char

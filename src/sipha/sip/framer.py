@@ -20,7 +20,8 @@ from sipha.sip.errors import MessageTooLarge, SipParseError
 from sipha.sip.message import DEFAULT_LIMITS, ParserLimits, Request, Response, parse_message
 
 # Content-Length or its compact form "l", at the start of a header line (§7.3.3).
-_LENGTH_RE: Final = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+# The value may be folded onto continuation lines (RFC 3261 §7.3.1).
+_LENGTH_RE: Final = re.compile(rb"\r\n(?:content-length|l)[ \t]*:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE)
 _CRLF: Final = b"\r\n"
 _PING: Final = b"\r\n\r\n"
 
@@ -94,10 +95,10 @@ class StreamFramer:
                 if buffer[:4] == _PING:
                     events.append(Ping())
                     del buffer[:4]
-                elif len(buffer) >= 3 and buffer[2:3] != b"\r":  # noqa: PLR2004 - CRLF + next byte
-                    del buffer[:2]
+                elif len(buffer) < len(_PING) and _PING.startswith(buffer):
+                    break  # maybe the first part of a ping: wait for more
                 else:
-                    break  # maybe the first half of a ping: wait for more
+                    del buffer[:2]  # a lone CRLF: a pong, or noise before a start line (§7.5)
                 self._scanned = 0
                 continue
             end = buffer.find(_PING, max(self._scanned - 3, 0))
@@ -109,7 +110,7 @@ class StreamFramer:
                     )
                 break
             head = bytes(buffer[: end + 4])
-            lengths = {match.group(1).strip(b" \t") for match in _LENGTH_RE.finditer(head)}
+            lengths = {match.group(1).strip(b" \t\r\n") for match in _LENGTH_RE.finditer(head)}
             if len(lengths) != 1:
                 detail = (
                     "Content-Length is required on stream transports"

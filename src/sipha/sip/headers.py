@@ -138,8 +138,35 @@ class Via:
         return host[1:-1] if host.startswith("[") else host
 
 
+# The via-parm every RFC 3261 implementation actually sends: no LWS, a token transport, a
+# hostname / IPv4 / IPv6 reference, an optional port, token-valued parameters.
+_TOKEN_CHARS: Final = r"A-Za-z0-9\-.!%*_+`'~"  # noqa: S105 - a character class, not a secret
+_FAST_PARAMS: Final = rf"(?:;[{_TOKEN_CHARS}]+(?:=[{_TOKEN_CHARS}:\[\]]+)?)*"
+_VIA_FAST_RE: Final = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
+    rf"(?::([0-9]{{1,5}}))?({_FAST_PARAMS})"
+)
+
+
+def _fast_params(text: str) -> dict[str, str | None]:
+    """Parameters already known to match ``_FAST_PARAMS`` (no quotes, no LWS)."""
+    params: dict[str, str | None] = {}
+    for item in text[1:].split(";"):
+        name, equals, value = item.partition("=")
+        params[name.lower()] = value if equals else None
+    return params
+
+
 def parse_via(element: str) -> Via:
     """Parse one via-parm: ``SIP / 2.0 / UDP host[:port] *(;param)``, LWS anywhere §25 allows."""
+    fast = _VIA_FAST_RE.fullmatch(element)
+    if fast is not None:
+        transport, host, port_text, param_text = fast.groups()
+        port = int(port_text) if port_text else None
+        if port is None or port <= _PORT_MAX:
+            return Via(
+                "SIP/2.0", transport.upper(), host, port, _fast_params(param_text) if param_text else {}
+            )
     head, semi, param_text = element.partition(";")
     parts = head.split("/")
     if len(parts) != 3:  # noqa: PLR2004 - protocol-name / version / transport
@@ -152,8 +179,10 @@ def parse_via(element: str) -> Via:
     transport, sent_by = transport_and_host
     if not (TOKEN_RE.fullmatch(name) and TOKEN_RE.fullmatch(version) and TOKEN_RE.fullmatch(transport)):
         raise SipParseError(f"bad Via sent-protocol: {element[:60]!r}")
-    # sent-by = host [ COLON port ]; COLON = SWS ":" SWS
-    sent_by = "".join(sent_by.split())
+    # sent-by = host [ COLON port ]; COLON = SWS ":" SWS: white space only around the colon.
+    sent_by = _SENT_BY_COLON_RE.sub(":", sent_by.strip(WS))
+    if " " in sent_by or "\t" in sent_by:
+        raise SipParseError(f"white space inside Via sent-by: {element[:60]!r}")
     host, port = split_hostport(sent_by, what=element)
     params = parse_params(semi + param_text, what="Via") if semi else {}
     return Via(f"{name.upper()}/{version}", transport.upper(), host, port, params)
@@ -200,6 +229,13 @@ class NameAddr:
 _DISPLAY_TOKENS_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*")
 
 
+# name-addr as user agents send it: optional quoted or token display name, <URI>, token params.
+_NAME_ADDR_FAST_RE: Final = re.compile(
+    rf'(?:("(?:[^"\\\r\n]|\\[^\r\n])*")[ \t]*|([{_TOKEN_CHARS}]+(?:[ \t]+[{_TOKEN_CHARS}]+)*)[ \t]*)?'
+    rf'<([^\s<>"]+)>({_FAST_PARAMS})'
+)
+
+
 def parse_name_addr(element: str, *, what: str) -> NameAddr:
     """Parse ``( name-addr / addr-spec ) *( SEMI param )`` (RFC 3261 §25.1).
 
@@ -207,6 +243,10 @@ def parse_name_addr(element: str, *, what: str) -> NameAddr:
     "the URI ... MUST be enclosed in angle brackets"), so everything after the
     first ``;`` is header parameters.
     """
+    fast = _NAME_ADDR_FAST_RE.fullmatch(element)
+    if fast is not None:
+        quoted, tokens, uri_text, param_text = fast.groups()
+        return NameAddr(quoted or tokens, uri_text, _fast_params(param_text) if param_text else {})
     text = element.strip(WS)
     display: str | None = None
     if text[:1] == '"':
@@ -243,6 +283,15 @@ def parse_name_addr(element: str, *, what: str) -> NameAddr:
     return NameAddr(display, uri_text, params)
 
 
+_CSEQ_DIGITS: Final = 10
+_COMMON_METHODS: Final = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+     "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
+)  # fmt: skip
+_PORT_MAX: Final = 65535
+_SENT_BY_COLON_RE: Final = re.compile(r"[ \t]*:[ \t]*")
+
+
 class CSeq:
     """CSeq (RFC 3261 §20.16): sequence number and method."""
 
@@ -261,6 +310,17 @@ class CSeq:
 
 def parse_cseq(value: str) -> CSeq:
     """``1*DIGIT LWS Method``, the number below 2**31 (§8.1.1.5)."""
+    number, space, method = value.partition(" ")
+    if (
+        space
+        and number.isascii()
+        and number.isdigit()
+        and len(number) <= _CSEQ_DIGITS
+        and method in _COMMON_METHODS
+    ):
+        seq = int(number)
+        if seq <= MAX_CSEQ:
+            return CSeq(seq, method)
     number, _, method = value.strip(WS).partition(" ")
     if not _:
         number, _, method = value.strip(WS).partition("\t")

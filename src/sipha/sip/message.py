@@ -53,10 +53,13 @@ _KNOWN_METHODS: Final = frozenset(
     }
 )  # fmt: skip
 # Headers that may appear only once (RFC 3261 §20; §7.3.1 allows repeats only for lists).
+# Call-ID = word [ "@" word ] (RFC 3261 §25.1)
+_CALL_ID_RE: Final = re.compile(rf"{WORD_RE.pattern}(?:@{WORD_RE.pattern})?")
 _SINGLE_HEADERS: Final = ("from", "to", "call-id", "cseq", "max-forwards", "content-length")
 # A cache of raw header names (as they appear before the colon) to canonical names.
 _NAME_CACHE: dict[str, str] = {}
 _NAME_CACHE_MAX: Final = 4096
+_LENGTH_DIGITS: Final = 6  # up to 99,999: below any message size limit, parsed without checks
 _NAME_LENGTH_CACHED: Final = 64
 
 
@@ -69,7 +72,8 @@ class ParserLimits:
     max_headers: int = 256
     """Most header fields in one message (after unfolding)."""
     max_header_line: int = 8192
-    """Longest single header field, folded continuation lines included, in bytes."""
+    """Longest single header field, folded continuation lines included, in characters
+    (after UTF-8 decoding: bytes for ASCII text)."""
 
 
 DEFAULT_LIMITS: Final = ParserLimits()
@@ -99,7 +103,7 @@ def make_field(name: str, value: str) -> Field:
 class Message:
     """What requests and responses share: header fields, body, typed access, edits."""
 
-    __slots__ = ("_cache", "_fields", "_raw", "body", "start_line")
+    __slots__ = ("_cache", "_fields", "_index", "_raw", "body", "start_line")
 
     def __init__(self, start_line: str, fields: list[Field], body: bytes, raw: bytes | None) -> None:
         self.start_line = start_line
@@ -108,6 +112,8 @@ class Message:
         # The exact bytes received, valid while nothing has been changed.
         self._raw = raw
         self._cache: dict[str, object] = {}
+        # The first value of each header name, built on first use and dropped on any edit.
+        self._index: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ generic access
 
@@ -123,11 +129,7 @@ class Message:
 
     def get(self, name: str) -> str | None:
         """The value of the first ``name`` header (any spelling or compact form), or None."""
-        name = canonical_name(name)
-        for field in self._fields:
-            if field[0] == name:
-                return field[2]
-        return None
+        return self._first(canonical_name(name))
 
     def get_all(self, name: str) -> list[str]:
         """The values of every ``name`` header line, in order."""
@@ -142,7 +144,12 @@ class Message:
         return elements
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        if not isinstance(name, str):
+            return False
+        try:
+            return self.get(name) is not None
+        except SipParseError:  # not a header name at all
+            return False
 
     # ------------------------------------------------------------------ typed access
 
@@ -154,8 +161,16 @@ class Message:
             self._cache[key] = value
             return value
 
+    def _first(self, name: str) -> str | None:
+        """The value of the first field called ``name`` (already canonical)."""
+        index = self._index
+        if index is None:
+            # Built once, on the first typed access: later lookups cost one dict probe.
+            index = self._index = {field[0]: field[2] for field in reversed(self._fields)}
+        return index.get(name)
+
     def _required(self, name: str) -> str:
-        value = self.get(name)
+        value = self._first(name)
         if value is None:
             raise SipParseError(f"missing {display_name(name)} header")
         return value
@@ -167,13 +182,10 @@ class Message:
             return self._cache["via:top"]  # type: ignore[return-value]
         except KeyError:
             pass
-        for field in self._fields:
-            if field[0] == "via":
-                value = field[2]
-                via = parse_via(split_commas(value)[0] if "," in value else value)
-                self._cache["via:top"] = via
-                return via
-        raise SipParseError("missing Via header")
+        value = self._required("via")
+        via = parse_via(split_commas(value)[0] if "," in value else value)
+        self._cache["via:top"] = via
+        return via
 
     @property
     def vias(self) -> list[Via]:
@@ -183,17 +195,28 @@ class Message:
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards (0-255, §20.22), or None when absent."""
-
-        def compute() -> int | None:
-            value = self.get("max-forwards")
-            return None if value is None else parse_uint(value, what="Max-Forwards", maximum=255)
-
-        return self._cached("max-forwards", compute)
+        try:
+            return self._cache["max-forwards"]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        value = self._first("max-forwards")
+        if value is None:
+            hops = None
+        elif value.isascii() and value.isdigit() and len(value) <= 3 and int(value) <= 255:  # noqa: PLR2004 - 1 to 3 digits
+            hops = int(value)
+        else:
+            hops = parse_uint(value, what="Max-Forwards", maximum=255)
+        self._cache["max-forwards"] = hops
+        return hops
 
     @property
     def routes(self) -> list[NameAddr]:
         """The Route set, in order (§20.34)."""
-        return self._cached("route", lambda: self._name_addrs("route"))
+        try:
+            return self._cache["route"]  # type: ignore[return-value]
+        except KeyError:
+            routes = self._cache["route"] = self._name_addrs("route") if self._first("route") else []
+            return routes
 
     @property
     def record_routes(self) -> list[NameAddr]:
@@ -214,36 +237,48 @@ class Message:
     @property
     def contact_star(self) -> bool:
         """True for ``Contact: *`` (REGISTER removing all bindings, §10.2.2)."""
-        value = self.get("contact")
-        return value is not None and value.strip(WS) == "*"
+        value = self._first("contact")
+        return value is not None and value == "*"
 
     @property
     def call_id(self) -> str:
         """Call-ID (§20.8): ``word [ "@" word ]``."""
-
-        def compute() -> str:
-            value = self._required("call-id")
-            local, at, host = value.partition("@")
-            if not WORD_RE.fullmatch(local) or (at and not WORD_RE.fullmatch(host)):
-                raise SipParseError(f"bad Call-ID {value[:60]!r}")
-            return value
-
-        return self._cached("call-id", compute)
+        try:
+            return self._cache["call-id"]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        value = self._required("call-id")
+        if not _CALL_ID_RE.fullmatch(value):
+            raise SipParseError(f"bad Call-ID {value[:60]!r}")
+        self._cache["call-id"] = value
+        return value
 
     @property
     def cseq(self) -> CSeq:
         """CSeq (§20.16)."""
-        return self._cached("cseq", lambda: parse_cseq(self._required("cseq")))
+        try:
+            return self._cache["cseq"]  # type: ignore[return-value]
+        except KeyError:
+            cseq = self._cache["cseq"] = parse_cseq(self._required("cseq"))
+            return cseq
 
     @property
     def from_(self) -> NameAddr:
         """From (§20.20)."""
-        return self._cached("from", lambda: parse_name_addr(self._required("from"), what="From"))
+        try:
+            return self._cache["from"]  # type: ignore[return-value]
+        except KeyError:
+            from_ = self._cache["from"] = parse_name_addr(self._required("from"), what="From")
+            return from_
 
     @property
     def to(self) -> NameAddr:
         """To (§20.39)."""
-        return self._cached("to", lambda: parse_name_addr(self._required("to"), what="To"))
+        try:
+            return self._cache["to"]  # type: ignore[return-value]
+        except KeyError:
+            to = self._cache["to"] = parse_name_addr(self._required("to"), what="To")
+            return to
 
     @property
     def content_length(self) -> int | None:
@@ -267,7 +302,15 @@ class Message:
 
     def _name_addrs(self, name: str) -> list[NameAddr]:
         what = display_name(name)
-        return [parse_name_addr(element, what=what) for element in self.get_elements(name)]
+        elements: list[str] = []
+        for field in self._fields:
+            if field[0] == name:
+                value = field[2]
+                if "," in value:
+                    elements.extend(split_commas(value))
+                else:
+                    elements.append(value)
+        return [parse_name_addr(element, what=what) for element in elements]
 
     def _tokens(self, name: str) -> list[str]:
         what = display_name(name)
@@ -306,6 +349,7 @@ class Message:
 
     def _changed(self, name: str) -> None:
         self._raw = None
+        self._index = None
         self._cache.pop(name, None)
         if name == "via":
             self._cache.pop("via:top", None)
@@ -362,7 +406,11 @@ class Message:
     def push_via(self, value: str) -> None:
         """Add a via-parm on top (§16.6 step 8)."""
         self._fields.insert(0, ("via", "Via: " + value, value))
-        self._changed("via")
+        self._raw = None
+        self._cache.pop("via", None)
+        self._cache.pop("via:top", None)
+        if self._index is not None:
+            self._index["via"] = value  # the new first Via; the rest of the index holds
 
     def pop_via(self) -> Via | None:
         """Remove the top via-parm (§16.7 step 3), returning it parsed."""
@@ -407,6 +455,8 @@ class Message:
             self._fields.append(("max-forwards", "Max-Forwards: " + text, text))
         self._cache["max-forwards"] = value
         self._raw = None
+        if self._index is not None:
+            self._index["max-forwards"] = text
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         """Replace the body and its Content-Length (and Content-Type if given)."""
@@ -425,17 +475,11 @@ class Message:
         """
         if self._raw is not None:
             return self._raw
-        fields = self._fields
         lines = [self.start_line]
-        has_length = False
-        for field in fields:
-            lines.append(field[1])
-            if field[0] == "content-length":
-                has_length = True
-        if not has_length:
+        lines += [field[1] for field in self._fields]
+        if self._first("content-length") is None:
             lines.append(f"Content-Length: {len(self.body)}")
-        lines.append("")
-        lines.append("")
+        lines.append("\r\n")
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
 
     def __bytes__(self) -> bytes:
@@ -461,7 +505,13 @@ class Request(Message):
         raw: bytes | None = None,
         start_line: str | None = None,
     ) -> None:
-        super().__init__(start_line or f"{method} {uri} {SIP_VERSION}", fields, body, raw)
+        # Message.__init__ inlined: this runs for every request received.
+        self.start_line = start_line or f"{method} {uri} {SIP_VERSION}"
+        self._fields = fields
+        self.body = body
+        self._raw = raw
+        self._cache = {}
+        self._index = None
         self.method = method
         self.uri = uri
         self._uri: Uri | None = None
@@ -553,6 +603,17 @@ class Response(Message):
 _RESPONSE_COPIED: Final = ("via", "from", "to", "call-id", "cseq")
 
 
+def _has_tag(to_value: str) -> bool:
+    """Whether a To value carries a tag header parameter (not one inside <URI> or quotes)."""
+    try:
+        return parse_name_addr(to_value, what="To").tag is not None
+    except SipParseError:
+        # A To the grammar refuses (a partial message being answered with 400): look for
+        # a tag parameter after the URI, as far as the text allows.
+        tail = to_value.rpartition(">")[2] if ">" in to_value else to_value
+        return "tag=" in tail.replace(" ", "").replace("\t", "").lower()
+
+
 def make_response(
     request: Message,
     status: int,
@@ -573,7 +634,7 @@ def make_response(
         name = field[0]
         if name not in _RESPONSE_COPIED:
             continue
-        if name == "to" and to_tag is not None and ";tag=" not in field[2].replace(" ", "").lower():
+        if name == "to" and to_tag is not None and not _has_tag(field[2]):
             value = f"{field[2]};tag={to_tag}"
             field = ("to", f"To: {value}", value)  # noqa: PLW2901 - the copy with a tag
         fields.append(field)
@@ -611,43 +672,31 @@ def parse_message(
                 unterminated.message = inner.message
         raise unterminated
     text = data[start:end].decode("utf-8", "surrogateescape")
-    lines = text.split("\r\n")
-    folded = "\r\n " in text or "\r\n\t" in text
-    if folded:
-        lines = _unfold(lines)
-    if len(lines) > limits.max_headers + 1:
-        raise MessageTooLarge(f"more than {limits.max_headers} header fields")
-    check_length = len(text) > limits.max_header_line
+    first_end = text.find("\r\n")
+    start_line = text if first_end < 0 else text[:first_end]
     error: SipParseError | None = None
-    fields: list[Field] = []
+    fields: list[Field] | None = None
+    crlfs = text.count("\r\n")
+    if (
+        first_end >= 0
+        and len(text) <= limits.max_header_line
+        and "\r\n " not in text
+        and "\r\n\t" not in text
+        and text.count("\n") == crlfs == text.count("\r")
+    ):
+        fields = _fast_fields(text, first_end + 2)
+    if fields is None:
+        fields, error = _slow_fields(text, limits)
+    elif len(fields) > limits.max_headers:
+        raise MessageTooLarge(f"more than {limits.max_headers} header fields")
     content_length: str | None = None
-    cache = _NAME_CACHE
-    for line in lines[1:]:
-        if check_length and len(line) > limits.max_header_line:
-            raise MessageTooLarge(f"a header field is longer than {limits.max_header_line} bytes")
-        colon = line.find(":")
-        if colon <= 0:
-            error = error or SipParseError(f"header line without a name and colon: {line[:40]!r}")
-            continue
-        raw_name = line[:colon]
-        name = cache.get(raw_name)
-        if name is None:
-            try:
-                name = canonical_name(raw_name)
-            except SipParseError as bad_line:
-                error = error or bad_line
-                continue
-        if "\r\n" in line:
-            value = _FOLD_RE.sub(" ", line[colon + 1 :]).strip(WS)
-        else:
-            value = line[colon + 1 :].strip(WS)
-        if name == "content-length":
-            if content_length is not None and content_length != value:
+    for field in fields:
+        if field[0] == "content-length":
+            if content_length is not None and content_length != field[2]:
                 error = error or SipParseError("conflicting Content-Length headers")
-            content_length = value
-        fields.append((name, line, value))
+            content_length = field[2]
 
-    started = _start_line(lines[0], fields)
+    started = _start_line(start_line, fields)
     if isinstance(started, SipParseError):
         error = error or started
         message = started.message
@@ -656,7 +705,10 @@ def parse_message(
     body = data[end + 4 :]
     if content_length is not None and error is None:
         try:
-            length = parse_uint(content_length, what="Content-Length", maximum=limits.max_message_size)
+            if content_length.isascii() and content_length.isdigit() and len(content_length) < _LENGTH_DIGITS:
+                length = int(content_length)
+            else:
+                length = parse_uint(content_length, what="Content-Length", maximum=limits.max_message_size)
         except SipParseError as bad_length:
             error = bad_length
         else:
@@ -674,6 +726,57 @@ def parse_message(
     if start == 0 and len(body) == len(data) - end - 4:
         message._raw = data  # noqa: SLF001 - the parser owns the message it builds
     return message
+
+
+def _fast_fields(text: str, offset: int) -> list[Field] | None:
+    """Split well-formed, unfolded header lines whose names were seen before.
+
+    Returns None when anything is unusual (a new header name, a line without a
+    colon): the slow path then parses the lines one by one and names the problem.
+    """
+    cache = _NAME_CACHE
+    try:
+        return [
+            (cache[name], line, value.strip(WS))
+            for line in text[offset:].split("\r\n")
+            for name, value in (line.split(":", 1),)
+        ]
+    except (KeyError, ValueError):
+        return None
+
+
+def _slow_fields(text: str, limits: ParserLimits) -> tuple[list[Field], SipParseError | None]:
+    """Header lines one by one: folding, limits, and the first bad line reported (not raised)."""
+    lines = text.split("\r\n")
+    if "\r\n " in text or "\r\n\t" in text:
+        lines = _unfold(lines)
+    if len(lines) > limits.max_headers + 1:
+        raise MessageTooLarge(f"more than {limits.max_headers} header fields")
+    error: SipParseError | None = None
+    fields: list[Field] = []
+    for line in lines[1:]:
+        if len(line) > limits.max_header_line:
+            raise MessageTooLarge(f"a header field is longer than {limits.max_header_line} bytes")
+        if "\n" in line.replace("\r\n", "") or "\r" in line.replace("\r\n", ""):
+            # A bare CR or LF: a next hop could read it as a line break (header injection).
+            # (NUL may appear, as a quoted-pair, RFC 4475 §3.1.1.2.)
+            error = error or SipParseError(f"bare CR or LF in header line {line[:40]!r}")
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            error = error or SipParseError(f"header line without a name and colon: {line[:40]!r}")
+            continue
+        try:
+            name = canonical_name(line[:colon])
+        except SipParseError as bad_line:
+            error = error or bad_line
+            continue
+        if "\r\n" in line:
+            value = _FOLD_RE.sub(" ", line[colon + 1 :]).strip(WS)
+        else:
+            value = line[colon + 1 :].strip(WS)
+        fields.append((name, line, value))
+    return fields, error
 
 
 def _unfold(lines: list[str]) -> list[str]:
@@ -706,6 +809,10 @@ def _start_line(line: str, fields: list[Field]) -> Request | Response | SipParse
         response.status = int(code)
         return response
     parts = line.split(" ")
+    if len(parts) == 3 and parts[2] == SIP_VERSION and parts[0] in _KNOWN_METHODS:  # noqa: PLR2004
+        uri = parts[1]
+        if uri and uri[0] != "<" and "\t" not in uri:
+            return Request(parts[0], uri, fields, start_line=line)
     method = parts[0]
     request = Request(method, parts[1] if len(parts) > 1 else "", fields, start_line=line)
     if len(parts) != 3:  # noqa: PLR2004 - Method SP Request-URI SP SIP-Version

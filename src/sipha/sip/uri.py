@@ -30,7 +30,8 @@ _IPV6_RE: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 # paramchar = param-unreserved / unreserved / escaped; param-unreserved = "[" "]" "/" ":" "&" "+" "$"
 _PARAMCHARS_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+")
 # hname / hvalue = *( hnv-unreserved / unreserved / escaped ); hnv-unreserved = "[" "]" "/" "?" ":" "+" "$"
-_HEADERS_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$=&]|%[0-9A-Fa-f]{2})*")
+_HNV: Final = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})"
+_HEADERS_RE: Final = re.compile(rf"{_HNV}+={_HNV}*(?:&{_HNV}+={_HNV}*)*")
 _PORT_MAX: Final = 65535
 _PORT_DIGITS: Final = 5
 
@@ -89,14 +90,24 @@ class SipUri:
             return NotImplemented
         return (
             self.scheme == other.scheme
-            and self.user_unescaped == other.user_unescaped
+            and self.user_key == other.user_key
+            and _escapes_normalised(self.password) == _escapes_normalised(other.password)
             and self.host.lower() == other.host.lower()
             and self.port == other.port
             and self.transport == other.transport
         )
 
     def __hash__(self) -> int:
-        return hash((self.scheme, self.user_unescaped, self.host.lower(), self.port))
+        return hash((self.scheme, self.user_key, self.host.lower(), self.port))
+
+    @property
+    def user_key(self) -> str | None:
+        """The user part as RFC 3261 §19.1.4 compares it.
+
+        "Characters other than those in the reserved set are equivalent to their
+        encoding": those escapes are resolved, escapes of reserved characters kept.
+        """
+        return _escapes_normalised(self.user)
 
     @property
     def user_unescaped(self) -> str | None:
@@ -138,6 +149,23 @@ class SipUri:
             params=dict(self.params),
             headers=self.headers,
         )
+
+
+_ESCAPE_RE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+# reserved = ";" / "/" / "?" / ":" / "@" / "&" / "=" / "+" / "$" / ","  (RFC 3261 §25.1)
+_RESERVED: Final = frozenset(";/?:@&=+$,%")
+
+
+def _resolve_escape(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return f"%{match.group(1).upper()}" if char in _RESERVED else char
+
+
+def _escapes_normalised(text: str | None) -> str | None:
+    """``text`` with the escapes of unreserved characters resolved (§19.1.4)."""
+    if text is None or "%" not in text:
+        return text
+    return _ESCAPE_RE.sub(_resolve_escape, text)
 
 
 class TelUri:
@@ -197,10 +225,10 @@ def parse_uri(text: str) -> Uri:
     if any(char in rest for char in ' \t<>"'):
         raise SipParseError(f"white space or delimiter inside URI: {text[:60]!r}")
     if scheme == "tel":
-        number, _, param_text = rest.partition(";")
+        number, semi, param_text = rest.partition(";")
         if not number or not _TEL_NUMBER_RE.fullmatch(number):
             raise SipParseError(f"bad tel URI: {text[:60]!r}")
-        return TelUri(number, _uri_params(param_text, text) if param_text else {}, text)
+        return TelUri(number, _uri_params(param_text, text) if semi else {}, text)
     if not rest:
         raise SipParseError(f"empty URI: {text!r}")
     return AbsoluteUri(scheme, rest, text)
@@ -225,11 +253,11 @@ def _parse_sip_uri(scheme: str, rest: str, raw: str) -> SipUri:
     if question >= 0:
         headers = rest[question + 1 :]
         rest = rest[:question]
-        if not _HEADERS_RE.fullmatch(headers):
+        if not _HEADERS_RE.fullmatch(headers):  # also refuses "?" with nothing after it
             raise SipParseError(f"bad headers in URI: {raw[:60]!r}")
-    hostport, _, param_text = rest.partition(";")
+    hostport, semi, param_text = rest.partition(";")
     host, port = split_hostport(hostport, what=raw)
-    params = _uri_params(param_text, raw) if param_text else {}
+    params = _uri_params(param_text, raw) if semi else {}
     return SipUri(
         scheme, host, user=user, password=password, port=port, params=params, headers=headers, raw=raw
     )
@@ -256,7 +284,11 @@ def split_hostport(hostport: str, *, what: str) -> tuple[str, int | None]:
             raise SipParseError(f"bad host {host[:60]!r} in {what[:60]!r}")
     if not has_port:
         return host, None
-    if not port_text.isdigit() or len(port_text) > _PORT_DIGITS or int(port_text) > _PORT_MAX:
+    if (
+        not (port_text.isascii() and port_text.isdigit())
+        or len(port_text) > _PORT_DIGITS
+        or int(port_text) > _PORT_MAX
+    ):
         raise SipParseError(f"bad port {port_text[:20]!r} in {what[:60]!r}")
     return host, int(port_text)
 

@@ -1,0 +1,152 @@
+"""What the transaction layer hands back to its caller: actions for the transport, events for the TU.
+
+Nothing here does I/O.  The caller drains these from
+:meth:`sipha.txn.TransactionLayer.drain`, performs the :class:`SendMessage`
+actions on its sockets, and gives the events to the transaction user (the
+proxy core).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from sipha.sip import Request, Response
+    from sipha.txn.keys import TransactionKey
+    from sipha.txn.machines import (
+        ClientTransaction,
+        ServerInviteTransaction,
+        ServerTransaction,
+        Transaction,
+    )
+
+# RFC 3261 §18: UDP is the one unreliable transport SIP defines; TCP, TLS, SCTP (RFC 4168)
+# and WebSocket (RFC 7118) are reliable.
+UNRELIABLE_TRANSPORTS: Final = frozenset({"UDP"})
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a message goes or came from, opaque to this layer but for its transport.
+
+    The transport layer decides what ``host`` and ``port`` mean (for responses,
+    RFC 3261 §18.2.2 and RFC 3581 choose the real destination from the Via);
+    this layer only needs to know whether the transport is reliable.
+    """
+
+    transport: str
+    """Transport name as in a Via: UDP, TCP, TLS, SCTP, WS, WSS."""
+    host: str
+    port: int
+
+    @property
+    def reliable(self) -> bool:
+        """Whether the transport is reliable (RFC 3261 §17: no retransmissions needed)."""
+        return self.transport.upper() not in UNRELIABLE_TRANSPORTS
+
+
+# ---------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """Action: send ``message`` to ``destination``.
+
+    ``key`` names the transaction that sent it, so that a failure can be
+    reported back with :meth:`TransactionLayer.transport_error` (§17.1.4,
+    §17.2.4); it is None for messages sent outside any transaction.
+    """
+
+    message: Request | Response
+    destination: Address
+    key: TransactionKey | None
+
+
+# ---------------------------------------------------------------------------- TU events
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A new request created ``transaction`` (§17.2.1, §17.2.2: "passed up to the TU")."""
+
+    transaction: ServerTransaction
+    request: Request
+    source: Address
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived:
+    """An ACK for the TU to handle (a proxy forwards it statelessly, §16.7 / §16.11).
+
+    ``transaction`` is None for an ACK that matched no transaction: the ACK of
+    a 2xx, which "is not considered part of the transaction" (§17), carries a
+    new branch.  It is the server INVITE transaction when an ACK reached it in
+    the RFC 6026 Accepted state ("ACK / to TU").
+    """
+
+    request: Request
+    source: Address
+    transaction: ServerInviteTransaction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """A response the client transaction passes up to the TU (§17.1.1.2, §17.1.2.2)."""
+
+    transaction: ClientTransaction
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class StrayResponse:
+    """A response that matched no client transaction.
+
+    §18.1.2: "If there are any client transactions in existence, the client
+    transport uses the matching procedures of Section 17.1.3 to attempt to
+    match the response to an existing transaction.  If there is a match, the
+    response MUST be passed to that transaction.  Otherwise, the response MUST
+    be passed to the core".  What the proxy core then does with it is §16.7
+    as updated by RFC 6026 §8.3.
+    """
+
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTimeout:
+    """Timer B or F fired (client, "inform the TU that a timeout has occurred"), or H (server).
+
+    §17.2.1 on Timer H: the server transaction "MUST indicate to the TU that a
+    transaction failure has occurred".
+    """
+
+    transaction: Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class TransportError:
+    """The transport could not send a message of ``transaction`` (§17.1.4, §17.2.4)."""
+
+    transaction: Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTerminated:
+    """``transaction`` reached Terminated and was removed from the layer."""
+
+    transaction: Transaction
+
+
+Event = (
+    RequestReceived
+    | AckReceived
+    | ResponseReceived
+    | StrayResponse
+    | TransactionTimeout
+    | TransportError
+    | TransactionTerminated
+)
+"""The events for the TU."""
+Output = SendMessage | Event
+"""Everything :meth:`TransactionLayer.drain` returns."""

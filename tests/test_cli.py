@@ -1,0 +1,129 @@
+"""Unit tests of the ``sipha`` command line (sipha.cli)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from sipha import __version__
+from sipha.cli import EXIT_BAD_CONFIG, EXIT_OK, main
+from sipha.config import load_config, load_config_text, render_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sipha.toml"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    out, err = capsys.readouterr()
+    assert out == f"sipha {__version__}\n"
+    assert err == ""
+
+
+def test_version_is_the_project_version() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text("utf-8"))
+    assert __version__ == pyproject["project"]["version"]
+
+
+def test_check_config_of_a_good_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(EXAMPLE)]) == EXIT_OK == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    first, rest = out.split("\n", 1)
+    assert first == f"# effective configuration of {EXAMPLE}: OK"
+    assert rest == render_config(load_config(EXAMPLE))
+    # what is printed is itself a valid configuration, equal to the file's
+    assert load_config_text(rest) == load_config(EXAMPLE)
+
+
+def test_check_config_of_a_written_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text('[monitor]\noos-check = 10\n[admin]\ntoken = "t"\n', encoding="utf-8")
+    assert main(["check-config", str(path)]) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith(f"# effective configuration of {path}: OK\n[proxy]\n")
+    assert "\noos-check = 10\n" in out
+    assert '\ntoken = "t"\n' in out
+
+
+def test_check_config_of_the_embedded_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out == "# effective configuration of the embedded default: OK\n" + render_config(load_config(None))
+
+
+def test_check_config_of_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[proxy]\nlisten = ["sctp:1.2.3.4:5060"]\nbogus = 1\n[monitor]\noos-check = 301\noos-force = 0\n',
+        encoding="utf-8",
+    )
+    assert main(["check-config", str(path)]) == EXIT_BAD_CONFIG == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[0] == f"sipha: configuration {path} refused:"
+    problems = lines[1:]
+    assert len(problems) == 4
+    assert all(line.startswith("  ") for line in problems)
+    assert any("proxy.listen" in line and "sctp:1.2.3.4:5060" in line for line in problems)
+    assert "  proxy.bogus = 1: unknown option" in problems
+    assert any(line.startswith("  monitor.oos-check = 301: ") for line in problems)
+    assert any(line.startswith("  monitor.oos-force = 0: ") for line in problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[proxy\n", "not valid TOML"),
+        ('[proxy]\nrecord-route = "sip:x"\n', "proxy.record-route = 'sip:x'"),
+        ("[monitor]\noos-force = 33\n", "monitor.oos-force = 33"),
+        (
+            '[[pair]]\nname = "a"\nprimary = "udp:h:1"\nbackup = "udp:h:1"\n',
+            "primary and backup must be different",
+        ),
+    ],
+)
+def test_check_config_prints_each_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    assert main(["check-config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert expected in err
+
+
+def test_check_config_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "absent.toml"
+    assert main(["check-config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"sipha: configuration {path} refused:\n  cannot read: No such file or directory\n"
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith("usage: sipha")
+    assert "check-config" in out
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["check-config", "--help"])
+    assert caught.value.code == 0
+    assert "Validate FILE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["no-such-command"], ["--bogus"], ["check-config", "a", "b"]])
+def test_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: sipha")

@@ -1,0 +1,446 @@
+"""Unit tests of sipha.config: loading, validation messages, rendering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sipha.config import (
+    Config,
+    ConfigError,
+    SipAddress,
+    default_config_text,
+    load_config,
+    load_config_text,
+    parse_address,
+    render_config,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sipha.toml"
+
+PAIR = """
+[[pair]]
+name = "p"
+primary = "udp:10.0.0.1:5060"
+backup = "udp:10.0.0.2:5060"
+"""
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, source="test.toml")
+    assert caught.value.source == "test.toml"
+    assert str(caught.value).startswith("test.toml: ")
+    assert caught.value.problems
+    return caught.value.problems
+
+
+# ============================================================================ good files
+
+
+def test_embedded_default_loads() -> None:
+    config = load_config(None)
+    assert config == load_config_text(default_config_text())
+    assert config.proxy.listen == ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+    assert config.proxy.record_route == "sip:127.0.0.1;lr"
+    assert config.monitor.oos_check == 5
+    assert config.monitor.oos_force == 5
+    assert config.monitor.alive_codes == ["2xx"]
+    assert config.monitor.failover_timeout == 1.0
+    assert config.admin.listen == "127.0.0.1:8080"
+    assert [pair.name for pair in config.pair] == ["demo"]
+    assert config.pair[0].serving is True
+
+
+def test_example_file_loads() -> None:
+    config = load_config(EXAMPLE)
+    assert config.proxy.listen == ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
+    assert config.proxy.sip_address == ""
+    assert config.proxy.resolve_host is False
+    assert config.proxy.record_route == "sip:proxy.example.com;lr"
+    assert config.proxy.overload_ctrl_dialog_rate == 0
+    assert [pair.name for pair in config.pair] == ["site-a", "site-b"]
+    assert [pair.serving for pair in config.pair] == [True, False]
+    assert config.pair[0].primary == "udp:10.0.1.10:5060"
+    assert config.pair[1].match.domain == ["b.example.com"]
+    assert config.pair[0].match.domain == []
+
+
+def test_empty_file_is_all_defaults() -> None:
+    config = load_config_text("")
+    assert config == Config()
+    assert config.pair == []
+    assert config.admin.token == ""
+
+
+def test_every_option_set() -> None:
+    config = load_config_text(
+        """
+        [proxy]
+        listen = ["udp:[::1]:5060", "TLS:proxy.example.com:5061"]
+        sip-address = "proxy.example.com"
+        resolve-host = true
+        record-route = "sips:proxy.example.com;transport=tls;lr"
+        overload-ctrl-dialog-rate = 1000000
+
+        [monitor]
+        oos-check = 0
+        oos-force = 32
+        alive-codes = ["200", "2xx", "404", "6xx"]
+        failover-timeout = 32
+
+        [admin]
+        listen = "[::1]:8080"
+        token = "s3cr3t"
+
+        [[pair]]
+        name = "A.b-c_1"
+        primary = "tcp:[2001:db8::1]:5060"
+        backup = "tcp:[2001:db8::2]:5060"
+        serving = true
+        match = { domain = ["a.example.com", "b.example.com"] }
+        """
+    )
+    assert config.proxy.resolve_host is True
+    assert config.proxy.overload_ctrl_dialog_rate == 1_000_000
+    assert config.monitor.oos_check == 0
+    assert config.monitor.oos_force == 32
+    assert config.monitor.failover_timeout == 32.0
+    assert config.admin.token == "s3cr3t"  # noqa: S105 - a test value
+    assert config.pair[0].match.domain == ["a.example.com", "b.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("oos-check", "0"),
+        ("oos-check", "300"),
+        ("oos-force", "1"),
+        ("oos-force", "32"),
+        ("failover-timeout", "0.001"),
+        ("failover-timeout", "32.0"),
+    ],
+)
+def test_monitor_range_limits_accepted(option: str, value: str) -> None:
+    load_config_text(f"[monitor]\n{option} = {value}\n")
+
+
+def test_one_serving_pair_and_several_non_serving() -> None:
+    text = "".join(
+        f'[[pair]]\nname = "p{index}"\nprimary = "udp:10.0.0.1:{5060 + index}"\n'
+        f'backup = "udp:10.0.0.2:5060"\nserving = {"true" if index == 0 else "false"}\n'
+        for index in range(3)
+    )
+    assert len(load_config_text(text).pair) == 3
+
+
+# ============================================================================ bad files
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        # [monitor]
+        ("[monitor]\noos-check = 301", "monitor.oos-check", "301"),
+        ("[monitor]\noos-check = -1", "monitor.oos-check", "-1"),
+        ('[monitor]\noos-check = "five"', "monitor.oos-check", "'five'"),
+        ("[monitor]\noos-check = 1.5", "monitor.oos-check", "1.5"),
+        ("[monitor]\noos-force = 0", "monitor.oos-force", "0"),
+        ("[monitor]\noos-force = 33", "monitor.oos-force", "33"),
+        ("[monitor]\nfailover-timeout = 0", "monitor.failover-timeout", "0"),
+        ("[monitor]\nfailover-timeout = 32.5", "monitor.failover-timeout", "32.5"),
+        ('[monitor]\nalive-codes = ["2x"]', "monitor.alive-codes", "'2x'"),
+        ('[monitor]\nalive-codes = ["700"]', "monitor.alive-codes", "'700'"),
+        ('[monitor]\nalive-codes = ["2XX"]', "monitor.alive-codes", "'2XX'"),
+        ('[monitor]\nalive-codes = ["20"]', "monitor.alive-codes", "'20'"),
+        ('[monitor]\nalive-codes = ["200", "bad"]', "monitor.alive-codes", "'bad'"),
+        ("[monitor]\nalive-codes = []", "monitor.alive-codes", "[]"),
+        ('[monitor]\nalive-codes = "2xx"', "monitor.alive-codes", "'2xx'"),
+        ("[monitor]\nunknown = 1", "monitor.unknown", "1"),
+        # [proxy]
+        ('[proxy]\nlisten = ["udp:1.2.3.4"]', "proxy.listen", "'udp:1.2.3.4'"),
+        ('[proxy]\nlisten = ["sctp:1.2.3.4:5060"]', "proxy.listen", "'sctp:1.2.3.4:5060'"),
+        ('[proxy]\nlisten = ["1.2.3.4:5060"]', "proxy.listen", "'1.2.3.4:5060'"),
+        ('[proxy]\nlisten = ["udp:1.2.3.4:0"]', "proxy.listen", "'udp:1.2.3.4:0'"),
+        ('[proxy]\nlisten = ["udp:1.2.3.4:65536"]', "proxy.listen", "'udp:1.2.3.4:65536'"),
+        ('[proxy]\nlisten = ["udp:1.2.3.4:port"]', "proxy.listen", "'udp:1.2.3.4:port'"),
+        ('[proxy]\nlisten = ["udp::5060"]', "proxy.listen", "'udp::5060'"),
+        ('[proxy]\nlisten = ["udp:[::1:5060"]', "proxy.listen", "'udp:[::1:5060'"),
+        ('[proxy]\nlisten = ["udp:[::1]5060"]', "proxy.listen", "'udp:[::1]5060'"),
+        ('[proxy]\nlisten = ["udp:[zz::1]:5060"]', "proxy.listen", "'udp:[zz::1]:5060'"),
+        ('[proxy]\nlisten = ["udp:127.0.0.1:5060", "tcp:bad"]', "proxy.listen", "'tcp:bad'"),
+        ("[proxy]\nlisten = []", "proxy.listen", "[]"),
+        ('[proxy]\nlisten = "udp:127.0.0.1:5060"', "proxy.listen", "'udp:127.0.0.1:5060'"),
+        ('[proxy]\nrecord-route = "sip:proxy.example.com"', "proxy.record-route", "'sip:proxy.example.com'"),
+        ('[proxy]\nrecord-route = "http://x;lr"', "proxy.record-route", "'http://x;lr'"),
+        ('[proxy]\nrecord-route = "<sip:x;lr>"', "proxy.record-route", "'<sip:x;lr>'"),
+        ('[proxy]\nrecord-route = "sip:a b;lr"', "proxy.record-route", "'sip:a b;lr'"),
+        ('[proxy]\nrecord-route = ""', "proxy.record-route", "''"),
+        ("[proxy]\noverload-ctrl-dialog-rate = -1", "proxy.overload-ctrl-dialog-rate", "-1"),
+        ("[proxy]\noverload-ctrl-dialog-rate = 1000001", "proxy.overload-ctrl-dialog-rate", "1000001"),
+        ('[proxy]\nresolve-host = "maybe"', "proxy.resolve-host", "'maybe'"),
+        ("[proxy]\nsip-address = 5", "proxy.sip-address", "5"),
+        ("[proxy]\nfoo = 1", "proxy.foo", "1"),
+        # [admin]
+        ('[admin]\nlisten = "nohost"', "admin.listen", "'nohost'"),
+        ('[admin]\nlisten = ":8080"', "admin.listen", "':8080'"),
+        ('[admin]\nlisten = "host:"', "admin.listen", "'host:'"),
+        ('[admin]\nlisten = "host:99999"', "admin.listen", "'host:99999'"),
+        ('[admin]\nlisten = "[::1]8080"', "admin.listen", "'[::1]8080'"),
+        ("[admin]\ntoken = 1", "admin.token", "1"),
+        ('[admin]\nuser = "x"', "admin.user", "'x'"),
+        # top level
+        ("[extra]\nx = 1", "extra", "{'x': 1}"),
+        ("verbose = true", "verbose", "True"),
+        ('proxy = "x"', "proxy", "'x'"),
+        # [[pair]]
+        (PAIR + 'name2 = "x"', "pair.0.name2", "'x'"),
+        (PAIR.replace('"p"', '"bad name"'), "pair.0.name", "'bad name'"),
+        (PAIR.replace('"p"', '""'), "pair.0.name", "''"),
+        (PAIR.replace('"p"', '"' + "n" * 65 + '"'), "pair.0.name", "'" + "n" * 65 + "'"),
+        (PAIR.replace("udp:10.0.0.1:5060", "udp:10.0.0.1"), "pair.0.primary", "'udp:10.0.0.1'"),
+        (PAIR.replace("udp:10.0.0.2:5060", "sctp:10.0.0.2:5060"), "pair.0.backup", "'sctp:10.0.0.2:5060'"),
+        (PAIR + "serving = 2", "pair.0.serving", "2"),
+        (PAIR + 'match = { domain = "a.example.com" }', "pair.0.match.domain", "'a.example.com'"),
+        (PAIR + "match = { host = 1 }", "pair.0.match.host", "1"),
+        ('pair = "x"', "pair", "'x'"),
+    ],
+)
+def test_each_problem_names_the_key_and_the_value(text: str, key: str, value: str) -> None:
+    problems = problems_of(text)
+    assert len(problems) == 1, problems
+    line = problems[0]
+    assert line.startswith(f"{key} = "), line
+    assert value in line, line
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        (
+            '[[pair]]\nname = "p"\nbackup = "udp:10.0.0.2:5060"',
+            "pair.0.primary",
+            "required option is missing",
+        ),
+        (
+            '[[pair]]\nname = "p"\nprimary = "udp:10.0.0.2:5060"',
+            "pair.0.backup",
+            "required option is missing",
+        ),
+        ('[[pair]]\nprimary = "udp:10.0.0.1:5060"\nbackup = "udp:10.0.0.2:5060"', "pair.0.name", "missing"),
+    ],
+)
+def test_missing_required_options(text: str, key: str, message: str) -> None:
+    problems = problems_of(text)
+    assert problems == [f"{key}: required option is missing"]
+    assert message in problems[0]
+
+
+def test_unknown_option_message() -> None:
+    assert problems_of("[proxy]\nfoo = 1") == ["proxy.foo = 1: unknown option"]
+
+
+def test_primary_equal_to_backup() -> None:
+    text = '[[pair]]\nname = "p"\nprimary = "udp:10.0.0.1:5060"\nbackup = "UDP:10.0.0.1:5060"\n'
+    (line,) = problems_of(text)
+    # A section-level rule names the section, and the values in its message (never the
+    # whole section, which could hold a secret such as the admin token).
+    assert line.startswith("pair.0: ")
+    assert line.endswith(": primary and backup must be different addresses")
+    assert "'udp:10.0.0.1:5060'" in line
+    assert "'UDP:10.0.0.1:5060'" in line
+
+
+def test_primary_equal_to_backup_after_normalisation() -> None:
+    text = '[[pair]]\nname = "p"\nprimary = "tcp:[::1]:5060"\nbackup = "TCP:[::1]:05060"\n'
+    (line,) = problems_of(text)
+    assert "primary and backup must be different" in line
+
+
+def test_duplicate_pair_names() -> None:
+    (line,) = problems_of(PAIR + PAIR)
+    assert "pair names must be unique" in line
+    assert "['p', 'p']" in line
+    assert "pair" in line.split(":", 1)[0] or "(file)" in line.split(":", 1)[0]
+
+
+def test_two_serving_pairs() -> None:
+    text = (PAIR + "serving = true\n") + (PAIR.replace('"p"', '"q"') + "serving = true\n")
+    (line,) = problems_of(text)
+    assert "at most one pair may have serving = true" in line
+    assert "['p', 'q']" in line
+
+
+def test_invalid_toml() -> None:
+    (line,) = problems_of("[proxy\nlisten = 1")
+    assert line.startswith("not valid TOML: ")
+    (line,) = problems_of("[proxy]\nlisten = [")
+    assert line.startswith("not valid TOML: ")
+    (line,) = problems_of("[proxy]\nlisten = 1\nlisten = 2")
+    assert line.startswith("not valid TOML: ")
+
+
+def test_every_problem_is_listed() -> None:
+    text = """
+    [proxy]
+    listen = ["bad"]
+    record-route = "sip:x"
+    bogus = 1
+    [monitor]
+    oos-check = 301
+    oos-force = 0
+    alive-codes = ["2x"]
+    """
+    problems = problems_of(text)
+    keys = sorted(line.split(" ", 1)[0] for line in problems)
+    assert keys == sorted(
+        [
+            "proxy.listen",
+            "proxy.record-route",
+            "proxy.bogus",
+            "monitor.oos-check",
+            "monitor.oos-force",
+            "monitor.alive-codes",
+        ]
+    )
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.source == str(path)
+    assert caught.value.problems == ["cannot read: No such file or directory"]
+
+
+def test_load_config_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert caught.value.problems[0].startswith("cannot read: ")
+
+
+def test_load_config_bad_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[monitor]\noos-check = 301\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.source == str(path)
+    assert str(caught.value) == f"{path}: monitor.oos-check = 301: Input should be less than or equal to 300"
+
+
+@pytest.mark.parametrize("uri", ["sip:proxy.example.com;lrx=1", "sip:proxy.example.com;lr-not"])
+def test_record_route_needs_the_lr_parameter_itself(uri: str) -> None:
+    problems_of(f'[proxy]\nrecord-route = "{uri}"\n')
+
+
+@pytest.mark.parametrize("uri", ["sip:p.example.com;lr", "sip:p;transport=tcp;lr", "sips:p;lr;maddr=x"])
+def test_record_route_with_lr(uri: str) -> None:
+    assert load_config_text(f'[proxy]\nrecord-route = "{uri}"\n').proxy.record_route == uri
+
+
+def test_record_route_lr_is_case_insensitive() -> None:
+    load_config_text('[proxy]\nrecord-route = "sip:p.example.com;LR"\n')
+
+
+# ============================================================================ addresses
+
+
+@pytest.mark.parametrize(
+    ("text", "transport", "host", "port", "rendered"),
+    [
+        ("udp:10.0.1.10:5060", "udp", "10.0.1.10", 5060, "udp:10.0.1.10:5060"),
+        ("TCP:host.example.com:1", "tcp", "host.example.com", 1, "tcp:host.example.com:1"),
+        ("tls:[2001:db8::1]:5061", "tls", "2001:db8::1", 5061, "tls:[2001:db8::1]:5061"),
+        ("udp:h:65535", "udp", "h", 65535, "udp:h:65535"),
+    ],
+)
+def test_parse_address(text: str, transport: str, host: str, port: int, rendered: str) -> None:
+    address = parse_address(text)
+    assert (address.transport, address.host, address.port) == (transport, host, port)
+    assert str(address) == rendered
+    assert parse_address(rendered) == address
+
+
+def test_parse_address_without_transport() -> None:
+    assert parse_address("127.0.0.1:8080", need_transport=False) == SipAddress(
+        transport="udp", host="127.0.0.1", port=8080
+    )
+    assert parse_address("[::1]:8080", need_transport=False).host == "::1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "udp",
+        "udp:",
+        "udp:host",
+        "host:5060",
+        "udp:host:0",
+        "udp:host:x",
+        "udp:[::1]",
+        "udp:[nope]:1",
+        "udp::1",
+    ],
+)
+def test_parse_address_errors(text: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - pydantic turns any ValueError into a problem line
+        parse_address(text)
+
+
+# ============================================================================ rendering
+
+
+def test_render_default() -> None:
+    text = render_config(load_config(None))
+    assert text.startswith("[proxy]\nlisten = [")
+    assert '\nrecord-route = "sip:127.0.0.1;lr"\n' in text
+    assert (
+        '\n[monitor]\noos-check = 5\noos-force = 5\nalive-codes = ["2xx"]\nfailover-timeout = 1.0\n' in text
+    )
+    assert '\n[[pair]]\nname = "demo"\n' in text
+    assert "\nserving = true\n" in text
+    assert "\nmatch = { domain = [] }\n" in text
+    assert "\nresolve-host = false\n" in text
+
+
+ROUND_TRIP_TEXTS = [
+    "",
+    '[admin]\ntoken = "quote \\" and backslash \\\\ and tab \\t"\n',
+    "[monitor]\nfailover-timeout = 0.00001\n",
+    "[monitor]\nfailover-timeout = 0.1\noos-check = 0\nalive-codes = ['200', '2xx', '3xx']\n",
+    '[proxy]\nlisten = ["udp:[::1]:5060", "tls:h:5061"]\nsip-address = "pool.example.com"\n'
+    "resolve-host = true\n"
+    '[admin]\nlisten = "[::1]:9000"\ntoken = "\u00e9t\u00e9"\n'
+    + PAIR
+    + 'match = { domain = ["a.example", "b.example"] }\n',
+]
+
+
+@pytest.mark.parametrize("text", ROUND_TRIP_TEXTS)
+def test_render_reloads_to_an_equal_config(text: str) -> None:
+    config = load_config_text(text)
+    rendered = render_config(config)
+    assert load_config_text(rendered) == config
+    # rendering is stable
+    assert render_config(load_config_text(rendered)) == rendered
+
+
+@pytest.mark.parametrize("path", [None, EXAMPLE])
+def test_render_of_shipped_files_reloads(path: Path | None) -> None:
+    config = load_config(path)
+    assert load_config_text(render_config(config)) == config
+
+
+@pytest.mark.parametrize("escape", ["\\n", "\\r", "\\u0001", "\\u007f"])
+def test_render_escapes_control_characters(escape: str) -> None:
+    config = load_config_text(f'[admin]\ntoken = "a{escape}b"\n')
+    assert load_config_text(render_config(config)) == config
+
+
+def test_config_error() -> None:
+    error = ConfigError("file.toml", ["one", "two"])
+    assert str(error) == "file.toml: one; two"
+    assert error.source == "file.toml"
+    assert error.problems == ["one", "two"]
