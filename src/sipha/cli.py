@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sipha.config import ConfigError, load_config, render_config
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
+EXIT_CANNOT_START = 1
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -26,7 +28,34 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Validate FILE; print the effective configuration (exit 0) or every error (exit 2).",
     )
     check.add_argument("file", type=Path, nargs="?", help="TOML file; omitted: the embedded default")
+    run = commands.add_parser(
+        "run",
+        help="run the proxy",
+        description="Run the proxy with FILE, or with the embedded default configuration (loopback).",
+    )
+    run.add_argument("--config", type=Path, help="TOML file; omitted: the embedded default")
+    run.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log threshold"
+    )
     return parser
+
+
+def _run(path: Path | None, log_level: str) -> int:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(path)
+        from sipha.app import run  # noqa: PLC0415 - asyncio and sockets only for `run`
+
+        run(config)
+    except ConfigError as error:
+        print(f"sipha: configuration {error.source} refused:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except OSError as error:
+        print(f"sipha: cannot start: {error}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    return EXIT_OK
 
 
 def _check_config(path: Path | None) -> int:
@@ -49,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "run":
+        return _run(args.config, args.log_level)
     parser.print_help()
     return EXIT_OK
 

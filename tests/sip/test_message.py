@@ -917,10 +917,13 @@ def test_push_record_route() -> None:
     assert lines.index(b"Record-Route: <sip:proxy.example.com;lr>") + 1 == lines.index(
         b"Record-Route: <sip:rr.example.com;lr>"
     )
-    # without a Record-Route, the new one goes on top
+    # without a Record-Route, the new one goes just below the Vias, which stay together
     plain = parse_request(invite())
     plain.push_record_route("<sip:proxy.example.com;lr>")
-    assert header_lines(plain.to_bytes())[0] == b"Record-Route: <sip:proxy.example.com;lr>"
+    lines = header_lines(plain.to_bytes())
+    first_other = next(i for i, line in enumerate(lines) if not line.lower().startswith((b"via", b"v:")))
+    assert lines[first_other] == b"Record-Route: <sip:proxy.example.com;lr>"
+    assert not any(line.lower().startswith(b"via") for line in lines[first_other:])
     assert plain.record_routes[0].uri_text == "sip:proxy.example.com;lr"
 
 
@@ -1542,3 +1545,23 @@ def test_parse_with_an_empty_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     second = parse_request(data)
     assert first.headers == second.headers
     assert first.to_bytes() == second.to_bytes() == data
+
+
+def test_replace_top_via_keeps_the_other_vias() -> None:
+    message = parse_message(
+        b"OPTIONS sip:a@b SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP h1;branch=z9hG4bK1;rport, SIP/2.0/UDP h2;branch=z9hG4bK2\r\n"
+        b"v: SIP/2.0/TCP h3;branch=z9hG4bK3\r\n"
+        b"Call-ID: x\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\n\r\n"
+    )
+    message.replace_top_via("SIP/2.0/UDP h1;branch=z9hG4bK1;rport=5;received=192.0.2.9")
+    assert [via.host for via in message.vias] == ["h1", "h2", "h3"]
+    assert message.top_via.rport == "5"
+    assert message.top_via.received == "192.0.2.9"
+    assert b"v: SIP/2.0/TCP h3;branch=z9hG4bK3\r\n" in message.to_bytes()
+
+
+def test_replace_top_via_without_via_is_refused() -> None:
+    message = Request.build("OPTIONS", "sip:a@b", [("Call-ID", "x")])
+    with pytest.raises(SipParseError):
+        message.replace_top_via("SIP/2.0/UDP h;branch=z9hG4bK1")

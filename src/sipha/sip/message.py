@@ -412,6 +412,16 @@ class Message:
         if self._index is not None:
             self._index["via"] = value  # the new first Via; the rest of the index holds
 
+    def replace_top_via(self, value: str) -> None:
+        """Replace the first via-parm (§18.2.1 ``received``/``rport``), keeping the others' text."""
+        for index, field in enumerate(self._fields):
+            if field[0] == "via":
+                rest = split_commas(field[2])[1:] if "," in field[2] else []
+                self._fields[index] = make_field("via", ", ".join([value, *rest]))
+                self._changed("via")
+                return
+        raise SipParseError("missing Via header")
+
     def pop_via(self) -> Via | None:
         """Remove the top via-parm (§16.7 step 3), returning it parsed."""
         element = self._pop_first_element("via")
@@ -425,12 +435,16 @@ class Message:
     def push_record_route(self, value: str) -> None:
         """Add a Record-Route element on top (§16.6 step 4)."""
         field = ("record-route", "Record-Route: " + value, value)
+        after_vias = 0
         for index, existing in enumerate(self._fields):
             if existing[0] == "record-route":
                 self._fields.insert(index, field)
                 break
+            if existing[0] == "via":
+                after_vias = index + 1
         else:
-            self._fields.insert(0, field)
+            # No Record-Route yet: below the Vias, which stay together.
+            self._fields.insert(after_vias, field)
         self._changed("record-route")
 
     def push_route(self, value: str) -> None:

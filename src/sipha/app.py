@@ -1,0 +1,189 @@
+"""Wiring: configuration, transports, the proxy core and its clock, in one asyncio loop.
+
+The core (:mod:`sipha.proxy`) is sans-IO; this module is where bytes meet
+sockets and ``now`` meets the loop's monotonic clock.  Every callback from the
+transports feeds the core, then *flushes*: sends what the core produced and
+re-arms the one timer the core needs (its next deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+from collections.abc import Iterable
+
+from sipha.config import Config, ConfigError, parse_address
+from sipha.net.manager import TransportManager
+from sipha.proxy.core import ProxyCore, ProxySettings
+from sipha.proxy.view import ConfiguredView, PairSpec
+from sipha.sip import SipParseError, SipUri, parse_uri
+from sipha.txn import Address
+
+log = logging.getLogger("sipha")
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
+    """The routing view: the proxy's own addresses and the configured pairs."""
+    own: list[tuple[str, int | None]] = [(address.host, address.port) for address in listen]
+    if config.proxy.sip_address:
+        own += [(config.proxy.sip_address, address.port) for address in listen]
+    record_route = parse_uri(config.proxy.record_route)
+    if isinstance(record_route, SipUri):
+        # The pool FQDN names every instance, on whatever port it is used with.
+        own.append((record_route.host_key, record_route.port))
+        if record_route.port is None:
+            own.append((record_route.host_key, None))
+    pairs = []
+    for pair in config.pair:
+        primary = parse_address(pair.primary)
+        backup = parse_address(pair.backup)
+        pairs.append(
+            PairSpec(
+                pair.name,
+                Address(primary.transport.upper(), primary.host, primary.port),
+                Address(backup.transport.upper(), backup.host, backup.port),
+                serving=pair.serving,
+                domains=frozenset(domain.lower() for domain in pair.match.domain),
+            )
+        )
+    return ConfiguredView.build(own, pairs)
+
+
+def build_settings(config: Config, listen: Iterable[Address]) -> ProxySettings:
+    """The core's settings: our Via sent-by per transport, the Record-Route URI."""
+    via: dict[str, tuple[str, int]] = {}
+    for address in listen:
+        host = config.proxy.sip_address or address.host
+        if _is_wildcard(host):
+            problem = f"proxy.sip-address = {config.proxy.sip_address!r}: needed to listen on {address.host}"
+            raise ConfigError("proxy.sip-address", [problem])
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        via.setdefault(address.transport.upper(), (host, address.port))
+    return ProxySettings(record_route=config.proxy.record_route, via=via)
+
+
+class ProxyApp:
+    """One sipha instance: transports + proxy core + timer, on the running loop."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.transports = TransportManager(self._on_message, self._on_transport_error, self._on_bad_stream)
+        self.core: ProxyCore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        """Bind the listen addresses and start proxying."""
+        self._loop = asyncio.get_running_loop()
+        listens: list[tuple[str, str, int]] = []
+        for text in self.config.proxy.listen:
+            configured = parse_address(text)
+            listens.append((configured.transport, configured.host, configured.port))
+        await self.transports.start(listens)
+        bound = self.transports.listen_addresses
+        self.core = ProxyCore(build_settings(self.config, bound), build_view(self.config, bound))
+        for address in bound:
+            log.info("listening on %s:%s:%d", address.transport.lower(), address.host, address.port)
+
+    async def stop(self) -> None:
+        """Close every socket and connection."""
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transports.stop()
+        self._stopped.set()
+
+    async def run(self) -> None:
+        """Start, then serve until SIGTERM or SIGINT."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):  # pragma: no cover - non-Unix
+                loop.add_signal_handler(signum, self._request_stop)
+        await self._stopped.wait()
+
+    def _request_stop(self) -> None:
+        log.info("stopping")
+        assert self._loop is not None  # noqa: S101 - set in start()
+        self._loop.create_task(self.stop())
+
+    # ------------------------------------------------------------------ transport callbacks
+
+    def _now(self) -> float:
+        assert self._loop is not None  # noqa: S101 - set in start()
+        return self._loop.time()
+
+    def _on_message(self, data: bytes, source: Address, local: Address) -> None:
+        del local
+        if self.core is None:
+            return
+        self.core.receive(data, source, self._now(), stream=source.reliable)
+        self._flush()
+
+    def _on_transport_error(self, destination: Address, error: OSError | str) -> None:
+        del error
+        if self.core is None:
+            return
+        self.core.transport_error(destination, self._now())
+        self._flush()
+
+    def _on_bad_stream(self, error: SipParseError, source: Address) -> None:
+        if self.core is None:
+            return
+        self.core.bad_stream(error, source)
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self.core is None:
+            return
+        self.core.handle_timers(self._now())
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what the core produced and arm the timer for its next deadline."""
+        core = self.core
+        if core is None:
+            return
+        send = self.transports.send
+        for action in core.drain():
+            send(action.message.to_bytes(), action.destination)
+        deadline = core.next_deadline()
+        if deadline is None:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return  # the armed timer fires first; it re-arms for what is left
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._loop is not None  # noqa: S101 - set in start()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop when it is installed (it is a dependency on Linux)."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional accelerator
+    except ImportError:  # pragma: no cover - uvloop is installed with sipha
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def run(config: Config) -> None:
+    """``sipha run``: serve until SIGTERM."""
+    install_uvloop()
+    asyncio.run(ProxyApp(config).run())

@@ -1,0 +1,362 @@
+"""The transport layer's one public object: sockets, connections, name resolution.
+
+``app.py`` gives it the callbacks of the core, starts it with the listen
+addresses, and calls :meth:`TransportManager.send` for every message the core
+emits.  Callbacks are never invoked from inside :meth:`send`: errors found
+while sending are reported on the next loop iteration, so the core is not
+re-entered while it is draining its own output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from sipha.net.addr import parse_ip
+from sipha.net.resolve import Resolver
+from sipha.net.stats import TransportStats
+from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext
+from sipha.net.udp import UdpEndpoint, open_udp_socket
+from sipha.sip import DEFAULT_LIMITS, ParserLimits
+from sipha.txn.events import Address
+
+OnTransportError = Callable[[Address, OSError | str], None]
+
+DEFAULT_IDLE_TIMEOUT: Final = 120.0
+DEFAULT_MAX_CONNECTIONS: Final = 10_000
+DEFAULT_WRITE_BUFFER_HIGH: Final = 256 * 1024
+DEFAULT_WRITE_BUFFER_MAX: Final = 4 * 1024 * 1024
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+DEFAULT_UDP_BUFFER: Final = 4 * 1024 * 1024
+DEFAULT_UDP_BATCH: Final = 64
+DEFAULT_UDP_QUEUE: Final = 10_000
+_STOP_GRACE: Final = 1.0  # seconds connections get to flush their buffers on stop()
+_TRANSPORTS: Final = ("UDP", "TCP")
+
+
+class TransportManager:
+    """UDP sockets and TCP servers/connections for the proxy, behind one ``send``.
+
+    ``on_message(data, source, local)`` gets every datagram and every framed
+    stream message; ``source`` is the peer (for TCP: the connection's remote
+    address, which is also the key that routes a response back over it).
+    ``on_transport_error(destination, error)`` gets ICMP errors for UDP
+    datagrams we sent, failed TCP connects and connections reset or dropped
+    with data queued.  ``on_bad_stream(error, source)``, if given, is called
+    on a stream framing error before the connection is closed, so the core
+    can answer 400/513 on it.
+    """
+
+    def __init__(
+        self,
+        on_message: OnMessage,
+        on_transport_error: OnTransportError,
+        on_bad_stream: OnBadStream | None = None,
+        *,
+        limits: ParserLimits = DEFAULT_LIMITS,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        write_buffer_high: int = DEFAULT_WRITE_BUFFER_HIGH,
+        write_buffer_max: int = DEFAULT_WRITE_BUFFER_MAX,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        udp_buffer_size: int = DEFAULT_UDP_BUFFER,
+        udp_batch: int = DEFAULT_UDP_BATCH,
+        udp_queue_limit: int = DEFAULT_UDP_QUEUE,
+        udp_reuse_address: bool = True,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self._on_message = on_message
+        self._on_transport_error = on_transport_error
+        self._on_bad_stream = on_bad_stream
+        self._limits = limits
+        self._idle_timeout = idle_timeout
+        self._max_connections = max_connections
+        self._write_high = write_buffer_high
+        self._write_max = write_buffer_max
+        self._connect_timeout = connect_timeout
+        self._udp_buffer_size = udp_buffer_size
+        self._udp_batch = udp_batch
+        self._udp_queue_limit = udp_queue_limit
+        self._udp_reuse_address = udp_reuse_address
+        self.resolver = resolver or Resolver()
+        self.stats = TransportStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: list[UdpEndpoint] = []
+        self._udp_by_family: dict[int, UdpEndpoint] = {}
+        self._servers: list[asyncio.Server] = []
+        self._listen: list[Address] = []
+        self._tcp: TcpContext | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, listens: list[tuple[str, str, int]]) -> None:
+        """Bind every ``(transport, host, port)``: "udp"/"tcp", an IP or name, port 0 = any.
+
+        All or nothing: if one address cannot be bound, what was opened is
+        closed again and the error is raised.
+        """
+        if self._loop is not None:
+            raise RuntimeError("TransportManager already started")
+        loop = self._loop = asyncio.get_running_loop()
+        self._tcp = TcpContext(
+            loop,
+            stats=self.stats,
+            on_message=self._on_message,
+            on_error=self._report,
+            on_bad_stream=self._on_bad_stream,
+            limits=self._limits,
+            idle_timeout=self._idle_timeout,
+            write_high=self._write_high,
+            write_max=self._write_max,
+            max_connections=self._max_connections,
+        )
+        for transport, _host, _port in listens:
+            if transport.upper() not in _TRANSPORTS:
+                self._loop = None
+                raise ValueError(f"unsupported transport {transport!r} (udp or tcp)")
+        try:
+            for transport, host, port in listens:
+                kind = transport.upper()
+                family, ip = await self._listen_ip(loop, kind, host, port)
+                if kind == "UDP":
+                    self._start_udp(loop, family, ip, port)
+                else:
+                    await self._start_tcp(loop, self._tcp, family, ip, port)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _listen_ip(
+        self, loop: asyncio.AbstractEventLoop, kind: str, host: str, port: int
+    ) -> tuple[socket.AddressFamily, str]:
+        parsed = parse_ip(host or "0.0.0.0")  # noqa: S104 - an empty host means every interface
+        if parsed is not None:
+            return parsed
+        kind_type = socket.SOCK_DGRAM if kind == "UDP" else socket.SOCK_STREAM
+        infos = await loop.getaddrinfo(host, port, type=kind_type, flags=socket.AI_PASSIVE)
+        if not infos:
+            raise OSError(f"listen host {host!r} does not resolve")
+        return infos[0][0], str(infos[0][4][0])
+
+    def _start_udp(
+        self, loop: asyncio.AbstractEventLoop, family: socket.AddressFamily, ip: str, port: int
+    ) -> None:
+        sock, recverr = open_udp_socket(
+            family, ip, port, buffer_size=self._udp_buffer_size, reuse_address=self._udp_reuse_address
+        )
+        endpoint = UdpEndpoint(
+            loop,
+            sock,
+            recverr=recverr,
+            on_message=self._on_message,
+            on_error=self._report,
+            stats=self.stats,
+            batch=self._udp_batch,
+            queue_limit=self._udp_queue_limit,
+        )
+        endpoint.start()
+        self._udp.append(endpoint)
+        # RFC 3261 §18.2.2 lets a response leave from any socket; the first one of the family
+        # is the one whose address the core should put in Via (see local_address).
+        self._udp_by_family.setdefault(family, endpoint)
+        self._listen.append(endpoint.local)
+
+    async def _start_tcp(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        context: TcpContext,
+        family: socket.AddressFamily,
+        ip: str,
+        port: int,
+    ) -> None:
+        server = await loop.create_server(
+            lambda: TcpConnection(context), ip, port, family=family, reuse_address=True, backlog=1024
+        )
+        self._servers.append(server)
+        for sock in server.sockets:
+            name = sock.getsockname()
+            self._listen.append(Address("TCP", name[0], name[1]))
+
+    async def stop(self) -> None:
+        """Close sockets, servers and connections (connections get a moment to flush)."""
+        for endpoint in self._udp:
+            endpoint.close()
+        self._udp.clear()
+        self._udp_by_family.clear()
+        for server in self._servers:
+            server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        context = self._tcp
+        if context is not None:
+            for connection in list(context.live):
+                connection.close()
+            if context.live:
+                # Lost connections leave context.live on their own; poll it at a fine grain
+                # for at most _STOP_GRACE, then abort whatever has not flushed.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_until_empty(context.live), _STOP_GRACE)
+            for connection in list(context.live):
+                connection.abort()
+            await asyncio.sleep(0)  # let the aborted transports call connection_lost
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self._listen.clear()
+        self._loop = None
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def listen_addresses(self) -> list[Address]:
+        """The bound addresses, ports as the kernel assigned them (port 0 in a listen)."""
+        return list(self._listen)
+
+    @property
+    def udp_buffer_sizes(self) -> dict[Address, tuple[int, int]]:
+        """(SO_RCVBUF, SO_SNDBUF) the kernel granted, per UDP socket (Linux doubles the request)."""
+        return {endpoint.local: endpoint.buffer_sizes for endpoint in self._udp}
+
+    @property
+    def icmp_errors_reported(self) -> bool:
+        """Whether every UDP socket reports ICMP errors (IP_RECVERR, Linux only)."""
+        return all(endpoint.recverr for endpoint in self._udp)
+
+    def local_address(self, transport: str, family: int = socket.AF_INET) -> Address:
+        """The first listen address of ``transport`` ("UDP"/"TCP") and ``family``, for Via sent-by.
+
+        A wildcard listen (0.0.0.0, ::) is returned as bound: the caller puts
+        the configured ``sip-address`` in Via instead.
+        """
+        kind = transport.upper()
+        for address in self._listen:
+            if address.transport == kind:
+                parsed = parse_ip(address.host)
+                if parsed is not None and parsed[0] == family:
+                    return address
+        raise LookupError(f"no {kind} listen address of family {socket.AddressFamily(family).name}")
+
+    def has_connection(self, destination: Address) -> bool:
+        """Whether a stream connection to ``destination`` exists (connecting or open).
+
+        The core uses it for RFC 3261 §18.2.2: if the request's connection is
+        gone, a response goes to ``via.response_fallback_destination`` instead.
+        """
+        context = self._tcp
+        if context is None:
+            return False
+        if (destination.host, destination.port) in context.connections:
+            return True
+        parsed = parse_ip(destination.host)
+        return parsed is not None and (parsed[1], destination.port) in context.connections
+
+    async def resolve(self, host: str) -> list[str]:
+        """A/AAAA addresses of ``host`` (cached); IP literals at once.  Raises OSError."""
+        return await self.resolver.resolve(host)
+
+    # ------------------------------------------------------------------ send
+
+    def send(self, data: bytes, destination: Address) -> None:
+        """Send ``data`` to ``destination``; never blocks, never calls a callback directly.
+
+        UDP: one datagram from the first socket of the destination's family
+        (queued if the socket buffer is full).  TCP: over the connection to
+        that (host, port), inbound or outbound (RFC 3261 §18.1.1, §18.2.2),
+        else a new connection is opened and ``data`` waits for it.  A host
+        name is resolved first (slow path).  Failures go to
+        ``on_transport_error``.
+        """
+        kind = destination.transport
+        if kind == "UDP":
+            parsed = parse_ip(destination.host)
+            if parsed is not None:
+                endpoint = self._udp_by_family.get(parsed[0])
+                if endpoint is not None:
+                    endpoint.send(data, (parsed[1], destination.port))
+                else:
+                    self._report(destination, "no UDP socket of this address family")
+                return
+        elif kind == "TCP":
+            context = self._tcp
+            if context is None:
+                return  # not started: nothing can be sent
+            connection = context.connections.get((destination.host, destination.port))
+            if connection is not None:
+                connection.send(data)
+                return
+            parsed = parse_ip(destination.host)
+            if parsed is not None:
+                self._send_new_connection(context, data, Address("TCP", parsed[1], destination.port))
+                return
+        elif kind.upper() in _TRANSPORTS:
+            self.send(data, Address(kind.upper(), destination.host, destination.port))
+            return
+        else:
+            self._report(destination, f"unsupported transport {kind!r}")
+            return
+        self._spawn(self._send_resolved(data, destination))
+
+    def _send_new_connection(self, context: TcpContext, data: bytes, destination: Address) -> None:
+        existing = context.connections.get((destination.host, destination.port))
+        if existing is not None:  # the destination was written differently ([::1], 0:0::1)
+            existing.send(data)
+            return
+        if len(context.live) >= context.max_connections:
+            self.stats.connections_refused += 1
+            self._report(destination, "connection limit reached")
+            return
+        connection = TcpConnection(context, destination)  # registered under the destination
+        connection.send(data)
+        self._spawn(self._connect(connection, destination))
+
+    async def _connect(self, connection: TcpConnection, destination: Address) -> None:
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - only spawned while running
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: connection, destination.host, destination.port),
+                self._connect_timeout,
+            )
+        except TimeoutError:
+            connection.connect_failed(f"connect timed out after {self._connect_timeout} s")
+        except OSError as error:
+            connection.connect_failed(error)
+        except asyncio.CancelledError:
+            connection.abort()
+            raise
+
+    async def _send_resolved(self, data: bytes, destination: Address) -> None:
+        try:
+            addresses = await self.resolver.resolve(destination.host)
+        except OSError as error:
+            self._report(destination, error)
+            return
+        if destination.transport == "UDP":
+            usable = [ip for ip in addresses if (parse_ip(ip) or (0, ""))[0] in self._udp_by_family]
+            addresses = usable or addresses
+        self.send(data, Address(destination.transport, addresses[0], destination.port))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        loop = self._loop
+        if loop is None:  # stopped: late sends from the core's timers are dropped
+            coroutine.close()
+            return
+        task = loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _report(self, destination: Address, error: OSError | str) -> None:
+        loop = self._loop
+        if loop is not None:  # after stop() nobody is listening any more
+            loop.call_soon(self._on_transport_error, destination, error)
+
+
+async def _until_empty(live: set[TcpConnection]) -> None:
+    while live:
+        await asyncio.sleep(0.005)

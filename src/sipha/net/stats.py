@@ -1,0 +1,42 @@
+"""Transport counters, plain integers bumped in place (read by the metrics endpoint later)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Monotonic counters, except ``connections_open`` which is a gauge."""
+
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    udp_bytes_in: int = 0
+    udp_bytes_out: int = 0
+    udp_send_queued: int = 0
+    """Datagrams that met a full socket buffer (EAGAIN) and waited for the writer."""
+    udp_send_drops: int = 0
+    """Datagrams dropped because the send queue was full (oldest first)."""
+    udp_send_errors: int = 0
+    icmp_errors: int = 0
+    """ICMP errors read from the socket error queue (IP_RECVERR)."""
+    stream_messages_in: int = 0
+    stream_messages_out: int = 0
+    stream_bytes_in: int = 0
+    stream_bytes_out: int = 0
+    pings: int = 0
+    """RFC 5626 CRLF CRLF keepalives answered."""
+    connections_open: int = 0
+    connections_accepted: int = 0
+    connections_opened: int = 0
+    connections_refused: int = 0
+    """Inbound connections closed at once, or outbound ones not opened, over the connection limit."""
+    connect_failures: int = 0
+    idle_closes: int = 0
+    write_overflows: int = 0
+    """Connections aborted because the peer did not read what was sent to it."""
+    framing_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return asdict(self)

@@ -1,0 +1,292 @@
+"""TCP: one asyncio Protocol per connection, framed with :class:`sipha.sip.StreamFramer`.
+
+Connections are kept in one table keyed by the peer's ``(host, port)``,
+whichever side opened them, so that RFC 3261 §18.2.2 ("the response MUST be
+sent using the existing connection to the source of the original request")
+and §18.1.1 / RFC 5923-style reuse of an open connection to the next hop
+(§18.1.1: "the client transport SHOULD ... use an existing connection") both
+come down to one dict lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, cast
+
+from sipha.sip import Frame, ParserLimits, Ping, SipParseError, StreamFramer
+from sipha.txn.events import Address
+
+if TYPE_CHECKING:
+    from sipha.net.stats import TransportStats
+
+# RFC 5626 §3.5.1: a double-CRLF ping is answered with a single CRLF pong.
+_PONG: Final = b"\r\n"
+
+OnMessage = Callable[[bytes, Address, Address], None]
+OnError = Callable[[Address, "OSError | str"], None]
+OnBadStream = Callable[[SipParseError, Address], None]
+
+
+class TcpContext:
+    """What the manager shares with its connections: table, limits, callbacks, counters."""
+
+    __slots__ = (
+        "connections",
+        "idle_timeout",
+        "limits",
+        "live",
+        "loop",
+        "max_connections",
+        "on_bad_stream",
+        "on_error",
+        "on_message",
+        "stats",
+        "write_high",
+        "write_max",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        stats: TransportStats,
+        on_message: OnMessage,
+        on_error: OnError,
+        on_bad_stream: OnBadStream | None,
+        limits: ParserLimits,
+        idle_timeout: float,
+        write_high: int,
+        write_max: int,
+        max_connections: int,
+    ) -> None:
+        self.loop = loop
+        self.stats = stats
+        self.on_message = on_message
+        self.on_error = on_error
+        self.on_bad_stream = on_bad_stream
+        self.limits = limits
+        self.idle_timeout = idle_timeout
+        self.write_high = write_high
+        self.write_max = write_max
+        self.max_connections = max_connections
+        self.connections: dict[tuple[str, int], TcpConnection] = {}
+        """Usable connections (connecting or open, not closing) by peer (host, port)."""
+        self.live: set[TcpConnection] = set()
+        """Every connection not yet lost, closing ones included (counted against the limit)."""
+
+
+class TcpConnection(asyncio.Protocol):
+    """One TCP connection, inbound (accepted) or outbound (opened by :meth:`send`)."""
+
+    def __init__(self, context: TcpContext, remote: Address | None = None) -> None:
+        self._context = context
+        self.transport: asyncio.Transport | None = None
+        # Outbound: the destination it is opened to (its table key); inbound: set on accept.
+        self.remote = remote
+        self.local = Address("TCP", "", 0)
+        self._framer = StreamFramer(context.limits)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._last_activity = context.loop.time()
+        self._idle: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._closing = False  # closed on purpose: no error to report when it goes
+        self._reported = False  # an error was reported already
+        if remote is not None:
+            context.connections[remote.host, remote.port] = self
+            context.live.add(self)
+            context.stats.connections_open = len(context.live)
+
+    def __repr__(self) -> str:
+        return f"<TcpConnection {self.remote} local={self.local}>"
+
+    @property
+    def connected(self) -> bool:
+        """True once the connection is established."""
+        return self.transport is not None
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, base: asyncio.BaseTransport) -> None:  # noqa: D102
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, so no isinstance).
+        transport = cast("asyncio.Transport", base)
+        context = self._context
+        stats = context.stats
+        if self.remote is None:
+            if len(context.live) >= context.max_connections:
+                # Refused beyond the bound: memory and file descriptors per peer are finite.
+                stats.connections_refused += 1
+                self._closing = True
+                transport.abort()
+                return
+            peer = transport.get_extra_info("peername")
+            self.remote = Address("TCP", peer[0], peer[1])
+            context.connections[peer[0], peer[1]] = self
+            context.live.add(self)
+            stats.connections_open = len(context.live)
+            stats.connections_accepted += 1
+        elif self._closing:
+            transport.abort()  # given up on (stop(), send queue overflow) while connecting
+            return
+        else:
+            stats.connections_opened += 1
+        self.transport = transport
+        name = transport.get_extra_info("sockname")
+        self.local = Address("TCP", name[0], name[1])
+        # Above the high-water mark pause_writing() is called: see there.
+        transport.set_write_buffer_limits(high=context.write_high)
+        self._last_activity = context.loop.time()
+        self._idle = context.loop.call_later(context.idle_timeout, self._check_idle)
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._pending_size = 0
+            for data in pending:
+                self.send(data)
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        context = self._context
+        stats = context.stats
+        self._last_activity = context.loop.time()
+        stats.stream_bytes_in += len(data)
+        remote = self.remote
+        assert remote is not None  # noqa: S101 - set before any data arrives
+        for event in self._framer.feed(data):
+            kind = type(event)
+            if kind is Frame:
+                stats.stream_messages_in += 1
+                context.on_message(event.data, remote, self.local)  # type: ignore[union-attr]
+            elif kind is Ping:
+                stats.pings += 1
+                if self.transport is not None:
+                    self.transport.write(_PONG)
+            else:
+                self._framing_error(event.error)  # type: ignore[union-attr]
+                return
+
+    def eof_received(self) -> bool | None:  # noqa: D102
+        # The peer is done sending; no more requests can come, so close our side too
+        # (returning None lets the transport close once our buffered data is written; if that
+        # fails, connection_lost gets the error and reports it).
+        self._unregister()
+        return None
+
+    def pause_writing(self) -> None:  # noqa: D102
+        # The peer does not read what we send: stop reading its requests (whose responses
+        # would pile up further) until the buffer drains; send() aborts beyond write_max.
+        self._paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:  # noqa: D102
+        self._paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        context = self._context
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._unregister()
+        if self in context.live:
+            context.live.discard(self)
+            context.stats.connections_open = len(context.live)
+        if self.remote is not None and not self._closing and not self._reported and exc is not None:
+            # Reset or broken: whatever was sent but not acknowledged may be lost
+            # (RFC 3261 §18.4: report the failure to the transport user).
+            self._reported = True
+            context.on_error(self.remote, exc if isinstance(exc, OSError) else str(exc))
+
+    # ------------------------------------------------------------------ used by the manager
+
+    def send(self, data: bytes) -> None:
+        """Write ``data``, or hold it until the connection is established."""
+        transport = self.transport
+        context = self._context
+        if transport is None:
+            if self._pending_size + len(data) > context.write_max:
+                self._fail("connection not established and its send queue is full")
+                return
+            self._pending.append(data)
+            self._pending_size += len(data)
+            return
+        transport.write(data)
+        self._last_activity = context.loop.time()
+        stats = context.stats
+        stats.stream_messages_out += 1
+        stats.stream_bytes_out += len(data)
+        if self._paused and transport.get_write_buffer_size() > context.write_max:
+            context.stats.write_overflows += 1
+            self._fail("peer does not read: write buffer limit exceeded")
+
+    def connect_failed(self, error: OSError | str) -> None:
+        """The outbound connection could not be established."""
+        self._context.stats.connect_failures += 1
+        self._pending.clear()
+        self._fail(error)
+
+    def close(self) -> None:
+        """Close on purpose (idle, framing error, shutdown): buffered data is still sent."""
+        self._closing = True
+        self._unregister()
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            self._forget()
+
+    def abort(self) -> None:
+        """Close at once, dropping buffered data, without reporting an error."""
+        self._closing = True
+        self._unregister()
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self._forget()
+
+    # ------------------------------------------------------------------ internals
+
+    def _unregister(self) -> None:
+        remote = self.remote
+        if remote is not None:
+            key = (remote.host, remote.port)
+            connections = self._context.connections
+            if connections.get(key) is self:
+                del connections[key]
+
+    def _forget(self) -> None:
+        # A connection that never got a transport: connection_lost will not run.
+        context = self._context
+        if self in context.live:
+            context.live.discard(self)
+            context.stats.connections_open = len(context.live)
+
+    def _fail(self, error: OSError | str) -> None:
+        """Report ``error`` for this peer once and drop the connection."""
+        if not self._reported and self.remote is not None:
+            self._reported = True
+            self._context.on_error(self.remote, error)
+        self.abort()
+
+    def _framing_error(self, error: SipParseError) -> None:
+        self._context.stats.framing_errors += 1
+        on_bad_stream = self._context.on_bad_stream
+        if on_bad_stream is not None and self.remote is not None:
+            # Still registered: a 400/513 the core sends now goes out on this connection,
+            # before the close below (RFC 3261 §18.3: the stream cannot be resynchronised).
+            try:
+                on_bad_stream(error, self.remote)
+            finally:
+                self.close()
+        else:
+            self.close()
+
+    def _check_idle(self) -> None:
+        context = self._context
+        idle = context.loop.time() - self._last_activity
+        if idle >= context.idle_timeout:
+            self._idle = None
+            context.stats.idle_closes += 1
+            self.close()
+        else:
+            self._idle = context.loop.call_later(context.idle_timeout - idle, self._check_idle)

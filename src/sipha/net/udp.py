@@ -1,0 +1,307 @@
+"""UDP: raw non-blocking sockets driven by ``loop.add_reader`` / ``add_writer``.
+
+asyncio's DatagramTransport is not used: it allocates a handle and calls the
+protocol once per datagram and hides ICMP errors.  Here one wakeup reads up to
+``batch`` datagrams in a loop, and ICMP errors for datagrams we sent are read
+from the socket's error queue (Linux ``IP_RECVERR``, ip(7)) and reported with
+the destination they concern, which is what RFC 3261 §18.4 asks the transport
+to do ("the transport user SHOULD be informed of the failure", ICMP port
+unreachable in particular) and lets a transaction fail fast instead of
+waiting for Timer B/F.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from sipha.txn.events import Address
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from sipha.net.stats import TransportStats
+
+# The largest UDP payload: a datagram can never be longer, so one buffer size fits all.
+MAX_DATAGRAM: Final = 65535
+# Linux values, used when the socket module does not export them (CPython < 3.12).
+IP_RECVERR: Final[int] = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR: Final[int] = getattr(socket, "IPV6_RECVERR", 25)
+_ERRQUEUE_SUPPORTED: Final = sys.platform.startswith("linux") and hasattr(socket, "MSG_ERRQUEUE")
+_MSG_ERRQUEUE: Final[int] = getattr(socket, "MSG_ERRQUEUE", 0)
+# struct sock_extended_err { u32 ee_errno; u8 ee_origin, ee_type, ee_code, ee_pad; u32 ee_info, ee_data; }
+_EXTENDED_ERR: Final = struct.Struct("=IBBBBII")
+_ERR_ANCILLARY: Final = socket.CMSG_SPACE(_EXTENDED_ERR.size + 128)  # + the offender's sockaddr
+_ERRQUEUE_BATCH: Final = 64
+# Source Address objects are cached per peer (a frozen dataclass costs ~1 µs to build).
+_SOURCE_CACHE_MAX: Final = 65536
+
+OnMessage = Callable[[bytes, Address, Address], None]
+OnError = Callable[[Address, "OSError | str"], None]
+
+
+def open_udp_socket(
+    family: socket.AddressFamily,
+    host: str,
+    port: int,
+    *,
+    buffer_size: int,
+    reuse_address: bool,
+) -> tuple[socket.socket, bool]:
+    """A bound, non-blocking UDP socket; returns it and whether ICMP errors will be reported."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)  # noqa: FBT003 - the socket API
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # Separate IPv4 and IPv6 sockets may then share a port number.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            # Bursts of SIP traffic overflow the default ~200 KiB; the kernel caps the request
+            # at net.core.rmem_max / wmem_max without failing, and reports what it granted.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, buffer_size)
+        recverr = _enable_recverr(sock, family)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock, recverr
+
+
+def _enable_recverr(sock: socket.socket, family: socket.AddressFamily) -> bool:
+    if not _ERRQUEUE_SUPPORTED:
+        return False
+    level, option = (
+        (socket.IPPROTO_IPV6, IPV6_RECVERR) if family == socket.AF_INET6 else (socket.IPPROTO_IP, IP_RECVERR)
+    )
+    try:
+        sock.setsockopt(level, option, 1)
+    except OSError:
+        return False
+    return True
+
+
+def extended_error(ancdata: list[tuple[int, int, bytes]]) -> OSError:
+    """The error a ``sock_extended_err`` control message describes (ip(7), IP_RECVERR)."""
+    for level, kind, data in ancdata:
+        if (level, kind) in (
+            (socket.IPPROTO_IP, IP_RECVERR),
+            (socket.IPPROTO_IPV6, IPV6_RECVERR),
+        ) and len(data) >= _EXTENDED_ERR.size:
+            code = _EXTENDED_ERR.unpack_from(data)[0]
+            # OSError(errno, text) builds the matching subclass (ConnectionRefusedError, ...).
+            return OSError(code, os.strerror(code))
+    return OSError("ICMP error without details")
+
+
+class UdpEndpoint:
+    """One bound UDP socket: batched reads, ICMP error reports, a bounded send queue."""
+
+    __slots__ = (
+        "_batch",
+        "_fd",
+        "_loop",
+        "_on_error",
+        "_on_message",
+        "_queue",
+        "_queue_limit",
+        "_sources",
+        "_stats",
+        "_writing",
+        "local",
+        "recverr",
+        "sock",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        *,
+        recverr: bool,
+        on_message: OnMessage,
+        on_error: OnError,
+        stats: TransportStats,
+        batch: int,
+        queue_limit: int,
+    ) -> None:
+        self._loop = loop
+        self.sock = sock
+        self._fd = sock.fileno()
+        name = sock.getsockname()
+        self.local = Address("UDP", name[0], name[1])
+        self.recverr = recverr
+        self._on_message = on_message
+        self._on_error = on_error
+        self._stats = stats
+        self._batch = batch
+        self._queue_limit = queue_limit
+        self._queue: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._writing = False
+        self._sources: dict[Any, Address] = {}
+
+    @property
+    def buffer_sizes(self) -> tuple[int, int]:
+        """(SO_RCVBUF, SO_SNDBUF) as granted by the kernel (Linux reports twice the request)."""
+        return (
+            self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+            self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+        )
+
+    def start(self) -> None:
+        """Start reading."""
+        self._loop.add_reader(self._fd, self._on_readable)
+
+    def close(self) -> None:
+        """Stop reading and writing, close the socket; queued datagrams are dropped."""
+        self._loop.remove_reader(self._fd)
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+        self._stats.udp_send_drops += len(self._queue)
+        self._queue.clear()
+        self.sock.close()
+
+    # ------------------------------------------------------------------ receive
+
+    def _on_readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        on_message = self._on_message
+        local = self.local
+        sources = self._sources
+        count = 0
+        size = 0
+        try:
+            for _ in range(self._batch):
+                try:
+                    data, peer = recvfrom(MAX_DATAGRAM)
+                except BlockingIOError:
+                    if count == 0:
+                        # Woken with nothing to read: epoll reports POLLERR for a queued ICMP
+                        # error whose pending socket error was already consumed (by sendto).
+                        self.drain_errors()
+                    break
+                except InterruptedError:
+                    continue
+                except OSError:
+                    if self.sock.fileno() < 0:
+                        break  # closed by a callback (stop() from on_message)
+                    # IP_RECVERR: recvfrom returns the pending error of an ICMP message
+                    # (ECONNREFUSED for port unreachable); the details are in the error queue.
+                    self.drain_errors()
+                    continue
+                count += 1
+                size += len(data)
+                source = sources.get(peer)
+                if source is None:
+                    source = self._source(peer)
+                on_message(data, source, local)
+        finally:
+            stats = self._stats
+            stats.datagrams_in += count
+            stats.udp_bytes_in += size
+
+    def _source(self, peer: Any) -> Address:  # noqa: ANN401 - a socket address tuple
+        sources = self._sources
+        if len(sources) >= _SOURCE_CACHE_MAX:
+            sources.clear()  # bounded: a flood of spoofed sources must not grow it forever
+        source = sources[peer] = Address("UDP", peer[0], peer[1])
+        return source
+
+    def drain_errors(self) -> None:
+        """Report every ICMP error queued on the socket, with the original destination."""
+        if not self.recverr:
+            return
+        recvmsg = self.sock.recvmsg
+        for _ in range(_ERRQUEUE_BATCH):
+            try:
+                _data, ancdata, _flags, peer = recvmsg(0, _ERR_ANCILLARY, _MSG_ERRQUEUE)
+            except OSError:
+                return  # EAGAIN: the queue is empty
+            self._stats.icmp_errors += 1
+            if peer:
+                # ip(7): "The original destination address of the datagram that caused the
+                # error is supplied via msg_name."
+                self._on_error(Address("UDP", peer[0], peer[1]), extended_error(ancdata))
+
+    # ------------------------------------------------------------------ send
+
+    def send(self, data: bytes, peer: tuple[str, int]) -> None:
+        """Send one datagram now, or queue it if the socket buffer is full; never blocks."""
+        stats = self._stats
+        if self._queue:
+            self._enqueue(data, peer)  # keep the order behind what is already waiting
+            return
+        try:
+            self.sock.sendto(data, peer)
+        except BlockingIOError:
+            self._enqueue(data, peer)
+            return
+        except OSError as error:
+            if not self._retry_after_icmp(data, peer, error):
+                return
+        stats.datagrams_out += 1
+        stats.udp_bytes_out += len(data)
+
+    def _retry_after_icmp(self, data: bytes, peer: tuple[str, int], error: OSError) -> bool:
+        # With IP_RECVERR, a pending ICMP error for an *earlier* datagram (to another
+        # destination, maybe) fails the next sendto with its errno, without sending.  Report
+        # the queued errors to whom they belong, then try once more.
+        if self.recverr:
+            self.drain_errors()
+            try:
+                self.sock.sendto(data, peer)
+            except BlockingIOError:
+                self._enqueue(data, peer)
+                return False
+            except OSError as again:
+                error = again
+            else:
+                return True
+        self._stats.udp_send_errors += 1
+        self._on_error(Address("UDP", peer[0], peer[1]), error)
+        return False
+
+    def _enqueue(self, data: bytes, peer: tuple[str, int]) -> None:
+        queue = self._queue
+        stats = self._stats
+        if len(queue) >= self._queue_limit:
+            # A bounded queue: under sustained overload the oldest datagrams are the least
+            # useful (their transactions retransmit anyway, RFC 3261 §17.1.1.2).
+            queue.popleft()
+            stats.udp_send_drops += 1
+        queue.append((data, peer))
+        stats.udp_send_queued += 1
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        queue = self._queue
+        sendto = self.sock.sendto
+        stats = self._stats
+        while queue:
+            data, peer = queue[0]
+            try:
+                sendto(data, peer)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                queue.popleft()
+                if self._retry_after_icmp(data, peer, error):
+                    stats.datagrams_out += 1
+                    stats.udp_bytes_out += len(data)
+                continue
+            queue.popleft()
+            stats.datagrams_out += 1
+            stats.udp_bytes_out += len(data)
+        self._writing = False
+        self._loop.remove_writer(self._fd)

@@ -1,0 +1,613 @@
+"""The RFC 3261 §16 stateful proxy core: the transaction user on top of :mod:`sipha.txn`.
+
+Sans-IO: :meth:`ProxyCore.receive` takes the bytes of one message, where they
+came from and the time; :meth:`ProxyCore.drain` returns what to send, and
+:meth:`ProxyCore.next_deadline` when to call :meth:`ProxyCore.handle_timers`.
+
+One request, one *response context* (§16.1): the server transaction it
+arrived on, the client transaction it was forwarded on, the best final
+response so far, and Timer C for INVITEs.  sipha forwards each request to one
+target (the active member of a pair, or the next hop of a Route), so a context
+has one branch; the selection rules of §16.7 are kept general all the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from sipha.net.via import response_destination, stamp_received
+from sipha.proxy.routing import Answer, Forward, RoutingView, decide
+from sipha.sip import (
+    DEFAULT_LIMITS,
+    ParserLimits,
+    Request,
+    Response,
+    SipParseError,
+    SipUri,
+    make_response,
+    parse_message,
+)
+from sipha.sip.grammar import split_commas
+from sipha.txn import (
+    AckReceived,
+    Address,
+    RequestReceived,
+    ResponseReceived,
+    SendMessage,
+    StrayResponse,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportError,
+)
+from sipha.txn.machines import ClientTransaction, ServerTransaction
+from sipha.txn.timers import TimerConfig
+
+MAGIC_COOKIE: Final = "z9hG4bK"
+# §16.6 step 11: "Timer C MUST be set ... the timer MUST be greater than 3 minutes."
+TIMER_C: Final = 181.0
+# §16.6 step 3: "If the copy does not contain a Max-Forwards header field, the proxy MUST
+# add one with a field value, which SHOULD be 70."
+DEFAULT_MAX_FORWARDS: Final = 70
+# Requests that may create a dialog, so that the proxy Record-Routes them (§16.6 step 4;
+# RFC 3515 REFER, RFC 6665 SUBSCRIBE/NOTIFY).
+DIALOG_CREATING: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+ALLOWED_SCHEMES: Final = frozenset({"sip", "sips", "tel"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """What the core needs of the configuration."""
+
+    record_route: str
+    """The Record-Route URI (the pool FQDN with ;lr)."""
+    via: dict[str, tuple[str, int]]
+    """Per transport (UDP, TCP, TLS): the host and port put in our Via sent-by."""
+    supported: frozenset[str] = frozenset()
+    """Option tags a Proxy-Require may name (§16.3 step 6)."""
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    timer_c: float = TIMER_C
+    limits: ParserLimits = DEFAULT_LIMITS
+
+
+@dataclass(slots=True, eq=False)
+class ResponseContext:
+    """§16.1 response context of one forwarded request."""
+
+    server: ServerTransaction
+    request: Request
+    forwarded: Request | None = None
+    client: ClientTransaction | None = None
+    destination: Address | None = None
+    provisional: bool = False
+    final_sent: bool = False
+    cancel_pending: bool = False
+    cancelled: bool = False
+    best: Response | None = None
+    timer_c: float | None = None
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the core counts (exported as metrics by the admin surface later)."""
+
+    requests_in: int = 0
+    responses_in: int = 0
+    parse_errors: int = 0
+    requests_refused: int = 0
+    requests_forwarded: int = 0
+    responses_forwarded: int = 0
+    stray_responses_dropped: int = 0
+    loops_detected: int = 0
+
+
+class ProxyCore:
+    """RFC 3261 §16 proxy behaviour over the §17 transaction layer."""
+
+    def __init__(
+        self,
+        settings: ProxySettings,
+        view: RoutingView,
+        *,
+        token: Callable[[], str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.view = view
+        self.txn = TransactionLayer(settings.timers)
+        self.counters = Counters()
+        self._token = token or _default_token()
+        self._by_server: dict[object, ResponseContext] = {}
+        self._by_client: dict[object, ResponseContext] = {}
+        self._own_cancels: set[object] = set()
+        self._sent_by = {(host.lower(), port) for host, port in settings.via.values()}
+        self._out: list[SendMessage] = []
+        # Where the message being processed came from: requests and ACKs the transaction
+        # layer passes up during one receive() call came from there (it is synchronous).
+        self._source: Address | None = None
+
+    # ------------------------------------------------------------------ I/O-facing API
+
+    def receive(self, data: bytes, source: Address, now: float, *, stream: bool = False) -> None:
+        """One message from the network (a datagram, or a framed stream message)."""
+        self._source = source
+        try:
+            message = parse_message(data, self.settings.limits, stream=stream)
+            message.validate()
+        except SipParseError as error:
+            self._refuse_malformed(error, source)
+        else:
+            if isinstance(message, Request):
+                self.counters.requests_in += 1
+                self._receive_request(message, source, now)
+            else:
+                self.counters.responses_in += 1
+                self.txn.receive_response(message, now)
+        self._run(now)
+        self._source = None
+
+    def bad_stream(self, error: SipParseError, source: Address) -> None:
+        """A stream whose framing failed: answer what can be answered (it is then closed)."""
+        self._refuse_malformed(error, source)
+
+    def transport_error(self, destination: Address, now: float) -> None:
+        """The transport could not reach ``destination`` (ICMP, refused or reset connection).
+
+        §17.1.4: client transactions waiting on that destination are told; the ones
+        that have had any response are alive and left alone.
+        """
+        for context in list(self._by_client.values()):
+            client = context.client
+            if client is not None and context.destination == destination and not context.provisional:
+                self.txn.transport_error(client.key, now)
+        self._run(now)
+
+    def handle_timers(self, now: float) -> None:
+        """Fire every timer due at ``now`` (the transactions' and Timer C)."""
+        self.txn.handle_timers(now)
+        for context in list(self._by_server.values()):
+            if context.timer_c is not None and context.timer_c <= now:
+                self._timer_c(context, now)
+        self._run(now)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timers` must be called next, or None."""
+        deadlines = [c.timer_c for c in self._by_server.values() if c.timer_c is not None]
+        txn_deadline = self.txn.next_deadline()
+        if txn_deadline is not None:
+            deadlines.append(txn_deadline)
+        return min(deadlines) if deadlines else None
+
+    def drain(self) -> list[SendMessage]:
+        """The messages to send, in order."""
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def contexts(self) -> int:
+        """Response contexts alive (for tests and metrics)."""
+        return len(self._by_server)
+
+    # ------------------------------------------------------------------ receiving
+
+    def _refuse_malformed(self, error: SipParseError, source: Address) -> None:
+        """Answer a malformed request with the error's status; drop anything else (§16.3 step 1)."""
+        self.counters.parse_errors += 1
+        partial = error.message
+        if not isinstance(partial, Request) or partial.method == "ACK" or not partial.get("via"):
+            return  # responses, ACKs and unaddressable requests are dropped (§17.1.1.3, §16.7)
+        response = make_response(
+            partial, error.status, error.reason, to_tag=self._token(), headers=[("Warning", _warning(error))]
+        )
+        self.txn.send_stateless(response, self._reply_address(partial, source))
+
+    def _reply_address(self, request: Request, source: Address) -> Address:
+        try:
+            return response_destination(request.top_via, source)
+        except SipParseError:
+            return source
+
+    def _receive_request(self, request: Request, source: Address, now: float) -> None:
+        try:
+            stamp_received(request, source)
+        except SipParseError:  # pragma: no cover - validate() parsed the top Via already
+            return
+        # The transaction layer answers to the §18.2.2 / RFC 3581 address; routing still
+        # needs the real source (self._source), to tell a pair member from an endpoint.
+        self.txn.receive_request(request, response_destination(request.top_via, source), now)
+
+    # ------------------------------------------------------------------ transaction events
+
+    def _run(self, now: float) -> None:
+        """Process what the transaction layer produced, until it produces nothing more."""
+        while True:
+            outputs = self.txn.drain()
+            if not outputs:
+                return
+            for output in outputs:
+                if isinstance(output, SendMessage):
+                    self._out.append(output)
+                elif isinstance(output, RequestReceived):
+                    self._on_request(output.transaction, output.request, self._source or output.source, now)
+                elif isinstance(output, ResponseReceived):
+                    self._on_response(output.transaction, output.response, now)
+                elif isinstance(output, AckReceived):
+                    self._on_ack(output.request, self._source or output.source, now)
+                elif isinstance(output, StrayResponse):
+                    self._forward_stray(output.response)
+                elif isinstance(output, TransactionTimeout | TransportError):
+                    self._on_failure(
+                        output.transaction, timeout=isinstance(output, TransactionTimeout), now=now
+                    )
+                elif isinstance(output, TransactionTerminated):
+                    self._on_terminated(output.transaction)
+
+    def _on_request(self, server: ServerTransaction, request: Request, source: Address, now: float) -> None:
+        if request.method == "CANCEL":
+            self._on_cancel(server, request, source, now)
+            return
+        context = ResponseContext(server, request)
+        self._by_server[server.key] = context
+        refusal = self._check(request)
+        if refusal is not None:
+            self._answer(context, *refusal, now=now)
+            return
+        self._preprocess_routes(request)
+        decision = decide(request, self._member_source(request, source), self.view)
+        if isinstance(decision, Answer):
+            headers = [] if decision.retry_after is None else [("Retry-After", str(decision.retry_after))]
+            self._answer(context, decision.status, decision.reason, headers, now=now)
+            return
+        self._forward(context, decision, now)
+
+    def _check(self, request: Request) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """§16.3 request validation, steps 2 to 6 (step 1, syntax, was done on receipt)."""
+        # Step 2: "If the Request-URI has a URI whose scheme is not understood by the proxy,
+        # the proxy SHOULD reject the request with a 416 (Unsupported URI Scheme) response."
+        if request.parsed_uri.scheme not in ALLOWED_SCHEMES:
+            return 416, "Unsupported URI Scheme", []
+        # Step 3: "If the request does not contain a Max-Forwards header field, this check is
+        # passed.  ... If the field value is zero (0), the element MUST NOT forward the
+        # request ... the element MUST return a 483 (Too many hops) response."
+        if request.max_forwards == 0:
+            return 483, "Too Many Hops", []
+        # Step 4: loop detection (optional, done): see _looped.
+        if self._looped(request):
+            self.counters.loops_detected += 1
+            return 482, "Loop Detected", []
+        # Step 5: Proxy-Require: "the element MUST return a response with status code 420
+        # (Bad Extension) ... an Unsupported header field listing those options".
+        unsupported = [tag for tag in request.proxy_require if tag not in self.settings.supported]
+        if unsupported:
+            return 420, "Bad Extension", [("Unsupported", ", ".join(unsupported))]
+        return None
+
+    def _looped(self, request: Request) -> bool:
+        """§16.3 step 4: a Via of ours whose branch equals the hash this request gets now.
+
+        When we forwarded the request before, the Via just below ours was its top
+        Via; the branch we put in carried the hash of the fields listed in §16.6
+        step 8 with that top Via.  Same hash again: a loop.  Different (the
+        Request-URI or another field changed on the way): a spiral, which is allowed.
+        """
+        elements = [element for value in request.get_all("via") for element in split_commas(value)]
+        if len(elements) < 2:  # noqa: PLR2004 - our Via and the one below it
+            return False
+        vias = request.vias
+        for index, via in enumerate(vias[:-1]):
+            if (via.host_key, via.port) in self._sent_by and via.branch:
+                expected = MAGIC_COOKIE + _loop_hash(request, elements[index + 1])
+                if via.branch.partition(".")[0] == expected:
+                    return True
+        return False
+
+    def _preprocess_routes(self, request: Request) -> None:
+        """§16.4 route information preprocessing."""
+        uri = request.parsed_uri
+        routes = request.routes
+        # "If the Request-URI of the request contains a value this proxy previously placed
+        # into a Record-Route header field ... replace the Request-URI in the request with the
+        # last value from the Route header field, and remove that value" (strict routing).
+        if isinstance(uri, SipUri) and routes and self._is_own_uri(uri):
+            last = routes[-1]
+            elements = request.get_elements("route")
+            request.remove_header("route")
+            for element in elements[:-1]:
+                request.add_header("Route", element)
+            request.set_uri(last.uri_text)
+            routes = request.routes
+        # "If the first value in the Route header field indicates this proxy, the proxy MUST
+        # remove that value from the request."
+        if routes:
+            first = routes[0].uri
+            if isinstance(first, SipUri) and self._is_own_uri(first):
+                request.pop_route()
+
+    def _is_own_uri(self, uri: SipUri) -> bool:
+        return self.view.is_own(uri.host_key, uri.port)
+
+    def _member_source(self, request: Request, source: Address) -> Address:
+        """The address a member is recognised by (DESIGN.md §2): UDP source port; TCP/TLS Via port."""
+        if source.reliable:
+            return Address(source.transport, source.host, request.top_via.port or 5060)
+        return source
+
+    # ------------------------------------------------------------------ forwarding
+
+    def _forward(self, context: ResponseContext, decision: Forward, now: float) -> None:
+        """§16.6 request forwarding, steps 1 to 11, for one target."""
+        request = context.request
+        forwarded = self._prepare(request, decision.destination, fork=0)
+        client = self.txn.send_request(forwarded, decision.destination, now)
+        context.forwarded = forwarded
+        context.client = client
+        context.destination = decision.destination
+        self._by_client[client.key] = context
+        self.counters.requests_forwarded += 1
+        if request.method == "INVITE":
+            context.timer_c = now + self.settings.timer_c
+
+    def _prepare(self, request: Request, destination: Address, *, fork: int) -> Request:
+        """Steps 1-8: copy, Max-Forwards, Record-Route, Via (the target is ``destination``)."""
+        forwarded = request.copy()  # step 1
+        max_forwards = request.max_forwards
+        forwarded.set_max_forwards(  # step 3
+            DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1
+        )
+        if request.method in DIALOG_CREATING and request.to.tag is None:  # step 4
+            forwarded.push_record_route(f"<{self.settings.record_route}>")
+        transport = destination.transport.upper()
+        host, port = self.settings.via.get(transport) or next(iter(self.settings.via.values()))
+        # Step 8: the branch carries the §16.6 loop hash, so that loop detection can
+        # recompute it, and a CANCEL (same fields but the method) gets the INVITE's branch
+        # whichever pool instance forwards it (§16.11 asks the same of stateless proxies).
+        branch = f"{MAGIC_COOKIE}{_loop_hash(request, _top_via_text(request))}.{fork}"
+        forwarded.push_via(f"SIP/2.0/{transport} {host}:{port};branch={branch};rport")
+        return forwarded
+
+    def _answer(
+        self,
+        context: ResponseContext,
+        status: int,
+        reason: str,
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        now: float,
+    ) -> None:
+        """A final response generated here (§16.3 refusals, routing answers, §16.7 step 6)."""
+        self.counters.requests_refused += status >= 300  # noqa: PLR2004 - failures only
+        context.final_sent = True
+        context.timer_c = None
+        response = make_response(context.request, status, reason, to_tag=self._token(), headers=headers)
+        self.txn.respond(context.server, response, now)
+
+    def _on_ack(self, ack: Request, source: Address, now: float) -> None:
+        """An ACK for a 2xx: its own transaction, forwarded like any request (§16.6, §13.2.2.4)."""
+        del now
+        if ack.max_forwards == 0:
+            return  # an ACK is never answered (§17.1.1.3); a looped one is dropped
+        self._preprocess_routes(ack)
+        decision = decide(ack, self._member_source(ack, source), self.view)
+        if isinstance(decision, Forward):
+            self.txn.send_stateless(self._prepare(ack, decision.destination, fork=0), decision.destination)
+
+    # ------------------------------------------------------------------ responses
+
+    def _on_response(self, client: ClientTransaction, response: Response, now: float) -> None:
+        """§16.7 response processing."""
+        if client.key in self._own_cancels:
+            return  # the 200 to a CANCEL we generated is hop-by-hop (§16.10)
+        context = self._by_client.get(client.key)
+        if context is None or (context.final_sent and response.status >= 300):  # noqa: PLR2004
+            return
+        status = response.status
+        if status < 200:  # noqa: PLR2004 - provisional
+            context.provisional = True
+            if context.cancel_pending:
+                self._send_cancel(context, now)
+            if status == 100:  # noqa: PLR2004 - step 5: "the 100 (Trying) ... MUST NOT be forwarded"
+                return
+            if context.timer_c is not None:
+                context.timer_c = now + self.settings.timer_c  # §16.7 step 2: reset Timer C
+            self._relay(context, response, now)
+            return
+        if status < 300:  # noqa: PLR2004 - step 5: every 2xx is forwarded at once
+            context.final_sent = True
+            context.timer_c = None
+            self._relay(context, response, now)
+            return
+        # Steps 4 and 6: keep the best final response; with its only branch complete, send it.
+        context.best = _better(context.best, response)
+        self._complete(context, now)
+
+    def _complete(self, context: ResponseContext, now: float) -> None:
+        """Step 6: all branches are done: forward the best response (or generate one)."""
+        best = context.best
+        if best is None:
+            self._answer(context, 408, "Request Timeout", now=now)
+            return
+        if best.status == 503:  # noqa: PLR2004
+            # §16.7 step 6: "A proxy which receives a 503 (Service Unavailable) response
+            # SHOULD NOT forward it upstream unless it can determine that any subsequent
+            # requests it might proxy will also generate a 503. ... If the only response
+            # that was received is a 503, the proxy SHOULD generate a 500 response".
+            self._answer(context, 500, "Server Internal Error", now=now)
+            return
+        context.final_sent = True
+        context.timer_c = None
+        self._relay(context, best, now)
+
+    def _relay(self, context: ResponseContext, response: Response, now: float) -> None:
+        """Step 3 (remove our Via) and step 9 (send on the server transaction)."""
+        relayed = response.copy()
+        relayed.pop_via()
+        self.counters.responses_forwarded += 1
+        self.txn.respond(context.server, relayed, now)
+
+    def _forward_stray(self, response: Response) -> None:
+        """A response no client transaction knows: forward it by its Via, if the top one is ours.
+
+        §18.1.2 / §16.7: 2xx retransmissions and 2xx from other forks arrive this way
+        (RFC 6026 §8.3); a top Via that is not ours is dropped (§18.1.2: the sent-by
+        "does not match ... the response MUST be silently discarded").
+        """
+        try:
+            vias = response.vias
+        except SipParseError:  # pragma: no cover - validate() parsed them on receipt
+            return
+        if len(vias) < 2 or (vias[0].host_key, vias[0].port) not in self._sent_by:  # noqa: PLR2004
+            self.counters.stray_responses_dropped += 1
+            return
+        relayed = response.copy()
+        relayed.pop_via()
+        next_via = vias[1]
+        # §18.2.2 / RFC 3581 from the Via alone: the received address and rport port that
+        # were stamped when the request came in (for a stream, the connection's address).
+        rport = next_via.rport
+        port = int(rport) if rport else next_via.port or 5060
+        host = next_via.received or next_via.host_key
+        destination = Address(next_via.transport, host.strip("[]"), port)
+        self.counters.responses_forwarded += 1
+        self.txn.send_stateless(relayed, destination)
+
+    def _on_failure(self, transaction: object, *, timeout: bool, now: float) -> None:
+        """Timer B/F or a transport error on a branch (§16.7 step 1, §16.8)."""
+        if not isinstance(transaction, ClientTransaction):
+            return  # a server transaction's Timer H: nothing left to send
+        context = self._by_client.get(transaction.key)
+        if context is None or context.final_sent:
+            return
+        # §16.8: a timeout is a 408; §16.7: a transport error "as if a 503" (then step 6 turns
+        # a selected 503 into a 500).
+        status, reason = (408, "Request Timeout") if timeout else (503, "Service Unavailable")
+        synthetic = make_response(context.forwarded or context.request, status, reason, to_tag=self._token())
+        context.best = _better(context.best, synthetic)
+        self._complete(context, now)
+
+    def _on_terminated(self, transaction: object) -> None:
+        key = getattr(transaction, "key", None)
+        self._own_cancels.discard(key)
+        self._by_client.pop(key, None)
+        self._by_server.pop(key, None)
+
+    # ------------------------------------------------------------------ CANCEL
+
+    def _on_cancel(self, server: ServerTransaction, cancel: Request, source: Address, now: float) -> None:
+        """§16.10: answer the CANCEL hop by hop, then cancel the pending branch."""
+        target = self.txn.find_cancel_target(cancel)
+        context = None if target is None else self._by_server.get(target.key)
+        if context is None:
+            # "If a response context is not found, the element does not have any knowledge of
+            # the request to apply the CANCEL to.  It MUST statelessly forward the CANCEL."
+            # It is forwarded with the branch its INVITE got from any pool instance (see
+            # _prepare), so the next hop can match it; statefully, so that its own response
+            # comes back through this server transaction.
+            orphan = ResponseContext(server, cancel)
+            self._by_server[server.key] = orphan
+            decision = decide(cancel, self._member_source(cancel, source), self.view)
+            if isinstance(decision, Answer):
+                self._answer(orphan, 481, "Call/Transaction Does Not Exist", now=now)
+                return
+            self._forward(orphan, decision, now)
+            return
+        self.txn.respond(server, make_response(cancel, 200, "OK", to_tag=self._token()), now)
+        if context.final_sent or context.cancelled:
+            return
+        context.cancelled = True
+        context.timer_c = None
+        if context.provisional:
+            self._send_cancel(context, now)
+        else:
+            # §9.1: "If no provisional response has been received, the CANCEL request MUST
+            # NOT be sent; rather, the client MUST wait for the arrival of a provisional
+            # response before sending the request."
+            context.cancel_pending = True
+
+    def _send_cancel(self, context: ResponseContext, now: float) -> None:
+        """Build and send the CANCEL of a forwarded INVITE (§9.1)."""
+        forwarded = context.forwarded
+        destination = context.destination
+        context.cancel_pending = False
+        if forwarded is None or destination is None:  # pragma: no cover - forwarded contexts only
+            return
+        headers: list[tuple[str, str]] = [("Via", _top_via_text(forwarded))]
+        headers += [("Route", value) for value in forwarded.get_all("route")]
+        headers += [
+            ("Max-Forwards", str(DEFAULT_MAX_FORWARDS)),
+            ("From", forwarded.get("from") or ""),
+            ("To", forwarded.get("to") or ""),
+            ("Call-ID", forwarded.get("call-id") or ""),
+            ("CSeq", f"{forwarded.cseq.seq} CANCEL"),
+        ]
+        cancel = Request.build("CANCEL", forwarded.uri, headers)
+        client = self.txn.send_request(cancel, destination, now)
+        self._own_cancels.add(client.key)
+
+    def _timer_c(self, context: ResponseContext, now: float) -> None:
+        """§16.8: Timer C fired: CANCEL a branch that answered provisionally, else 408."""
+        context.timer_c = None
+        if context.final_sent:
+            return
+        if context.provisional and not context.cancelled:
+            context.cancelled = True
+            self._send_cancel(context, now)
+        else:
+            self._answer(context, 408, "Request Timeout", now=now)
+
+
+def _default_token() -> Callable[[], str]:
+    """Unique tokens for To tags: a random prefix per process and a counter."""
+    prefix = secrets.token_hex(4)
+    counter = iter(range(1, 2**63))
+    return lambda: f"{prefix}{next(counter):x}"
+
+
+def _top_via_text(request: Request) -> str:
+    value = request.get_all("via")[0]
+    return split_commas(value)[0] if "," in value else value
+
+
+def _loop_hash(request: Request, top_via: str) -> str:
+    """The loop-detection hash of §16.6 step 8.
+
+    "a hash of the To tag, From tag, Call-ID header field, the Request-URI of the
+    request received (before translation), the topmost Via header, and the sequence
+    number from the CSeq header field, in addition to any Proxy-Require and
+    Proxy-Authorization header fields that may be present".
+    """
+    parts = (
+        request.to.tag or "",
+        request.from_.tag or "",
+        request.call_id,
+        request.uri,
+        top_via,
+        str(request.cseq.seq),
+        request.get("proxy-require") or "",
+        request.get("proxy-authorization") or "",
+    )
+    return hashlib.blake2b("\x00".join(parts).encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def _class_rank(status: int) -> tuple[int, int]:
+    """Order of preference among final responses (§16.7 step 6)."""
+    klass = status // 100
+    if klass == 6:  # noqa: PLR2004 - "choose from the 6xx class responses if any exist"
+        return (0, status)
+    if klass == 2:  # noqa: PLR2004
+        return (1, status)
+    return (2 + klass, status)  # "the lowest response class stored"
+
+
+def _better(current: Response | None, candidate: Response) -> Response:
+    if current is None or _class_rank(candidate.status) < _class_rank(current.status):
+        return candidate
+    return current
+
+
+def _warning(error: SipParseError) -> str:
+    """A Warning header value naming what was wrong (RFC 3261 §20.43, code 399 misc)."""
+    detail = error.detail.replace("\\", "").replace('"', "'")[:120]
+    return f'399 sipha "{detail}"'

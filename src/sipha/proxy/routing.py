@@ -1,0 +1,143 @@
+"""Where a request goes: the routing decision of DESIGN.md §3, as a pure function.
+
+The proxy core (:mod:`sipha.proxy.core`) has already validated the request
+(RFC 3261 §16.3) and removed its own Route entry (§16.4) when it calls
+:func:`decide`.  The decision depends only on the request, where it came from
+and a :class:`RoutingView` of the pairs; the HA pair monitor provides the view
+of which member is active, so the transaction code does not change when it does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from sipha.sip import Request, SipUri
+from sipha.txn import Address
+
+# RFC 3261 §19.1.2: default ports; §18: UDP is the default transport for sip:, TLS for sips:.
+SIP_PORT: Final = 5060
+SIPS_PORT: Final = 5061
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One SIP server of a pair, as configured."""
+
+    pair: str
+    role: str  # "primary" or "backup", as configured
+    address: Address
+
+
+class RoutingView(Protocol):
+    """What routing needs to know about the proxy itself and the pairs."""
+
+    def is_own(self, host: str, port: int | None) -> bool:
+        """Whether ``host[:port]`` names this proxy (listen address, sip-address, record-route)."""
+        ...
+
+    def member_at(self, host: str, port: int | None) -> Member | None:
+        """The pair member with this address, if any (port None: the default port)."""
+        ...
+
+    def active_member(self, pair: str) -> Member | None:
+        """The member that is active now, or None when the pair has none."""
+        ...
+
+    def serving_pair(self, request: Request) -> str | None:
+        """The pair that serves a request from an endpoint (``match`` rules, else ``serving``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request to ``destination``; ``pair`` names the pair it was routed to, if any."""
+
+    destination: Address
+    pair: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Answer the request here with ``status`` (and a Retry-After when it is a 503)."""
+
+    status: int
+    reason: str
+    retry_after: int | None = None
+
+
+Decision = Forward | Answer
+
+# How long a 503 for a pair without an active member asks the caller to wait (DESIGN.md §2).
+RETRY_AFTER_SECONDS: Final = 5
+
+
+def uri_address(uri: SipUri) -> Address:
+    """The transport address a SIP URI points at (RFC 3263 §4 without DNS: transport, port)."""
+    transport = uri.transport
+    if transport is None:
+        transport = "tls" if uri.scheme == "sips" else "udp"
+    port = uri.port
+    if port is None:
+        port = SIPS_PORT if uri.scheme == "sips" or transport == "tls" else SIP_PORT
+    host = uri.maddr or uri.host
+    if host.startswith("["):
+        host = host[1:-1]
+    return Address(transport.upper(), host, port)
+
+
+def decide(request: Request, source: Address, view: RoutingView) -> Decision:
+    """Route ``request`` per DESIGN.md §3, rules 1 to 4, in order.
+
+    1. An OPTIONS to the proxy itself (no user part, no Route left) is a keepalive.
+    2. A Route next hop, or else a Request-URI, that names a pair member goes to that
+       pair's *active* member: this is what replaces the virtual IP.
+    3. A request from a member follows its Route or Request-URI anywhere.
+    4. Any other request goes to the active member of the pair serving it.
+
+    Requests from outside the pairs are never relayed to third parties: a Route
+    they carry must name a member (else 403), so the proxy is not an open relay.
+    """
+    uri = request.parsed_uri
+    routes = request.routes
+    sip_uri = uri if isinstance(uri, SipUri) else None
+    # Rule 1: keepalive OPTIONS (RFC 3261 §11 lets a proxy answer OPTIONS addressed to it).
+    if (
+        request.method == "OPTIONS"
+        and not routes
+        and sip_uri is not None
+        and sip_uri.user is None
+        and view.is_own(sip_uri.host_key, sip_uri.port)
+    ):
+        return Answer(200, "OK")
+    from_member = view.member_at(source.host, source.port) is not None
+    next_hop: SipUri | None = None
+    if routes:
+        route_uri = routes[0].uri
+        if not isinstance(route_uri, SipUri):
+            return Answer(416, "Unsupported URI Scheme")
+        next_hop = route_uri
+    elif sip_uri is not None and not view.is_own(sip_uri.host_key, sip_uri.port):
+        next_hop = sip_uri
+    # Rule 2: anything that names a member goes to its pair's active member.
+    if next_hop is not None:
+        member = view.member_at(next_hop.host_key, next_hop.port)
+        if member is not None:
+            return _to_active(member.pair, view)
+        if from_member:
+            # Rule 3: a SIP server using sipha as its outbound proxy.
+            return Forward(uri_address(next_hop))
+        if routes:
+            return Answer(403, "Forbidden (relaying denied)")
+    # Rule 4: endpoint traffic goes to the serving pair.
+    pair = view.serving_pair(request)
+    if pair is None:
+        return Answer(404, "Not Found (no pair serves this request)")
+    return _to_active(pair, view)
+
+
+def _to_active(pair: str, view: RoutingView) -> Decision:
+    active = view.active_member(pair)
+    if active is None:
+        return Answer(503, "Service Unavailable", retry_after=RETRY_AFTER_SECONDS)
+    return Forward(active.address, pair)
