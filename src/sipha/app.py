@@ -142,7 +142,7 @@ class ProxyApp:
     def _on_bad_stream(self, error: SipParseError, source: Address) -> None:
         if self.core is None:
             return
-        self.core.bad_stream(error, source)
+        self.core.bad_stream(error, source, self._now())
         self._flush()
 
     def _on_timer(self) -> None:

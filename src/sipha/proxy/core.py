@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sipha.net.via import response_destination, stamp_received
-from sipha.proxy.routing import Answer, Forward, RoutingView, decide
+from sipha.proxy.routing import Answer, Forward, RoutingView, decide, uri_address
 from sipha.sip import (
     DEFAULT_LIMITS,
     ParserLimits,
@@ -30,6 +30,7 @@ from sipha.sip import (
     SipUri,
     make_response,
     parse_message,
+    parse_uri,
 )
 from sipha.sip.grammar import split_commas
 from sipha.txn import (
@@ -87,6 +88,8 @@ class ResponseContext:
     final_sent: bool = False
     cancel_pending: bool = False
     cancelled: bool = False
+    cancel_sent: bool = False
+    timer_c_fired: bool = False
     best: Response | None = None
     timer_c: float | None = None
 
@@ -123,7 +126,11 @@ class ProxyCore:
         self._by_server: dict[object, ResponseContext] = {}
         self._by_client: dict[object, ResponseContext] = {}
         self._own_cancels: set[object] = set()
-        self._sent_by = {(host.lower(), port) for host, port in settings.via.values()}
+        self._sent_by = {(host.lower().strip("[]"), port) for host, port in settings.via.values()}
+        record_route = parse_uri(settings.record_route)
+        if not isinstance(record_route, SipUri):
+            raise TypeError(f"record-route must be a SIP URI: {settings.record_route!r}")
+        self._record_route = record_route
         self._out: list[SendMessage] = []
         # Where the message being processed came from: requests and ACKs the transaction
         # layer passes up during one receive() call came from there (it is synchronous).
@@ -149,9 +156,10 @@ class ProxyCore:
         self._run(now)
         self._source = None
 
-    def bad_stream(self, error: SipParseError, source: Address) -> None:
+    def bad_stream(self, error: SipParseError, source: Address, now: float) -> None:
         """A stream whose framing failed: answer what can be answered (it is then closed)."""
         self._refuse_malformed(error, source)
+        self._run(now)
 
     def transport_error(self, destination: Address, now: float) -> None:
         """The transport could not reach ``destination`` (ICMP, refused or reset connection).
@@ -311,7 +319,7 @@ class ProxyCore:
         # "If the Request-URI of the request contains a value this proxy previously placed
         # into a Record-Route header field ... replace the Request-URI in the request with the
         # last value from the Route header field, and remove that value" (strict routing).
-        if isinstance(uri, SipUri) and routes and self._is_own_uri(uri):
+        if isinstance(uri, SipUri) and routes and self._is_record_route(uri):
             last = routes[-1]
             elements = request.get_elements("route")
             request.remove_header("route")
@@ -327,7 +335,16 @@ class ProxyCore:
                 request.pop_route()
 
     def _is_own_uri(self, uri: SipUri) -> bool:
-        return self.view.is_own(uri.host_key, uri.port)
+        return self.view.is_own(uri.host_key, uri_address(uri).port)
+
+    def _is_record_route(self, uri: SipUri) -> bool:
+        """Whether ``uri`` is the value this proxy puts in Record-Route (no user part)."""
+        own = self._record_route
+        return (
+            uri.user is None
+            and uri.host_key == own.host_key
+            and uri_address(uri).port == (uri_address(own).port)
+        )
 
     def _member_source(self, request: Request, source: Address) -> Address:
         """The address a member is recognised by (DESIGN.md §2): UDP source port; TCP/TLS Via port."""
@@ -410,7 +427,7 @@ class ProxyCore:
                 self._send_cancel(context, now)
             if status == 100:  # noqa: PLR2004 - step 5: "the 100 (Trying) ... MUST NOT be forwarded"
                 return
-            if context.timer_c is not None:
+            if context.timer_c is not None and not context.cancel_sent:
                 context.timer_c = now + self.settings.timer_c  # §16.7 step 2: reset Timer C
             self._relay(context, response, now)
             return
@@ -545,12 +562,29 @@ class ProxyCore:
         cancel = Request.build("CANCEL", forwarded.uri, headers)
         client = self.txn.send_request(cancel, destination, now)
         self._own_cancels.add(client.key)
+        # §9.1: "If there is no final response for the original request in 64*T1 seconds
+        # ... the client SHOULD then consider the original transaction cancelled and SHOULD
+        # destroy the client transaction handling the original request."
+        context.cancel_sent = True
+        context.timer_c = now + 64 * self.settings.timers.t1
 
     def _timer_c(self, context: ResponseContext, now: float) -> None:
-        """§16.8: Timer C fired: CANCEL a branch that answered provisionally, else 408."""
+        """§16.8: Timer C fired: CANCEL a branch that answered provisionally, else 408.
+
+        Also the §9.1 limit after a CANCEL was sent: no final response in 64*T1, so the
+        branch is given up: the caller gets 487 (it cancelled) or 408 (Timer C did).
+        """
         context.timer_c = None
-        if context.final_sent:
+        if context.final_sent:  # pragma: no cover - a final response clears the timer
             return
+        if context.cancel_sent:
+            caller_cancelled = context.cancelled and not context.timer_c_fired
+            status, reason = (487, "Request Terminated") if caller_cancelled else (408, "Request Timeout")
+            self._answer(context, status, reason, now=now)
+            if context.client is not None:
+                self.txn.transport_error(context.client.key, now)  # destroys the client transaction
+            return
+        context.timer_c_fired = True
         if context.provisional and not context.cancelled:
             context.cancelled = True
             self._send_cancel(context, now)

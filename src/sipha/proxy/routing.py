@@ -48,6 +48,10 @@ class RoutingView(Protocol):
         """The pair that serves a request from an endpoint (``match`` rules, else ``serving``)."""
         ...
 
+    def any_active(self) -> bool:
+        """Whether at least one pair has an active member (keepalives answer 200, else 503)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Forward:
@@ -107,9 +111,11 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
         and not routes
         and sip_uri is not None
         and sip_uri.user is None
-        and view.is_own(sip_uri.host_key, sip_uri.port)
+        and _names_own(sip_uri, view)
     ):
-        return Answer(200, "OK")
+        if view.any_active():
+            return Answer(200, "OK")
+        return Answer(503, "Service Unavailable", retry_after=RETRY_AFTER_SECONDS)
     from_member = view.member_at(source.host, source.port) is not None
     next_hop: SipUri | None = None
     if routes:
@@ -117,11 +123,12 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
         if not isinstance(route_uri, SipUri):
             return Answer(416, "Unsupported URI Scheme")
         next_hop = route_uri
-    elif sip_uri is not None and not view.is_own(sip_uri.host_key, sip_uri.port):
+    elif sip_uri is not None and not _names_own(sip_uri, view):
         next_hop = sip_uri
     # Rule 2: anything that names a member goes to its pair's active member.
     if next_hop is not None:
-        member = view.member_at(next_hop.host_key, next_hop.port)
+        target = uri_address(next_hop)
+        member = view.member_at(target.host, target.port)
         if member is not None:
             return _to_active(member.pair, view)
         if from_member:
@@ -134,6 +141,11 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     if pair is None:
         return Answer(404, "Not Found (no pair serves this request)")
     return _to_active(pair, view)
+
+
+def _names_own(uri: SipUri, view: RoutingView) -> bool:
+    """Whether ``uri`` names this proxy, with the scheme's default port (§19.1.2)."""
+    return view.is_own(uri.host_key, uri_address(uri).port)
 
 
 def _to_active(pair: str, view: RoutingView) -> Decision:

@@ -74,6 +74,10 @@ class ConfiguredView:
         """The active member of ``pair``, or None."""
         return self.active.get(pair)
 
+    def any_active(self) -> bool:
+        """Whether at least one pair has an active member."""
+        return any(member is not None for member in self.active.values())
+
     def serving_pair(self, request: Request) -> str | None:
         """The pair whose ``match.domain`` names the Request-URI host, else the serving pair."""
         uri = request.parsed_uri
