@@ -18,8 +18,9 @@ from collections.abc import Iterable
 from sipha.config import Config, ConfigError, parse_address
 from sipha.net.manager import TransportManager
 from sipha.proxy.core import ProxyCore, ProxySettings
+from sipha.proxy.via import response_fallback_destination
 from sipha.proxy.view import ConfiguredView, PairSpec
-from sipha.sip import SipParseError, SipUri, parse_uri
+from sipha.sip import Response, SipParseError, SipUri, parse_uri
 from sipha.txn import Address
 
 log = logging.getLogger("sipha")
@@ -158,9 +159,21 @@ class ProxyApp:
         core = self.core
         if core is None:
             return
-        send = self.transports.send
+        transports = self.transports
         for action in core.drain():
-            send(action.message.to_bytes(), action.destination)
+            destination = action.destination
+            message = action.message
+            if (
+                destination.reliable
+                and isinstance(message, Response)
+                and not transports.has_connection(destination)
+            ):
+                # §18.2.2: the request's connection is gone: "the server SHOULD open a
+                # connection to the IP address in the received parameter ... using the port
+                # in the sent-by value".
+                with contextlib.suppress(SipParseError):
+                    destination = response_fallback_destination(message.top_via, destination)
+            transports.send(message.to_bytes(), destination)
         deadline = core.next_deadline()
         if deadline is None:
             return

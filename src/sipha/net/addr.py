@@ -6,16 +6,12 @@ message: a destination host is classified once, then costs one dict probe.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from functools import lru_cache
 
+from sipha.sip.uri import canonical_ip, strip_brackets, without_scope
 
-def strip_brackets(host: str) -> str:
-    """``[::1]`` -> ``::1`` (an IPv6 reference as written in SIP, RFC 3261 §25.1)."""
-    if host[:1] == "[" and host[-1:] == "]":
-        return host[1:-1]
-    return host
+__all__ = ["parse_ip", "strip_brackets", "without_scope"]
 
 
 @lru_cache(maxsize=8192)
@@ -26,14 +22,7 @@ def parse_ip(host: str) -> tuple[socket.AddressFamily, str] | None:
     lower-case, compressed IPv6, scope id kept), so that a destination written
     ``[0:0::1]`` finds the connection whose peer is ``::1``.
     """
-    try:
-        ip = ipaddress.ip_address(strip_brackets(host))
-    except ValueError:
+    canonical = canonical_ip(host)
+    if canonical is None:
         return None
-    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6  # noqa: PLR2004 - IP version
-    return family, str(ip)
-
-
-def without_scope(ip: str) -> str:
-    """An IPv6 literal without its ``%zone`` suffix (not allowed in a Via received, RFC 3261 §25.1)."""
-    return ip.partition("%")[0]
+    return (socket.AF_INET6 if ":" in canonical else socket.AF_INET), canonical

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sipha.net.via import response_destination, stamp_received
 from sipha.proxy.routing import Answer, Forward, RoutingView, decide, uri_address
+from sipha.proxy.via import response_destination, stamp_received
 from sipha.sip import (
     DEFAULT_LIMITS,
     ParserLimits,

@@ -43,36 +43,18 @@ def split_commas(value: str) -> list[str]:
     """
     if '"' not in value and "<" not in value:
         return [part.strip(WS) for part in value.split(",")]
-    parts: list[str] = []
-    start = 0
-    index = 0
-    length = len(value)
-    while index < length:
-        char = value[index]
-        if char == '"':
-            match = QUOTED_RE.match(value, index)
-            if match is None:
-                raise SipParseError("unterminated quoted string")
-            index = match.end()
-            continue
-        if char == "<":
-            close = value.find(">", index)
-            if close < 0:
-                raise SipParseError("'<' without '>'")
-            index = close + 1
-            continue
-        if char == ",":
-            parts.append(value[start:index].strip(WS))
-            start = index + 1
-        index += 1
-    parts.append(value[start:].strip(WS))
-    return parts
+    return [part.strip(WS) for part in _split_outside(value, ",", angle_brackets=True)]
 
 
 def split_semis(text: str) -> list[str]:
     """Split at semicolons outside quoted strings (parameter lists)."""
     if '"' not in text:
         return text.split(";")
+    return _split_outside(text, ";", angle_brackets=False)
+
+
+def _split_outside(text: str, separator: str, *, angle_brackets: bool) -> list[str]:
+    """Split ``text`` at ``separator`` where it is not inside a quoted string (or ``<...>``)."""
     parts: list[str] = []
     start = 0
     index = 0
@@ -82,10 +64,16 @@ def split_semis(text: str) -> list[str]:
         if char == '"':
             match = QUOTED_RE.match(text, index)
             if match is None:
-                raise SipParseError("unterminated quoted string in parameters")
+                raise SipParseError("unterminated quoted string")
             index = match.end()
             continue
-        if char == ";":
+        if char == "<" and angle_brackets:
+            close = text.find(">", index)
+            if close < 0:
+                raise SipParseError("'<' without '>'")
+            index = close + 1
+            continue
+        if char == separator:
             parts.append(text[start:index])
             start = index + 1
         index += 1

@@ -8,7 +8,9 @@ hosts compare case-insensitively, users with escapes resolved.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from functools import lru_cache
 from typing import Final
 from urllib.parse import unquote as percent_unquote
 
@@ -306,3 +308,28 @@ def _uri_params(text: str, raw: str) -> dict[str, str | None]:
         else:
             params[name.lower()] = None
     return params
+
+
+def strip_brackets(host: str) -> str:
+    """``[::1]`` -> ``::1`` (an IPv6 reference as written in SIP, RFC 3261 §25.1)."""
+    if host[:1] == "[" and host[-1:] == "]":
+        return host[1:-1]
+    return host
+
+
+@lru_cache(maxsize=8192)
+def canonical_ip(host: str) -> str | None:
+    """The canonical text of an IP literal (brackets allowed), or None for a host name.
+
+    Canonical as the kernel reports a peer (lower-case, compressed IPv6, scope id
+    kept), so that ``[0:0::1]`` and ``::1`` compare equal.
+    """
+    try:
+        return str(ipaddress.ip_address(strip_brackets(host)))
+    except ValueError:
+        return None
+
+
+def without_scope(ip: str) -> str:
+    """An IPv6 literal without its ``%zone`` suffix (not allowed in a Via received, RFC 3261 §25.1)."""
+    return ip.partition("%")[0]

@@ -1,8 +1,8 @@
 """Where responses go and what a server writes into the top Via: RFC 3261 §18.2 and RFC 3581 §4.
 
-Pure functions, no I/O: they belong to the transport because they encode how
-addresses map onto sockets and connections, but they only read and edit
-messages.
+Pure functions, no I/O: they encode how addresses map onto sockets and
+connections (RFC 3261 §18), but only read and edit messages, so the proxy
+core uses them and the transport layer does not need to.
 
 Hosts in the :class:`Address` values returned here are bare (``::1``, not
 ``[::1]``), as sockets want them.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, Protocol
 
-from sipha.net.addr import parse_ip, strip_brackets, without_scope
-from sipha.sip.grammar import split_commas
+from sipha.sip.grammar import split_commas, split_semis
+from sipha.sip.uri import canonical_ip, strip_brackets, without_scope
 from sipha.txn.events import Address
 
 if TYPE_CHECKING:
@@ -99,29 +99,6 @@ def response_fallback_destination(top_via: Via, source: Address) -> Address:
     return Address(source.transport, host, top_via.port or default)
 
 
-def _split_params(element: str) -> list[str]:
-    """``head;p1;p2=v`` -> ``[head, "p1", "p2=v"]``, semicolons inside quoted values kept."""
-    if '"' not in element:
-        return element.split(";")
-    parts: list[str] = []
-    start = 0
-    quoted = False
-    index = 0
-    while index < len(element):
-        char = element[index]
-        if char == "\\" and quoted:
-            index += 2
-            continue
-        if char == '"':
-            quoted = not quoted
-        elif char == ";" and not quoted:
-            parts.append(element[start:index])
-            start = index + 1
-        index += 1
-    parts.append(element[start:])
-    return parts
-
-
 def stamp_received(request: ViaStampable, source: Address) -> None:
     """Add ``received`` and fill ``rport`` in the top Via, as a server does on receipt.
 
@@ -143,16 +120,15 @@ def stamp_received(request: ViaStampable, source: Address) -> None:
     if fill_rport:
         add_received = True
     else:
-        sent_by = parse_ip(via.host)
-        source_parsed = parse_ip(source_ip)
-        add_received = sent_by is None or source_parsed is None or sent_by[1] != source_parsed[1]
+        sent_by = canonical_ip(via.host)
+        add_received = sent_by is None or sent_by != canonical_ip(source_ip)
     if not add_received:
         return
     value = request.get("via")
     if value is None:  # pragma: no cover - top_via above raised already
         return
     element = split_commas(value)[0] if "," in value else value
-    parts = _split_params(element)
+    parts = split_semis(element)
     received = f"received={source_ip}"
     placed = False
     for index in range(1, len(parts)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipha.net import response_destination, response_fallback_destination, stamp_received
+from sipha.proxy.via import response_destination, response_fallback_destination, stamp_received
 from sipha.sip import Request, parse_message, parse_via
 from sipha.sip.grammar import split_commas
 from sipha.txn.events import Address
