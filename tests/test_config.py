@@ -56,7 +56,7 @@ def test_embedded_default_loads() -> None:
 def test_example_file_loads() -> None:
     config = load_config(EXAMPLE)
     assert config.proxy.listen == ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
-    assert config.proxy.sip_address == ""
+    assert config.proxy.sip_address == "192.0.2.10"
     assert config.proxy.resolve_host is False
     assert config.proxy.record_route == "sip:proxy.example.com;lr"
     assert config.proxy.overload_ctrl_dialog_rate == 0
@@ -444,3 +444,11 @@ def test_config_error() -> None:
     assert str(error) == "file.toml: one; two"
     assert error.source == "file.toml"
     assert error.problems == ["one", "two"]
+
+
+def test_wildcard_listen_needs_sip_address() -> None:
+    (line,) = problems_of('[proxy]\nlisten = ["udp:0.0.0.0:5060", "tcp:[::]:5060"]\n')
+    assert line.startswith("proxy: sip-address is required when listening on a wildcard address")
+    assert "udp:0.0.0.0:5060" in line
+    assert "tcp:[::]:5060" in line
+    assert load_config_text('[proxy]\nlisten = ["udp:0.0.0.0:5060"]\nsip-address = "192.0.2.1"\n')

@@ -52,7 +52,9 @@ def _run(path: Path | None, log_level: str) -> int:
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    except OSError as error:
+    except (OSError, ValueError) as error:
+        # A listen address that cannot be bound (in use, not local), or a transport this
+        # version does not serve yet (tls): said plainly, no traceback.
         print(f"sipha: cannot start: {error}", file=sys.stderr)
         return EXIT_CANNOT_START
     return EXIT_OK

@@ -31,6 +31,13 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def _split_address(text: str, *, need_transport: bool) -> tuple[str, str, int]:
     """``[transport:]host:port`` -> (transport, host, port); IPv6 hosts in brackets."""
     transport = "udp"
@@ -112,6 +119,16 @@ class ProxySection(_Section):
         for item in value:
             parse_address(item)
         return value
+
+    @model_validator(mode="after")
+    def _via_address(self) -> ProxySection:
+        wildcard = [item for item in self.listen if _is_wildcard(parse_address(item).host)]
+        if wildcard and not self.sip_address:
+            raise ValueError(
+                f"sip-address is required when listening on a wildcard address ({', '.join(wildcard)}): "
+                "it is the address put in Via and Record-Route for the SIP servers to answer to"
+            )
+        return self
 
     @field_validator("record_route")
     @classmethod
