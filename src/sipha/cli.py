@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from sipha import __version__
 from sipha.config import ConfigError, load_config, render_config
@@ -37,7 +40,74 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log threshold"
     )
+    simulate = commands.add_parser(
+        "simulate-server",
+        help="run a simulated SIP server, one member of a primary/backup pair",
+        description=(
+            "Answer SIP like a SIP server pair member: primary mode answers (OPTIONS 200, calls like "
+            "SIPp's uas), backup mode is silent or answers --backup-answer.  SIGUSR1: become primary; "
+            "SIGUSR2: become backup; SIGHUP: send one OPTIONS to --proxy; SIGTERM/SIGINT: exit."
+        ),
+    )
+    simulate.add_argument(
+        "--listen",
+        action="append",
+        required=True,
+        metavar="TRANSPORT:HOST:PORT",
+        help="udp:127.0.0.1:5070 or tcp:...; repeat for several",
+    )
+    simulate.add_argument("--mode", choices=["primary", "backup"], default="primary", help="mode at start")
+    simulate.add_argument(
+        "--backup-answer",
+        type=int,
+        metavar="CODE",
+        help="in backup mode answer every request with CODE (300-699) instead of staying silent",
+    )
+    simulate.add_argument(
+        "--proxy", metavar="TRANSPORT:HOST:PORT", help="where SIGHUP sends an OPTIONS (the proxy)"
+    )
+    simulate.add_argument(
+        "--answer-delay", type=float, default=0.0, metavar="SECONDS", help="time between 180 and 200"
+    )
+    simulate.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log threshold"
+    )
     return parser
+
+
+def _simulate_server(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from sipha.config import parse_address  # noqa: PLC0415 - only for this command
+    from sipha.simulator import SimulatedServer, serve  # noqa: PLC0415 - asyncio and sockets
+    from sipha.txn import Address  # noqa: PLC0415
+
+    try:
+        proxy = None
+        if args.proxy:
+            parsed = parse_address(args.proxy)
+            proxy = Address(parsed.transport.upper(), parsed.host, parsed.port)
+        server = SimulatedServer(
+            args.listen, args.mode, backup_answer=args.backup_answer, answer_delay=args.answer_delay
+        )
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        print(f"sipha: simulate-server: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        _event_loop(serve(server, proxy))
+    except (OSError, ValueError) as error:
+        print(f"sipha: cannot start: {error}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    return EXIT_OK
+
+
+def _event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (it is a dependency on Linux)."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional accelerator
+    except ImportError:  # pragma: no cover - uvloop is installed with sipha
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _run(path: Path | None, log_level: str) -> int:
@@ -82,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "run":
         return _run(args.config, args.log_level)
+    if args.command == "simulate-server":
+        return _simulate_server(args)
     parser.print_help()
     return EXIT_OK
 
