@@ -13,7 +13,8 @@ import contextlib
 import ipaddress
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
 from sipha.config import Config, ConfigError, parse_address
 from sipha.net.manager import TransportManager
@@ -186,17 +187,18 @@ class ProxyApp:
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
 
-def install_uvloop() -> bool:
-    """Use uvloop's event loop when it is installed (it is a dependency on Linux)."""
-    try:
-        import uvloop  # noqa: PLC0415 - optional accelerator
-    except ImportError:  # pragma: no cover - uvloop is installed with sipha
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on the standard library's event loop (epoll on Linux).
+
+    Not uvloop: libuv stops watching a socket for good when poll reports an error
+    condition (POLLERR), and that is exactly how the kernel signals the ICMP errors
+    sipha asks for with IP_RECVERR (a dead UDP peer's "port unreachable", RFC 3261
+    §18.4).  One gone phone would leave the proxy deaf on UDP.  The UDP path reads
+    raw sockets in batches, so the standard loop costs little there.
+    """
+    asyncio.run(main)
 
 
 def run(config: Config) -> None:
     """``sipha run``: serve until SIGTERM."""
-    install_uvloop()
-    asyncio.run(ProxyApp(config).run())
+    run_loop(ProxyApp(config).run())

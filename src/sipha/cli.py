@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from sipha import __version__
 from sipha.config import ConfigError, load_config, render_config
@@ -93,21 +90,13 @@ def _simulate_server(args: argparse.Namespace) -> int:
         print(f"sipha: simulate-server: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     try:
-        _event_loop(serve(server, proxy))
+        from sipha.app import run_loop  # noqa: PLC0415 - asyncio and sockets only when serving
+
+        run_loop(serve(server, proxy))
     except (OSError, ValueError) as error:
         print(f"sipha: cannot start: {error}", file=sys.stderr)
         return EXIT_CANNOT_START
     return EXIT_OK
-
-
-def _event_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` on uvloop when it is installed (it is a dependency on Linux)."""
-    try:
-        import uvloop  # noqa: PLC0415 - optional accelerator
-    except ImportError:  # pragma: no cover - uvloop is installed with sipha
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def _run(path: Path | None, log_level: str) -> int:

@@ -210,13 +210,10 @@ class ProxyCore:
         response = make_response(
             partial, error.status, error.reason, to_tag=self._token(), headers=[("Warning", _warning(error))]
         )
-        self.txn.send_stateless(response, self._reply_address(partial, source))
-
-    def _reply_address(self, request: Request, source: Address) -> Address:
-        try:
-            return response_destination(request.top_via, source)
-        except SipParseError:
-            return source
+        # To the source address, not to the Via (which is unchecked here, and could name
+        # any host: answering there would make sipha a reflector).  §18.2.2 would add
+        # ``received`` first, which also points back at the source.
+        self.txn.send_stateless(response, source)
 
     def _receive_request(self, request: Request, source: Address, now: float) -> None:
         try:

@@ -18,8 +18,10 @@ TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # word adds the separators allowed in Call-ID: "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE /
 # "/" / "[" / "]" / "?" / "{" / "}"
 WORD_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
-# quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE; quoted-pair excludes CR and LF.
-QUOTED_RE: Final = re.compile(r'"(?:[^"\\\r\n]|\\[^\r\n])*"')
+# quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
+# qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII  (no control but HTAB)
+# quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)       (any ASCII but CR and LF)
+QUOTED_RE: Final = re.compile(r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"')
 DIGITS_RE: Final = re.compile(r"[0-9]+")
 # Linear white space after unfolding.
 WS: Final = " \t"

@@ -231,7 +231,7 @@ _DISPLAY_TOKENS_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z
 
 # name-addr as user agents send it: optional quoted or token display name, <URI>, token params.
 _NAME_ADDR_FAST_RE: Final = re.compile(
-    rf'(?:("(?:[^"\\\r\n]|\\[^\r\n])*")[ \t]*|([{_TOKEN_CHARS}]+(?:[ \t]+[{_TOKEN_CHARS}]+)*)[ \t]*)?'
+    rf"(?:({QUOTED_RE.pattern})[ \t]*|([{_TOKEN_CHARS}]+(?:[ \t]+[{_TOKEN_CHARS}]+)*)[ \t]*)?"
     rf'<([^\s<>"]+)>({_FAST_PARAMS})'
 )
 

@@ -1,0 +1,241 @@
+"""The pair state machine as a table: the seed's OPTIONS algorithm (DESIGN.md §2), one row per transition.
+
+:class:`sipha.ha.pair.PairMonitor` turns what happens (a timer, an OPTIONS
+result, a request from a member, a suspicion from the proxy core) into an
+:class:`Input` relative to its current state, looks up ``(state, input)``
+here and performs the row's operations in order.  A pair missing from the
+table is an input the state ignores.  Each row quotes the text it implements:
+DESIGN.md §2 ("§2"), the seed's "How It Works" page ("seed"), REFERENCES.md,
+or, where both are silent, the decision made here ("decision"), which the
+package docstring of :mod:`sipha.ha` explains.
+
+Split brain is a flag beside the state, not a state: while it is set the pair
+is still active on the same member.  The rows that set or clear it say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from sipha.ha.events import ActivationReason, UnknownReason
+
+
+class State(Enum):
+    """Where a pair is."""
+
+    INITIAL = "initial"
+    """Before :meth:`PairMonitor.start`: the source of the entering transition."""
+    UNKNOWN = "unknown"
+    """No member is known to be active; alternating oos-force probes (§2)."""
+    OUT_OF_SERVICE = "out-of-service"
+    """Unknown, and both members were probed and silent: event 40001; probing goes on."""
+    ACTIVE = "active"
+    """One member is active; oos-check probes to it (none when monitoring is off)."""
+
+
+class Input(Enum):
+    """What can happen to a pair, as seen from its current state."""
+
+    START = "start, monitoring on"
+    START_UNMONITORED = "start, oos-check = 0"
+    PERIOD_ANSWERED = "oos-check expired, the active member answered"
+    PERIOD_SILENT = "oos-check expired, the active member did not answer"
+    FORCE = "oos-force expired"
+    FORCE_ROUND = "oos-force expired, both members probed and silent since the pair became unknown"
+    ALIVE_ACTIVE = "alive answer from the active member"
+    ALIVE_OTHER = "alive answer from a member that is not active"
+    NOT_ALIVE_CYCLE = "the active member's current probe answered outside alive-codes"
+    FAILED_CYCLE = "the active member's current probe failed"
+    NEGATIVE_OTHER = "a probe of a member that is not active answered outside alive-codes or failed"
+    NEGATIVE_STALE = "an older probe of the active member answered outside alive-codes or failed"
+    REQUEST_ACTIVE = "request from the active member"
+    REQUEST_OTHER = "request from a member that is not active"
+    REQUEST_OTHER_SPLIT = "request from the member that is not active, while both act as primary"
+    SUSPECT_ACTIVE = "the proxy core suspects the active member"
+    SUSPECT_OTHER = "the proxy core suspects a member that is not active"
+    SUSPECT_UNMONITORED = "the proxy core suspects a member, oos-check = 0"
+    SPLIT_STALE = "the non-active member has not acted as primary for one window"
+
+
+class Op(Enum):
+    """An operation a transition performs, in the order listed."""
+
+    PROBE_PRIMARY = "probe the configured primary now; next alternate probe after oos-force"
+    PROBE_OTHER_FIRST = "probe the member that was not active now; next alternate probe after oos-force"
+    PROBE_NEXT = "probe the next member in the alternation now; next one after oos-force"
+    PROBE_ACTIVE = "probe the active member now; it must answer within oos-check"
+    MARK_ANSWERED = "the active member answered in this oos-check period"
+    ACTIVATE_PRIMARY = "the configured primary becomes active"
+    ACTIVATE_SOURCE = "the member that answered or sent the request becomes active"
+    WAIT_PERIOD = "restart the oos-check period now, counted as answered (next probe after oos-check)"
+    EMIT_UNKNOWN = "report PairUnknown"
+    EMIT_OUT_OF_SERVICE = "report PairOutOfService (event 40001)"
+    EMIT_RESTORED = "report PairRestored"
+    SPLIT_EVIDENCE = "the non-active member acts as primary: set the split-brain flag (report once)"
+    SPLIT_END = "clear the split-brain flag (report once, if it was set)"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One row of the table."""
+
+    target: State
+    ops: tuple[Op, ...]
+    source: str
+    """The text that mandates this transition."""
+    activation: ActivationReason | None = None
+    """The reason reported by ``ACTIVATE_*`` operations."""
+    unknown: UnknownReason | None = None
+    """The reason reported by ``EMIT_UNKNOWN``."""
+
+
+_S = State
+_I = Input
+_O = Op
+
+_START = "§2: At start the pair is unknown. The first OPTIONS goes to the member configured as primary."
+_UNMONITORED = (
+    "§2: oos-check 0 turns OPTIONS monitoring off; decision: with no OPTIONS to find the active "
+    "member, the configured primary is taken as active until a request from the backup arrives."
+)
+_PERIOD = (
+    "seed: If this primary SIP Server responds during the configured oos-check timeout, then SIP Proxy "
+    "waits for this timeout to expire before sending the next OPTIONS message, after which SIP Proxy "
+    "resets the oos-check timeout."
+)
+_SILENT = (
+    "§2: If X does not answer before oos-check expires, the pair becomes unknown. seed: SIP Proxy "
+    "activates the oos-force timeout and starts sending OPTIONS messages alternatively to both servers. "
+    "Decision: the first one goes out now, to the member that was not active (X has just had its probe)."
+)
+_ANSWERED = "§2: if X answers within oos-check, wait for oos-check to expire, then send the next one."
+_NOT_ALIVE = (
+    "§2: What counts as an answer: a final response whose code is in alive-codes. A backup in backup "
+    "mode ... answers with a code outside alive-codes. Decision: that final answer settles the period "
+    "at once (X will not answer it again), so the pair becomes unknown now rather than at expiry."
+)
+_FAILED = (
+    "task: a transport error or the transaction timing out counts as no answer. Decision: like a "
+    "non-alive answer it settles the period, so the pair becomes unknown now."
+)
+_NEGATIVE_OTHER = (
+    "§2: A backup in backup mode does not answer, or answers with a code outside alive-codes. "
+    "No switch; it no longer acts as primary, so a split brain is over."
+)
+_NEGATIVE_UNKNOWN = (
+    "§2: While unknown: send OPTIONS alternately ... until one answers. A non-answer changes nothing: "
+    "the alternation goes on at its own pace (no faster probing on errors)."
+)
+_STALE = "decision: the result of an older probe of X says nothing about the current oos-check period."
+_FORCE = (
+    "seed: starts sending OPTIONS messages alternatively to both servers in the HA pair, resetting the "
+    "time between each attempt, until one of them begins to respond."
+)
+_ROUND = (
+    "REFERENCES.md: A pair with no answering member is out of service and not used for calls, while "
+    "the pinging continues. Decision: out of service once both members were probed while unknown and "
+    "each stayed silent for oos-force; event 40001 then."
+)
+_FOUND_BY_OPTIONS = (
+    "§2: While unknown: ... until one answers; that member becomes active and the oos-check cycle "
+    "restarts on it. seed: When one of the SIP Servers responds to the OPTIONS message, SIP Proxy "
+    "resets the oos-check timeout."
+)
+_RESTORED_BY_OPTIONS = _FOUND_BY_OPTIONS + " Decision: an out-of-service pair reports it is restored."
+_BY_REQUEST = (
+    "§2: A request that arrives from the member that is not active makes that member active at once "
+    "(the backup has taken over). seed: SIP Proxy receives a SIP request from the backup SIP Server."
+)
+_RESTORED_BY_REQUEST = _BY_REQUEST + " Decision: an out-of-service pair reports it is restored."
+_REQUEST_ACTIVE = "§2: only a request from the member that is not active switches; nothing else does."
+_SPLIT_ANSWER = (
+    "task: split brain (both members answer OPTIONS with alive codes): keep the current active member "
+    "while it keeps answering. §2: only a request switches an active pair."
+)
+_SPLIT_REQUEST = (
+    "task: split brain (both send requests): keep the current active member while it keeps answering. "
+    "Decision: a request from the member displaced by a request less than one window ago, or any "
+    "request from the other member while the flag is set, does not switch back."
+)
+_SUSPECT = (
+    "DESIGN.md §5 failover-timeout: without any response from the active member ... the pair is "
+    "re-probed at once. Decision: unknown now, first probe now to the member that was not active."
+)
+_SUSPECT_IGNORED = "decision: only the active member can be suspected; while unknown, probing already runs."
+_SUSPECT_UNMONITORED = (
+    "§2: 0 turns OPTIONS monitoring off. Decision: no probe can decide, so a suspicion changes nothing; "
+    "only a request from the other member switches."
+)
+_SPLIT_STALE = (
+    "task: emit an event once when it starts and once when it ends. Decision: it ends when the "
+    "non-active member has not answered alive nor sent a request for max(oos-check, oos-force)."
+)
+
+TABLE: Final[Mapping[tuple[State, Input], Transition]] = {
+    # ------------------------------------------------------------------ start
+    (_S.INITIAL, _I.START): Transition(
+        _S.UNKNOWN, (_O.EMIT_UNKNOWN, _O.PROBE_PRIMARY), _START, unknown="start"
+    ),
+    (_S.INITIAL, _I.START_UNMONITORED): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_PRIMARY,), _UNMONITORED, activation="start"
+    ),
+    # ------------------------------------------------------------------ active: the oos-check cycle
+    (_S.ACTIVE, _I.PERIOD_ANSWERED): Transition(_S.ACTIVE, (_O.PROBE_ACTIVE,), _PERIOD),
+    (_S.ACTIVE, _I.ALIVE_ACTIVE): Transition(_S.ACTIVE, (_O.MARK_ANSWERED,), _ANSWERED),
+    (_S.ACTIVE, _I.PERIOD_SILENT): Transition(
+        _S.UNKNOWN, (_O.SPLIT_END, _O.EMIT_UNKNOWN, _O.PROBE_OTHER_FIRST), _SILENT, unknown="no-answer"
+    ),
+    (_S.ACTIVE, _I.NOT_ALIVE_CYCLE): Transition(
+        _S.UNKNOWN, (_O.SPLIT_END, _O.EMIT_UNKNOWN, _O.PROBE_OTHER_FIRST), _NOT_ALIVE, unknown="not-alive"
+    ),
+    (_S.ACTIVE, _I.FAILED_CYCLE): Transition(
+        _S.UNKNOWN, (_O.SPLIT_END, _O.EMIT_UNKNOWN, _O.PROBE_OTHER_FIRST), _FAILED, unknown="probe-failed"
+    ),
+    (_S.ACTIVE, _I.NEGATIVE_STALE): Transition(_S.ACTIVE, (), _STALE),
+    (_S.ACTIVE, _I.SUSPECT_ACTIVE): Transition(
+        _S.UNKNOWN, (_O.SPLIT_END, _O.EMIT_UNKNOWN, _O.PROBE_OTHER_FIRST), _SUSPECT, unknown="suspect"
+    ),
+    (_S.ACTIVE, _I.SUSPECT_OTHER): Transition(_S.ACTIVE, (), _SUSPECT_IGNORED),
+    (_S.ACTIVE, _I.SUSPECT_UNMONITORED): Transition(_S.ACTIVE, (), _SUSPECT_UNMONITORED),
+    # ------------------------------------------------------------------ active: the other member
+    (_S.ACTIVE, _I.REQUEST_ACTIVE): Transition(_S.ACTIVE, (), _REQUEST_ACTIVE),
+    (_S.ACTIVE, _I.REQUEST_OTHER): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _BY_REQUEST, activation="request"
+    ),
+    (_S.ACTIVE, _I.REQUEST_OTHER_SPLIT): Transition(_S.ACTIVE, (_O.SPLIT_EVIDENCE,), _SPLIT_REQUEST),
+    (_S.ACTIVE, _I.ALIVE_OTHER): Transition(_S.ACTIVE, (_O.SPLIT_EVIDENCE,), _SPLIT_ANSWER),
+    (_S.ACTIVE, _I.NEGATIVE_OTHER): Transition(_S.ACTIVE, (_O.SPLIT_END,), _NEGATIVE_OTHER),
+    (_S.ACTIVE, _I.SPLIT_STALE): Transition(_S.ACTIVE, (_O.SPLIT_END,), _SPLIT_STALE),
+    # ------------------------------------------------------------------ unknown: the oos-force alternation
+    (_S.UNKNOWN, _I.FORCE): Transition(_S.UNKNOWN, (_O.PROBE_NEXT,), _FORCE),
+    (_S.UNKNOWN, _I.FORCE_ROUND): Transition(
+        _S.OUT_OF_SERVICE, (_O.EMIT_OUT_OF_SERVICE, _O.PROBE_NEXT), _ROUND
+    ),
+    (_S.UNKNOWN, _I.ALIVE_OTHER): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _FOUND_BY_OPTIONS, activation="options"
+    ),
+    (_S.UNKNOWN, _I.REQUEST_OTHER): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _BY_REQUEST, activation="request"
+    ),
+    (_S.UNKNOWN, _I.NEGATIVE_OTHER): Transition(_S.UNKNOWN, (), _NEGATIVE_UNKNOWN),
+    (_S.UNKNOWN, _I.SUSPECT_OTHER): Transition(_S.UNKNOWN, (), _SUSPECT_IGNORED),
+    # ------------------------------------------------------------------ out of service: still probing
+    (_S.OUT_OF_SERVICE, _I.FORCE): Transition(_S.OUT_OF_SERVICE, (_O.PROBE_NEXT,), _ROUND),
+    (_S.OUT_OF_SERVICE, _I.ALIVE_OTHER): Transition(
+        _S.ACTIVE,
+        (_O.ACTIVATE_SOURCE, _O.EMIT_RESTORED, _O.WAIT_PERIOD),
+        _RESTORED_BY_OPTIONS,
+        activation="options",
+    ),
+    (_S.OUT_OF_SERVICE, _I.REQUEST_OTHER): Transition(
+        _S.ACTIVE,
+        (_O.ACTIVATE_SOURCE, _O.EMIT_RESTORED, _O.WAIT_PERIOD),
+        _RESTORED_BY_REQUEST,
+        activation="request",
+    ),
+    (_S.OUT_OF_SERVICE, _I.NEGATIVE_OTHER): Transition(_S.OUT_OF_SERVICE, (), _NEGATIVE_UNKNOWN),
+    (_S.OUT_OF_SERVICE, _I.SUSPECT_OTHER): Transition(_S.OUT_OF_SERVICE, (), _SUSPECT_IGNORED),
+}

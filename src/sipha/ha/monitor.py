@@ -1,0 +1,97 @@
+"""Every pair of the configuration, behind one API: what the app drives and the routing view reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sipha.ha.events import Output, Probe
+from sipha.ha.pair import PairMonitor, PairStatus, host_key
+from sipha.ha.settings import MonitorSettings
+from sipha.proxy.routing import Member
+
+
+class Monitor:
+    """A :class:`PairMonitor` per pair, with the same sans-IO API.
+
+    Pairs are independent (DESIGN.md §1: each instance monitors every pair by
+    itself); this class routes each input to its pair and merges outputs and
+    deadlines.
+    """
+
+    def __init__(
+        self, pairs: Iterable[tuple[Member, Member]], settings: MonitorSettings | None = None
+    ) -> None:
+        """``pairs``: (primary, backup) per pair, e.g. ``ConfiguredView.members(name)`` for each name."""
+        settings = settings or MonitorSettings()
+        self.pairs: dict[str, PairMonitor] = {}
+        # Requests are matched on every message from a member: a dict, not a scan of the pairs.
+        self._by_address: dict[tuple[str, int], PairMonitor] = {}
+        for primary, backup in pairs:
+            pair = PairMonitor(primary, backup, settings)
+            if pair.name in self.pairs:
+                raise ValueError(f"pair {pair.name!r} appears twice")
+            for member in pair.members():
+                key = (host_key(member.address.host), member.address.port)
+                other = self._by_address.get(key)
+                if other is not None:
+                    raise ValueError(
+                        f"{member.address.host}:{member.address.port} is a member of pairs "
+                        f"{other.name!r} and {pair.name!r}"
+                    )
+                self._by_address[key] = pair
+            self.pairs[pair.name] = pair
+
+    def start(self, now: float) -> None:
+        """Start every pair (first probes, or the primaries active when monitoring is off)."""
+        for pair in self.pairs.values():
+            pair.start(now)
+
+    def tick(self, now: float) -> None:
+        """Fire the timers due at ``now`` in every pair."""
+        for pair in self.pairs.values():
+            pair.tick(now)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of all pairs, or None."""
+        deadlines = [d for d in (pair.next_deadline() for pair in self.pairs.values()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def probe_answered(self, probe: Probe, status: int, now: float, rtt: float | None = None) -> None:
+        """A response to ``probe`` (see :meth:`PairMonitor.probe_answered`)."""
+        self._pair(probe.pair).probe_answered(probe, status, now, rtt)
+
+    def probe_failed(self, probe: Probe, now: float) -> None:
+        """``probe`` failed: transport error or timeout (see :meth:`PairMonitor.probe_failed`)."""
+        self._pair(probe.pair).probe_failed(probe, now)
+
+    def request_from(self, host: str, port: int, now: float) -> Member | None:
+        """A request from ``host``/``port``: the member it is from (and its pair updated), or None."""
+        pair = self._by_address.get((host_key(host), port))
+        if pair is None:
+            return None
+        return pair.request_from(host, port, now)
+
+    def suspect(self, member: Member, now: float) -> None:
+        """The proxy core got no response from ``member`` within failover-timeout."""
+        self._pair(member.pair).suspect(member, now)
+
+    def drain(self) -> list[Output]:
+        """Probes and events of every pair (each pair's in order)."""
+        out: list[Output] = []
+        for pair in self.pairs.values():
+            out.extend(pair.drain())
+        return out
+
+    def active_table(self) -> dict[str, Member | None]:
+        """Pair name to active member (None: unknown), for ``ConfiguredView.active``."""
+        return {name: pair.active for name, pair in self.pairs.items()}
+
+    def status(self) -> dict[str, PairStatus]:
+        """A snapshot per pair, for /status."""
+        return {name: pair.status() for name, pair in self.pairs.items()}
+
+    def _pair(self, name: str) -> PairMonitor:
+        pair = self.pairs.get(name)
+        if pair is None:
+            raise KeyError(f"no pair named {name!r}")
+        return pair

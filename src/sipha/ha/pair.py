@@ -1,0 +1,443 @@
+"""One pair's monitor: the table of :mod:`sipha.ha.machine` driven by a clock value passed in.
+
+Sans-IO, as :mod:`sipha.txn`: every method takes ``now`` (seconds, from any
+monotonic clock), queues :class:`~sipha.ha.events.Probe` actions and events
+for :meth:`PairMonitor.drain`, and :meth:`PairMonitor.next_deadline` says
+when :meth:`PairMonitor.tick` is due.  Every method first fires the timers
+that are due at ``now``, so the outcome does not depend on whether the caller
+ticked before or after an answer that arrived at the same instant: an answer
+at the very moment oos-check expires is late (the window is "before oos-check
+expires", DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sipha.ha.events import (
+    MemberBecameActive,
+    Output,
+    PairOutOfService,
+    PairRestored,
+    PairUnknown,
+    Probe,
+    SplitBrain,
+)
+from sipha.ha.machine import TABLE, Input, Op, State, Transition
+from sipha.ha.settings import MonitorSettings
+from sipha.proxy.routing import Member
+
+# FORCE_ROUND: both members have had one probe of their own since the pair became unknown.
+_ROUND: int = 2
+
+
+def host_key(host: str) -> str:
+    """A host as compared with a source address: lower case, IPv6 without brackets."""
+    host = host.lower()
+    return host[1:-1] if host.startswith("[") else host
+
+
+@dataclass(slots=True)
+class PairCounters:
+    """What one pair counts, for /status and /metrics."""
+
+    probes_sent: int = 0
+    probes_answered: int = 0
+    """Final responses with an alive code."""
+    probes_failed: int = 0
+    """Final responses outside alive-codes, transport errors and timeouts (all "no answer")."""
+    switchovers: int = 0
+    """Times the active member became a different member than the one active before."""
+
+
+@dataclass(frozen=True, slots=True)
+class PairStatus:
+    """A snapshot of one pair, for the admin surface."""
+
+    pair: str
+    state: str
+    """``active``, ``unknown`` or ``out-of-service`` (``initial`` before start)."""
+    active: Member | None
+    monitoring: bool
+    """False when oos-check is 0: no OPTIONS are sent."""
+    since: float | None
+    """Monitor time of the last change of state or of active member."""
+    last_rtt: dict[str, float | None]
+    """Per role (primary, backup): the round trip of the last final answer to an OPTIONS."""
+    split_brain: bool
+    split_brain_since: float | None
+    counters: PairCounters
+    next_deadline: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (members as ``role``/``transport``/``host``/``port``)."""
+        active = self.active
+        return {
+            "pair": self.pair,
+            "state": self.state,
+            "active": None
+            if active is None
+            else {
+                "role": active.role,
+                "transport": active.address.transport,
+                "host": active.address.host,
+                "port": active.address.port,
+            },
+            "monitoring": self.monitoring,
+            "since": self.since,
+            "last_rtt": dict(self.last_rtt),
+            "split_brain": self.split_brain,
+            "split_brain_since": self.split_brain_since,
+            "probes_sent": self.counters.probes_sent,
+            "probes_answered": self.counters.probes_answered,
+            "probes_failed": self.counters.probes_failed,
+            "switchovers": self.counters.switchovers,
+            "next_deadline": self.next_deadline,
+        }
+
+
+class PairMonitor:
+    """The active member of one primary/backup pair, found with OPTIONS (DESIGN.md §2).
+
+    With ``oos-check`` = 0 OPTIONS monitoring is off: no probe is ever sent;
+    the configured primary is taken as active from :meth:`start` until a
+    request from the backup arrives (then the backup is, until a request from
+    the primary arrives).  :meth:`suspect` changes nothing then, since no
+    probe could find the member to use instead.
+    """
+
+    def __init__(self, primary: Member, backup: Member, settings: MonitorSettings | None = None) -> None:
+        if primary.pair != backup.pair:
+            raise ValueError(f"members of different pairs: {primary.pair!r}, {backup.pair!r}")
+        if self._key(primary) == self._key(backup):
+            raise ValueError(f"pair {primary.pair}: primary and backup have the same address")
+        self.primary = primary
+        self.backup = backup
+        self.settings = settings or MonitorSettings()
+        self.counters = PairCounters()
+        self._state = State.INITIAL
+        self._active: Member | None = None
+        self._last_active: Member | None = None
+        self._since: float | None = None
+        self._down_since = 0.0
+        self._timer: float | None = None
+        # ACTIVE: whether the active member answered in this oos-check period, and which
+        # probe is this period's (None right after activation: the activation was the answer).
+        self._answered = False
+        self._cycle_seq: int | None = None
+        # UNKNOWN / OUT_OF_SERVICE: the next member of the alternation, probes sent so far.
+        self._next_target = primary
+        self._round_probes = 0
+        self._seq = 0
+        self._outstanding: dict[int, Probe] = {}
+        self._split = False
+        self._split_since: float | None = None
+        self._other_seen = 0.0
+        # The member a request from the other member displaced, and when: a request from it
+        # soon after is the flip-flop of two primaries, not a new takeover.
+        self._displaced: tuple[Member, float] | None = None
+        self._last_rtt: dict[str, float | None] = {primary.role: None, backup.role: None}
+        self._out: list[Output] = []
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def name(self) -> str:
+        """The pair's name."""
+        return self.primary.pair
+
+    @property
+    def state(self) -> State:
+        """Where the pair is."""
+        return self._state
+
+    @property
+    def active(self) -> Member | None:
+        """The active member, or None while the pair is unknown (requests then get 503, DESIGN.md §2)."""
+        return self._active
+
+    @property
+    def monitoring(self) -> bool:
+        """Whether OPTIONS monitoring is on (oos-check > 0)."""
+        return self.settings.monitoring
+
+    @property
+    def split_brain(self) -> bool:
+        """Whether both members act as primary (the active one is kept)."""
+        return self._split
+
+    def members(self) -> tuple[Member, Member]:
+        """(primary, backup)."""
+        return self.primary, self.backup
+
+    def member_at(self, host: str, port: int) -> Member | None:
+        """The member whose IP and port are exactly ``host``/``port`` (DESIGN.md §2), if any."""
+        key = (host_key(host), port)
+        for member in (self.primary, self.backup):
+            if self._key(member) == key:
+                return member
+        return None
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` must be called next, or None (monitoring off, nothing pending)."""
+        deadlines = [d for d in (self._timer, self._split_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def status(self) -> PairStatus:
+        """A snapshot for /status."""
+        return PairStatus(
+            pair=self.name,
+            state=self._state.value,
+            active=self._active,
+            monitoring=self.monitoring,
+            since=self._since,
+            last_rtt=dict(self._last_rtt),
+            split_brain=self._split,
+            split_brain_since=self._split_since,
+            counters=PairCounters(
+                self.counters.probes_sent,
+                self.counters.probes_answered,
+                self.counters.probes_failed,
+                self.counters.switchovers,
+            ),
+            next_deadline=self.next_deadline(),
+        )
+
+    def drain(self) -> list[Output]:
+        """The probes to send and the events to log, in the order they happened."""
+        out, self._out = self._out, []
+        return out
+
+    # ------------------------------------------------------------------ inputs
+
+    def start(self, now: float) -> None:
+        """Start monitoring: unknown and a first probe to the primary, or (oos-check 0) the primary active."""
+        if self._state is not State.INITIAL:
+            raise RuntimeError(f"pair {self.name}: already started")
+        self._run(Input.START if self.monitoring else Input.START_UNMONITORED, now)
+
+    def tick(self, now: float) -> None:
+        """Fire the timers due at ``now`` (call at :meth:`next_deadline`; earlier or later is harmless)."""
+        self._advance(now)
+
+    def probe_answered(self, probe: Probe, status: int, now: float, rtt: float | None = None) -> None:
+        """A response to ``probe``'s OPTIONS; provisional ones (1xx) are ignored.
+
+        ``rtt`` defaults to ``now - probe.sent_at``.  A final response outside
+        alive-codes counts as no answer (DESIGN.md §2).
+        """
+        self._advance(now)
+        if status < 200:  # noqa: PLR2004 - provisional: the OPTIONS is still pending
+            return
+        if not self._settle(probe):
+            return
+        self._last_rtt[probe.member.role] = now - probe.sent_at if rtt is None else rtt
+        alive = self.settings.alive_codes.matches(status)
+        if alive:
+            self.counters.probes_answered += 1
+        else:
+            self.counters.probes_failed += 1
+        self._run(
+            self._classify_result(probe, alive=alive, failed_input=Input.NOT_ALIVE_CYCLE), now, probe.member
+        )
+
+    def probe_failed(self, probe: Probe, now: float) -> None:
+        """``probe``'s OPTIONS got no final response: transport error (ICMP, refused) or timeout."""
+        self._advance(now)
+        if not self._settle(probe):
+            return
+        self.counters.probes_failed += 1
+        self._run(
+            self._classify_result(probe, alive=False, failed_input=Input.FAILED_CYCLE), now, probe.member
+        )
+
+    def request_from(self, host: str, port: int, now: float) -> Member | None:
+        """A request arrived from ``host``/``port``; returns the member it is from, if any.
+
+        ``port`` is the one DESIGN.md §2 compares: the UDP source port, the top
+        Via sent-by port on TCP/TLS (the proxy core computes it).  A request from
+        the member that is not active makes it active at once; nothing else does.
+        """
+        member = self.member_at(host, port)
+        if member is None:
+            return None
+        self._advance(now)
+        if self._state is State.ACTIVE and member == self._active:
+            self._run(Input.REQUEST_ACTIVE, now, member)
+        elif self._state is State.ACTIVE and (self._split or self._displaced_recently(member, now)):
+            self._run(Input.REQUEST_OTHER_SPLIT, now, member)
+        else:
+            self._run(Input.REQUEST_OTHER, now, member)
+        return member
+
+    def suspect(self, member: Member, now: float) -> None:
+        """The proxy core got no response from ``member`` within failover-timeout (DESIGN.md §5).
+
+        If ``member`` is the active one, the pair becomes unknown now and the
+        first probe goes out now, to the other member; the alternation then
+        goes on every oos-force.  Otherwise (or with monitoring off) nothing.
+        """
+        if member not in (self.primary, self.backup):
+            raise ValueError(f"{member!r} is not a member of pair {self.name}")
+        self._advance(now)
+        if not self.monitoring:
+            self._run(Input.SUSPECT_UNMONITORED, now, member)
+        elif self._state is State.ACTIVE and member == self._active:
+            self._run(Input.SUSPECT_ACTIVE, now, member)
+        else:
+            self._run(Input.SUSPECT_OTHER, now, member)
+
+    # ------------------------------------------------------------------ classification
+
+    def _advance(self, now: float) -> None:
+        if self._state is State.INITIAL:
+            raise RuntimeError(f"pair {self.name}: not started")
+        if self._timer is not None and self._timer <= now:
+            self._timer = None
+            if self._state is State.ACTIVE:
+                self._run(Input.PERIOD_ANSWERED if self._answered else Input.PERIOD_SILENT, now)
+            elif self._state is State.UNKNOWN and self._round_probes >= _ROUND:
+                self._run(Input.FORCE_ROUND, now)
+            else:
+                self._run(Input.FORCE, now)
+        split_deadline = self._split_deadline()
+        if split_deadline is not None and split_deadline <= now:
+            self._run(Input.SPLIT_STALE, now)
+        lifetime = self.settings.probe_lifetime
+        for seq, probe in list(self._outstanding.items()):
+            # This period's probe stays until its result, whatever the lifetime.
+            if probe.sent_at + lifetime <= now and seq != self._cycle_seq:
+                del self._outstanding[seq]
+
+    def _settle(self, probe: Probe) -> bool:
+        """Take ``probe`` off the outstanding ones; False if it is not one of them (late, repeated)."""
+        if self._outstanding.get(probe.seq) != probe:
+            return False
+        del self._outstanding[probe.seq]
+        return True
+
+    def _classify_result(self, probe: Probe, *, alive: bool, failed_input: Input) -> Input:
+        """The input a probe result is, seen from the current state."""
+        member = probe.member
+        if self._state is not State.ACTIVE or member != self._active:
+            # While unknown no member is active: every member is "the other" one.
+            return Input.ALIVE_OTHER if alive else Input.NEGATIVE_OTHER
+        if alive:
+            return Input.ALIVE_ACTIVE
+        return failed_input if probe.seq == self._cycle_seq else Input.NEGATIVE_STALE
+
+    def _displaced_recently(self, member: Member, now: float) -> bool:
+        displaced = self._displaced
+        return (
+            displaced is not None
+            and displaced[0] == member
+            and now - displaced[1] < self.settings.split_brain_window
+        )
+
+    def _split_deadline(self) -> float | None:
+        if not self._split:
+            return None
+        return self._other_seen + self.settings.split_brain_window
+
+    # ------------------------------------------------------------------ the table
+
+    def _run(self, event: Input, now: float, source: Member | None = None) -> None:
+        row = TABLE.get((self._state, event))
+        if row is None:
+            return  # an input this state ignores (the table lists what it does not)
+        active_before = self._active
+        for op in row.ops:
+            self._do(op, row, now, source)
+        if row.target is not State.ACTIVE:
+            self._active = None
+            self._displaced = None
+            self._cycle_seq = None
+        if row.target is not self._state or self._active != active_before:
+            self._since = now
+        self._state = row.target
+
+    def _do(self, op: Op, row: Transition, now: float, source: Member | None) -> None:
+        if op is Op.PROBE_PRIMARY:
+            self._round_probes = 0
+            self._probe_alternate(self.primary, now)
+        elif op is Op.PROBE_OTHER_FIRST:
+            self._round_probes = 0
+            self._probe_alternate(self._other(self._require_active()), now)
+        elif op is Op.PROBE_NEXT:
+            self._probe_alternate(self._next_target, now)
+        elif op is Op.PROBE_ACTIVE:
+            probe = self._send(self._require_active(), now)
+            self._cycle_seq = probe.seq
+            self._answered = False
+            self._timer = now + self.settings.oos_check
+        elif op is Op.MARK_ANSWERED:
+            self._answered = True
+        elif op is Op.ACTIVATE_PRIMARY:
+            self._activate(self.primary, row, now)
+        elif op is Op.ACTIVATE_SOURCE:
+            assert source is not None  # noqa: S101 - answers and requests name their member
+            self._activate(source, row, now)
+        elif op is Op.WAIT_PERIOD:
+            self._answered = True
+            self._cycle_seq = None
+            self._timer = now + self.settings.oos_check if self.monitoring else None
+        elif op is Op.EMIT_UNKNOWN:
+            assert row.unknown is not None  # noqa: S101 - every EMIT_UNKNOWN row names a reason
+            self._down_since = now
+            self._out.append(PairUnknown(self.name, now, row.unknown, self._active))
+        elif op is Op.EMIT_OUT_OF_SERVICE:
+            self._out.append(PairOutOfService(self.name, now, (self.primary, self.backup)))
+        elif op is Op.EMIT_RESTORED:
+            self._out.append(PairRestored(self.name, now, self._require_active(), self._down_since))
+        elif op is Op.SPLIT_EVIDENCE:
+            assert source is not None  # noqa: S101 - evidence comes from a member
+            self._other_seen = now
+            if not self._split:
+                self._split = True
+                self._split_since = now
+                self._out.append(SplitBrain(self.name, now, True, self._require_active(), source))  # noqa: FBT003
+        elif op is Op.SPLIT_END and self._split:
+            active = self._require_active()
+            self._split = False
+            self._split_since = None
+            self._out.append(SplitBrain(self.name, now, False, active, self._other(active)))  # noqa: FBT003
+
+    # ------------------------------------------------------------------ operations
+
+    def _activate(self, member: Member, row: Transition, now: float) -> None:
+        assert row.activation is not None  # noqa: S101 - every ACTIVATE row names a reason
+        previous = self._active
+        if previous is not None and row.activation == "request":
+            self._displaced = (previous, now)
+        if self._last_active is not None and self._last_active != member:
+            self.counters.switchovers += 1
+        self._active = member
+        self._last_active = member
+        self._out.append(MemberBecameActive(self.name, now, member, row.activation, previous))
+
+    def _probe_alternate(self, target: Member, now: float) -> None:
+        """One probe of the oos-force alternation (DESIGN.md §2, "While unknown")."""
+        self._send(target, now)
+        self._round_probes += 1
+        self._next_target = self._other(target)
+        self._timer = now + self.settings.oos_force
+
+    def _send(self, member: Member, now: float) -> Probe:
+        self._seq += 1
+        probe = Probe(self.name, member, self._seq, now)
+        self._outstanding[probe.seq] = probe
+        self.counters.probes_sent += 1
+        self._out.append(probe)
+        return probe
+
+    def _other(self, member: Member) -> Member:
+        return self.backup if member == self.primary else self.primary
+
+    def _require_active(self) -> Member:
+        assert self._active is not None  # noqa: S101 - the table runs this only while a member is active
+        return self._active
+
+    @staticmethod
+    def _key(member: Member) -> tuple[str, int]:
+        return host_key(member.address.host), member.address.port
