@@ -41,7 +41,7 @@ typecheck: setup
 # tests on their own, untraced (10,000 examples each under the ci profile).
 pytest: setup deb-deps
 	$(PY) -m pytest -m "not property" \
-	  --cov=sipha.sip --cov=sipha.txn --cov=sipha.proxy --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
+	  --cov=sipha.sip --cov=sipha.txn --cov=sipha.proxy --cov=sipha.ha --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest -m property -p no:cacheprovider
 
 # Everything CI runs: lint, types, tests.

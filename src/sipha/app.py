@@ -17,6 +17,7 @@ from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from sipha.config import Config, ConfigError, parse_address
+from sipha.ha import AliveCodes, Monitor, MonitorSettings
 from sipha.net.manager import TransportManager
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.via import response_fallback_destination
@@ -61,6 +62,16 @@ def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
     return ConfiguredView.build(own, pairs)
 
 
+def build_monitor(config: Config, view: ConfiguredView) -> Monitor:
+    """The pair monitor of DESIGN.md §2 over every configured pair."""
+    settings = MonitorSettings(
+        oos_check=float(config.monitor.oos_check),
+        oos_force=float(config.monitor.oos_force),
+        alive_codes=AliveCodes.parse(config.monitor.alive_codes),
+    )
+    return Monitor([view.members(name) for name in view.pairs], settings)
+
+
 def build_settings(config: Config, listen: Iterable[Address]) -> ProxySettings:
     """The core's settings: our Via sent-by per transport, the Record-Route URI."""
     via: dict[str, tuple[str, int]] = {}
@@ -72,7 +83,15 @@ def build_settings(config: Config, listen: Iterable[Address]) -> ProxySettings:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         via.setdefault(address.transport.upper(), (host, address.port))
-    return ProxySettings(record_route=config.proxy.record_route, via=via)
+    failover = config.monitor.failover_timeout
+    return ProxySettings(
+        record_route=config.proxy.record_route,
+        via=via,
+        failover_timeout=failover,
+        # A held request waits for one full alternation of probes (both members asked
+        # once more) after the failover timeout: then the caller gets 503 (DESIGN.md §2).
+        hold_limit=failover + 2 * config.monitor.oos_force,
+    )
 
 
 class ProxyApp:
@@ -96,9 +115,14 @@ class ProxyApp:
             listens.append((configured.transport, configured.host, configured.port))
         await self.transports.start(listens)
         bound = self.transports.listen_addresses
-        self.core = ProxyCore(build_settings(self.config, bound), build_view(self.config, bound))
+        view = build_view(self.config, bound)
+        self.core = ProxyCore(
+            build_settings(self.config, bound), view, monitor=build_monitor(self.config, view)
+        )
         for address in bound:
             log.info("listening on %s:%s:%d", address.transport.lower(), address.host, address.port)
+        self.core.start(self._now())
+        self._flush()
 
     async def stop(self) -> None:
         """Close every socket and connection."""
@@ -160,6 +184,11 @@ class ProxyApp:
         core = self.core
         if core is None:
             return
+        for event in core.drain_events():
+            if event.event_id is not None:
+                log.warning("event %d: %s", event.event_id, event.message)
+            else:
+                log.info("%s", event.message)
         transports = self.transports
         for action in core.drain():
             destination = action.destination

@@ -132,7 +132,7 @@ def test_rule2_route_naming_a_member_goes_to_the_active_member(view: ConfiguredV
 
 def test_rule2_pair_without_active_member_gets_503_with_retry_after(view: ConfiguredView) -> None:
     view.active["demo"] = None
-    expected = Answer(503, "Service Unavailable", retry_after=RETRY_AFTER_SECONDS)
+    expected = Answer(503, "Service Unavailable", retry_after=RETRY_AFTER_SECONDS, pair="demo")
     assert decide(req("BYE", "sip:srv@127.0.0.1:5070"), EDGE, view) == expected
     assert decide(req("INVITE"), EDGE, view) == expected  # rule 4 too
 

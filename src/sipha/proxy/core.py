@@ -19,8 +19,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sipha.proxy.routing import Answer, Forward, RoutingView, decide, uri_address
+from sipha.ha import HaEvent, Monitor, Probe, State, build_options
+from sipha.proxy.routing import (
+    RETRY_AFTER_SECONDS,
+    Answer,
+    Forward,
+    Member,
+    decide,
+    is_keepalive,
+    uri_address,
+)
 from sipha.proxy.via import response_destination, stamp_received
+from sipha.proxy.view import ConfiguredView
 from sipha.sip import (
     DEFAULT_LIMITS,
     ParserLimits,
@@ -45,6 +55,7 @@ from sipha.txn import (
     TransactionTimeout,
     TransportError,
 )
+from sipha.txn.keys import TransactionKey
 from sipha.txn.machines import ClientTransaction, ServerTransaction
 from sipha.txn.timers import TimerConfig
 
@@ -73,6 +84,11 @@ class ProxySettings:
     timers: TimerConfig = field(default_factory=TimerConfig)
     timer_c: float = TIMER_C
     limits: ParserLimits = DEFAULT_LIMITS
+    failover_timeout: float = 1.0
+    """s without any response from a pair member (INVITE: without a provisional one) before
+    the pair is re-probed at once and the request held for the member that answers."""
+    hold_limit: float = 11.0
+    """How long a held request waits for a pair to get an active member before 503."""
 
 
 @dataclass(slots=True, eq=False)
@@ -92,6 +108,12 @@ class ResponseContext:
     timer_c_fired: bool = False
     best: Response | None = None
     timer_c: float | None = None
+    pair: str | None = None
+    member: Member | None = None
+    responded: bool = False
+    failover_at: float | None = None
+    held_until: float | None = None
+    attempt: int = 0
 
 
 @dataclass(slots=True)
@@ -114,12 +136,19 @@ class ProxyCore:
     def __init__(
         self,
         settings: ProxySettings,
-        view: RoutingView,
+        view: ConfiguredView,
         *,
         token: Callable[[], str] | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.settings = settings
         self.view = view
+        self.monitor = monitor
+        self.events: list[HaEvent] = []
+        self._probes: dict[TransactionKey, Probe] = {}
+        self._held: dict[str, list[ResponseContext]] = {}
+        # Branches given up on a dead member: their late responses are dropped, not relayed.
+        self._abandoned: dict[str, float] = {}
         self.txn = TransactionLayer(settings.timers)
         self.counters = Counters()
         self._token = token or _default_token()
@@ -135,8 +164,21 @@ class ProxyCore:
         # Where the message being processed came from: requests and ACKs the transaction
         # layer passes up during one receive() call came from there (it is synchronous).
         self._source: Address | None = None
+        rr_host = record_route.host
+        self._probe_from = f"sip:sipha@{rr_host}" + (f":{record_route.port}" if record_route.port else "")
 
     # ------------------------------------------------------------------ I/O-facing API
+
+    def start(self, now: float) -> None:
+        """Start the pair monitor (first OPTIONS), if there is one."""
+        if self.monitor is not None:
+            self.monitor.start(now)
+            self._run(now)
+
+    def drain_events(self) -> list[HaEvent]:
+        """Pair monitor events since the last call, for the log."""
+        events, self.events = self.events, []
+        return events
 
     def receive(self, data: bytes, source: Address, now: float, *, stream: bool = False) -> None:
         """One message from the network (a datagram, or a framed stream message)."""
@@ -169,24 +211,39 @@ class ProxyCore:
         """
         for context in list(self._by_client.values()):
             client = context.client
-            if client is not None and context.destination == destination and not context.provisional:
+            if client is not None and context.destination == destination and not context.responded:
                 self.txn.transport_error(client.key, now)
+        for key, probe in list(self._probes.items()):
+            if probe.member.address == destination:
+                self.txn.transport_error(key, now)
         self._run(now)
 
     def handle_timers(self, now: float) -> None:
         """Fire every timer due at ``now`` (the transactions' and Timer C)."""
         self.txn.handle_timers(now)
+        if self.monitor is not None:
+            self.monitor.tick(now)
         for context in list(self._by_server.values()):
             if context.timer_c is not None and context.timer_c <= now:
                 self._timer_c(context, now)
+            if context.failover_at is not None and context.failover_at <= now:
+                self._failover(context, now)
+            if context.held_until is not None and context.held_until <= now:
+                self._hold_expired(context, now)
+        if self._abandoned:
+            self._abandoned = {b: t for b, t in self._abandoned.items() if t > now}
         self._run(now)
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timers` must be called next, or None."""
-        deadlines = [c.timer_c for c in self._by_server.values() if c.timer_c is not None]
-        txn_deadline = self.txn.next_deadline()
-        if txn_deadline is not None:
-            deadlines.append(txn_deadline)
+        deadlines = [
+            deadline
+            for context in self._by_server.values()
+            for deadline in (context.timer_c, context.failover_at, context.held_until)
+            if deadline is not None
+        ]
+        others = (self.txn.next_deadline(), self.monitor.next_deadline() if self.monitor else None)
+        deadlines.extend(other for other in others if other is not None)
         return min(deadlines) if deadlines else None
 
     def drain(self) -> list[SendMessage]:
@@ -229,12 +286,15 @@ class ProxyCore:
     def _run(self, now: float) -> None:
         """Process what the transaction layer produced, until it produces nothing more."""
         while True:
+            self._pump_monitor(now)
             outputs = self.txn.drain()
             if not outputs:
                 return
             for output in outputs:
                 if isinstance(output, SendMessage):
                     self._out.append(output)
+                elif self._probes and self._probe_output(output, now):
+                    continue
                 elif isinstance(output, RequestReceived):
                     self._on_request(output.transaction, output.request, self._source or output.source, now)
                 elif isinstance(output, ResponseReceived):
@@ -261,8 +321,16 @@ class ProxyCore:
             self._answer(context, *refusal, now=now)
             return
         self._preprocess_routes(request)
-        decision = decide(request, self._member_source(request, source), self.view)
+        member_source = self._member_source(request, source)
+        self._note_request_from(request, member_source, now)
+        decision = decide(request, member_source, self.view)
         if isinstance(decision, Answer):
+            if decision.pair is not None and self._probing(decision.pair):
+                # The pair is being re-probed: hold the request for the member that answers
+                # rather than fail a call that can be saved (DESIGN.md §2, issue 4).
+                context.pair = decision.pair
+                self._hold(context, now)
+                return
             headers = [] if decision.retry_after is None else [("Retry-After", str(decision.retry_after))]
             self._answer(context, decision.status, decision.reason, headers, now=now)
             return
@@ -354,15 +422,20 @@ class ProxyCore:
     def _forward(self, context: ResponseContext, decision: Forward, now: float) -> None:
         """§16.6 request forwarding, steps 1 to 11, for one target."""
         request = context.request
-        forwarded = self._prepare(request, decision.destination, fork=0)
+        forwarded = self._prepare(request, decision.destination, fork=context.attempt)
         client = self.txn.send_request(forwarded, decision.destination, now)
         context.forwarded = forwarded
         context.client = client
         context.destination = decision.destination
         self._by_client[client.key] = context
         self.counters.requests_forwarded += 1
-        if request.method == "INVITE":
+        if request.method == "INVITE" and context.timer_c is None:
             context.timer_c = now + self.settings.timer_c
+        if decision.pair is not None:
+            context.pair = decision.pair
+            context.member = self.view.active_member(decision.pair)
+            if self.monitor is not None and self.settings.failover_timeout > 0:
+                context.failover_at = now + self.settings.failover_timeout
 
     def _prepare(self, request: Request, destination: Address, *, fork: int) -> Request:
         """Steps 1-8: copy, Max-Forwards, Record-Route, Via (the target is ``destination``)."""
@@ -400,11 +473,12 @@ class ProxyCore:
 
     def _on_ack(self, ack: Request, source: Address, now: float) -> None:
         """An ACK for a 2xx: its own transaction, forwarded like any request (§16.6, §13.2.2.4)."""
-        del now
         if ack.max_forwards == 0:
             return  # an ACK is never answered (§17.1.1.3); a looped one is dropped
         self._preprocess_routes(ack)
-        decision = decide(ack, self._member_source(ack, source), self.view)
+        member_source = self._member_source(ack, source)
+        self._note_request_from(ack, member_source, now)
+        decision = decide(ack, member_source, self.view)
         if isinstance(decision, Forward):
             self.txn.send_stateless(self._prepare(ack, decision.destination, fork=0), decision.destination)
 
@@ -417,6 +491,8 @@ class ProxyCore:
         context = self._by_client.get(client.key)
         if context is None or (context.final_sent and response.status >= 300):  # noqa: PLR2004
             return
+        context.responded = True
+        context.failover_at = None
         status = response.status
         if status < 200:  # noqa: PLR2004 - provisional
             context.provisional = True
@@ -472,7 +548,11 @@ class ProxyCore:
             vias = response.vias
         except SipParseError:  # pragma: no cover - validate() parsed them on receipt
             return
-        if len(vias) < 2 or (vias[0].host_key, vias[0].port) not in self._sent_by:  # noqa: PLR2004
+        if (
+            len(vias) < 2  # noqa: PLR2004 - ours and the one to relay to
+            or (vias[0].host_key, vias[0].port) not in self._sent_by
+            or vias[0].branch in self._abandoned
+        ):
             self.counters.stray_responses_dropped += 1
             return
         relayed = response.copy()
@@ -493,6 +573,9 @@ class ProxyCore:
             return  # a server transaction's Timer H: nothing left to send
         context = self._by_client.get(transaction.key)
         if context is None or context.final_sent:
+            return
+        if self._can_fail_over(context):
+            self._failover(context, now)
             return
         # §16.8: a timeout is a 408; §16.7: a transport error "as if a 503" (then step 6 turns
         # a selected 503 into a 500).
@@ -521,7 +604,9 @@ class ProxyCore:
             # comes back through this server transaction.
             orphan = ResponseContext(server, cancel)
             self._by_server[server.key] = orphan
-            decision = decide(cancel, self._member_source(cancel, source), self.view)
+            member_source = self._member_source(cancel, source)
+            self._note_request_from(cancel, member_source, now)
+            decision = decide(cancel, member_source, self.view)
             if isinstance(decision, Answer):
                 self._answer(orphan, 481, "Call/Transaction Does Not Exist", now=now)
                 return
@@ -529,6 +614,11 @@ class ProxyCore:
             return
         self.txn.respond(server, make_response(cancel, 200, "OK", to_tag=self._token()), now)
         if context.final_sent or context.cancelled:
+            return
+        if context.client is None:
+            # Held for a pair being re-probed: nothing was sent downstream, answer it here.
+            self._unhold(context)
+            self._answer(context, 487, "Request Terminated", now=now)
             return
         context.cancelled = True
         context.timer_c = None
@@ -564,6 +654,147 @@ class ProxyCore:
         # destroy the client transaction handling the original request."
         context.cancel_sent = True
         context.timer_c = now + 64 * self.settings.timers.t1
+
+    # ------------------------------------------------------------------ high availability
+
+    def _note_request_from(self, request: Request, member_source: Address, now: float) -> None:
+        """DESIGN.md §2: a request from the inactive member makes it active at once.
+
+        Keepalive OPTIONS to the proxy itself are not traffic for the pair and do not count.
+        """
+        if self.monitor is None or is_keepalive(request, self.view):
+            return
+        self.monitor.request_from(member_source.host, member_source.port, now)
+        self._pump_monitor(now)
+
+    def _pump_monitor(self, now: float) -> None:
+        """Send the monitor's probes; apply its events to the routing view."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        changed = False
+        for output in monitor.drain():
+            if isinstance(output, Probe):
+                self._send_probe(output, now)
+            else:
+                self.events.append(output)
+                changed = True
+        if changed:
+            self.view.active.update(monitor.active_table())
+            self._release_held(now)
+
+    def _send_probe(self, probe: Probe, now: float) -> None:
+        """A real OPTIONS through the transaction layer (RFC 3261 §11), fresh ids each."""
+        address = probe.member.address
+        transport = address.transport.upper()
+        host, port = self.settings.via.get(transport) or next(iter(self.settings.via.values()))
+        token = self._token()
+        options = build_options(
+            address,
+            self._probe_from,
+            host,
+            port,
+            transport,
+            call_id=f"{token}.probe@{host.strip('[]')}",
+            branch=f"{MAGIC_COOKIE}{token}.probe",
+            from_tag=token,
+            cseq=probe.seq,
+        )
+        client = self.txn.send_request(options, address, now)
+        self._probes[client.key] = probe
+
+    def _probe_output(self, output: object, now: float) -> bool:
+        """Feed the monitor what concerns a probe; True when ``output`` was a probe's."""
+        transaction = getattr(output, "transaction", None)
+        key: TransactionKey | None = getattr(transaction, "key", None)
+        probe = None if key is None else self._probes.get(key)
+        if key is None or probe is None or self.monitor is None:
+            return False
+        if isinstance(output, ResponseReceived):
+            self.monitor.probe_answered(probe, output.response.status, now)
+        elif isinstance(output, TransactionTimeout | TransportError):
+            self.monitor.probe_failed(probe, now)
+        elif isinstance(output, TransactionTerminated):
+            del self._probes[key]
+        return True
+
+    def _probing(self, pair: str) -> bool:
+        """Whether ``pair`` has no active member but is still being probed (not yet 40001)."""
+        monitor = self.monitor
+        return monitor is not None and pair in monitor.pairs and monitor.pairs[pair].state is State.UNKNOWN
+
+    def _can_fail_over(self, context: ResponseContext) -> bool:
+        """A branch to a pair member that never answered: its request can still be saved."""
+        return (
+            self.monitor is not None
+            and context.pair is not None
+            and not context.responded
+            and not context.cancelled
+            and context.request.method != "CANCEL"
+        )
+
+    def _failover(self, context: ResponseContext, now: float) -> None:
+        """No response from the member within failover-timeout, or a transport error.
+
+        The branch is given up (its late responses are dropped, never relayed), the pair
+        is re-probed at once, and the request is held for the member that answers: it is
+        never sent to both members at once.
+        """
+        context.failover_at = None
+        client = context.client
+        if client is None or context.final_sent or not self._can_fail_over(context):
+            return
+        self._by_client.pop(client.key, None)
+        context.client = None
+        forwarded = context.forwarded
+        if forwarded is not None:
+            branch = forwarded.top_via.branch
+            if branch:
+                self._abandoned[branch] = now + 64 * self.settings.timers.t1
+        self.txn.transport_error(client.key, now)  # stop retransmitting to the dead member
+        if context.member is not None and self.monitor is not None:
+            self.monitor.suspect(context.member, now)
+        context.attempt += 1
+        self._hold(context, now)
+        self._pump_monitor(now)
+
+    def _hold(self, context: ResponseContext, now: float) -> None:
+        """Keep ``context`` until its pair has an active member (bounded by hold-limit)."""
+        pair = context.pair
+        if pair is None:  # pragma: no cover - only pair traffic is held
+            return
+        active = self.view.active_member(pair)
+        if active is not None and active != context.member:
+            self._forward(context, Forward(active.address, pair), now)
+            return
+        if context.held_until is None:
+            context.held_until = now + self.settings.hold_limit
+        self._held.setdefault(pair, []).append(context)
+
+    def _unhold(self, context: ResponseContext) -> None:
+        context.held_until = None
+        held = self._held.get(context.pair or "")
+        if held is not None and context in held:
+            held.remove(context)
+
+    def _release_held(self, now: float) -> None:
+        """A pair got an active member: forward what waited for it."""
+        for pair, contexts in list(self._held.items()):
+            active = self.view.active_member(pair)
+            if active is None or not contexts:
+                continue
+            del self._held[pair]
+            for context in contexts:
+                context.held_until = None
+                if not context.final_sent and not context.cancelled:
+                    self._forward(context, Forward(active.address, pair), now)
+
+    def _hold_expired(self, context: ResponseContext, now: float) -> None:
+        """No member became active in time: only now does the caller get 503 (§21.5.4)."""
+        self._unhold(context)
+        if not context.final_sent:
+            retry = [("Retry-After", str(RETRY_AFTER_SECONDS))]
+            self._answer(context, 503, "Service Unavailable", retry, now=now)
 
     def _timer_c(self, context: ResponseContext, now: float) -> None:
         """§16.8: Timer C fired: CANCEL a branch that answered provisionally, else 408.

@@ -68,6 +68,8 @@ class Answer:
     status: int
     reason: str
     retry_after: int | None = None
+    pair: str | None = None
+    """The pair without an active member, for a 503 (the core may hold the request)."""
 
 
 Decision = Forward | Answer
@@ -106,13 +108,7 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     routes = request.routes
     sip_uri = uri if isinstance(uri, SipUri) else None
     # Rule 1: keepalive OPTIONS (RFC 3261 §11 lets a proxy answer OPTIONS addressed to it).
-    if (
-        request.method == "OPTIONS"
-        and not routes
-        and sip_uri is not None
-        and sip_uri.user is None
-        and _names_own(sip_uri, view)
-    ):
+    if is_keepalive(request, view):
         if view.any_active():
             return Answer(200, "OK")
         return Answer(503, "Service Unavailable", retry_after=RETRY_AFTER_SECONDS)
@@ -143,6 +139,14 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     return _to_active(pair, view)
 
 
+def is_keepalive(request: Request, view: RoutingView) -> bool:
+    """DESIGN.md §3 rule 1: an OPTIONS to the proxy itself (no user part, no Route left)."""
+    if request.method != "OPTIONS" or request.routes:
+        return False
+    uri = request.parsed_uri
+    return isinstance(uri, SipUri) and uri.user is None and _names_own(uri, view)
+
+
 def _names_own(uri: SipUri, view: RoutingView) -> bool:
     """Whether ``uri`` names this proxy, with the scheme's default port (§19.1.2)."""
     return view.is_own(uri.host_key, uri_address(uri).port)
@@ -151,5 +155,5 @@ def _names_own(uri: SipUri, view: RoutingView) -> bool:
 def _to_active(pair: str, view: RoutingView) -> Decision:
     active = view.active_member(pair)
     if active is None:
-        return Answer(503, "Service Unavailable", retry_after=RETRY_AFTER_SECONDS)
+        return Answer(503, "Service Unavailable", retry_after=RETRY_AFTER_SECONDS, pair=pair)
     return Forward(active.address, pair)
