@@ -14,6 +14,8 @@ has one branch; the selection rules of §16.7 are kept general all the same.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -149,6 +151,12 @@ class ProxyCore:
         self._held: dict[str, list[ResponseContext]] = {}
         # Branches given up on a dead member: their late responses are dropped, not relayed.
         self._abandoned: dict[str, float] = {}
+        self._abandoned_pruned = 0.0
+        # The core's own timers (Timer C, failover, hold) in one heap with lazy deletion:
+        # (deadline, sequence, context, attribute); an entry whose context attribute no
+        # longer holds that deadline is stale.  O(log n) per timer, whatever the load.
+        self._deadlines: list[tuple[float, int, ResponseContext, str]] = []
+        self._sequence = itertools.count()
         self.txn = TransactionLayer(settings.timers)
         self.counters = Counters()
         self._token = token or _default_token()
@@ -223,25 +231,29 @@ class ProxyCore:
         self.txn.handle_timers(now)
         if self.monitor is not None:
             self.monitor.tick(now)
-        for context in list(self._by_server.values()):
-            if context.timer_c is not None and context.timer_c <= now:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, context, kind = heapq.heappop(heap)
+            if getattr(context, kind) != deadline:
+                continue  # re-armed or cleared since: a stale entry
+            if kind == "timer_c":
                 self._timer_c(context, now)
-            if context.failover_at is not None and context.failover_at <= now:
+            elif kind == "failover_at":
                 self._failover(context, now)
-            if context.held_until is not None and context.held_until <= now:
+            else:
                 self._hold_expired(context, now)
-        if self._abandoned:
+        if self._abandoned and now >= self._abandoned_pruned + 1.0:
+            # At most once a second: the set is small (branches given up in the last 32 s).
             self._abandoned = {b: t for b, t in self._abandoned.items() if t > now}
+            self._abandoned_pruned = now
         self._run(now)
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timers` must be called next, or None."""
-        deadlines = [
-            deadline
-            for context in self._by_server.values()
-            for deadline in (context.timer_c, context.failover_at, context.held_until)
-            if deadline is not None
-        ]
+        heap = self._deadlines
+        while heap and getattr(heap[0][2], heap[0][3]) != heap[0][0]:
+            heapq.heappop(heap)  # stale: the context's timer was cleared or re-armed
+        deadlines = [heap[0][0]] if heap else []
         others = (self.txn.next_deadline(), self.monitor.next_deadline() if self.monitor else None)
         deadlines.extend(other for other in others if other is not None)
         return min(deadlines) if deadlines else None
@@ -430,12 +442,12 @@ class ProxyCore:
         self._by_client[client.key] = context
         self.counters.requests_forwarded += 1
         if request.method == "INVITE" and context.timer_c is None:
-            context.timer_c = now + self.settings.timer_c
+            self._arm(context, "timer_c", now + self.settings.timer_c)
         if decision.pair is not None:
             context.pair = decision.pair
             context.member = self.view.active_member(decision.pair)
             if self.monitor is not None and self.settings.failover_timeout > 0:
-                context.failover_at = now + self.settings.failover_timeout
+                self._arm(context, "failover_at", now + self.settings.failover_timeout)
 
     def _prepare(self, request: Request, destination: Address, *, fork: int) -> Request:
         """Steps 1-8: copy, Max-Forwards, Record-Route, Via (the target is ``destination``)."""
@@ -501,7 +513,7 @@ class ProxyCore:
             if status == 100:  # noqa: PLR2004 - step 5: "the 100 (Trying) ... MUST NOT be forwarded"
                 return
             if context.timer_c is not None and not context.cancel_sent:
-                context.timer_c = now + self.settings.timer_c  # §16.7 step 2: reset Timer C
+                self._arm(context, "timer_c", now + self.settings.timer_c)  # §16.7 step 2: reset Timer C
             self._relay(context, response, now)
             return
         if status < 300:  # noqa: PLR2004 - step 5: every 2xx is forwarded at once
@@ -653,7 +665,12 @@ class ProxyCore:
         # ... the client SHOULD then consider the original transaction cancelled and SHOULD
         # destroy the client transaction handling the original request."
         context.cancel_sent = True
-        context.timer_c = now + 64 * self.settings.timers.t1
+        self._arm(context, "timer_c", now + 64 * self.settings.timers.t1)
+
+    def _arm(self, context: ResponseContext, kind: str, deadline: float) -> None:
+        """Set one of the context's timers (``timer_c``, ``failover_at``, ``held_until``)."""
+        setattr(context, kind, deadline)
+        heapq.heappush(self._deadlines, (deadline, next(self._sequence), context, kind))
 
     # ------------------------------------------------------------------ high availability
 
@@ -768,7 +785,7 @@ class ProxyCore:
             self._forward(context, Forward(active.address, pair), now)
             return
         if context.held_until is None:
-            context.held_until = now + self.settings.hold_limit
+            self._arm(context, "held_until", now + self.settings.hold_limit)
         self._held.setdefault(pair, []).append(context)
 
     def _unhold(self, context: ResponseContext) -> None:

@@ -301,7 +301,7 @@ class Message:
         return self._cached("require", lambda: self._tokens("require"))
 
     def _name_addrs(self, name: str) -> list[NameAddr]:
-        what = display_name(name)
+        what = name  # only used in error messages
         elements: list[str] = []
         for field in self._fields:
             if field[0] == name:
@@ -313,7 +313,7 @@ class Message:
         return [parse_name_addr(element, what=what) for element in elements]
 
     def _tokens(self, name: str) -> list[str]:
-        what = display_name(name)
+        what = name  # only used in error messages
         tags: list[str] = []
         for value in self.get_all(name):
             tags.extend(parse_tokens(value, what=what))
@@ -342,8 +342,14 @@ class Message:
         if not self.vias:
             raise SipParseError("missing Via header")
         _ = self.call_id, self.cseq, self.max_forwards, self.require, self.proxy_require
-        for name_addr in (self.from_, self.to, *self.routes, *self.record_routes, *self.contacts):
-            _ = name_addr.uri
+        _ = self.from_, self.to
+        # The Route set decides where the request goes: every URI in it must parse.  The
+        # other name-addr headers are checked for their structure only; their URIs belong
+        # to the user agents (a proxy forwards them untouched, §16.6).
+        for route in self.routes:
+            _ = route.uri
+        if isinstance(self, Request):
+            _ = self.record_routes, self.contacts
 
     # ------------------------------------------------------------------ edits
 
