@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import count
 
+from sipha.ha import AliveCodes, Monitor, MonitorSettings
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.view import ConfiguredView, PairSpec
 from sipha.sip import Request, Response, parse_message
@@ -189,3 +190,82 @@ def forward_invite(h: Harness, data: bytes | None = None) -> Request:
     sent = h.feed(invite() if data is None else data)
     assert statuses(sent) == [100]
     return as_request(only(sent, PRIMARY))
+
+
+# ---------------------------------------------------------------------- high availability
+
+
+@dataclass
+class HaHarness(Harness):
+    """A core with a pair monitor (DESIGN.md §2) on the fake clock; probes can be answered by hand."""
+
+    answered: set[str] = field(default_factory=set)
+    """Branches of the OPTIONS probes answered so far (retransmissions share the branch)."""
+
+    def probes(self, member: Address | None = None) -> list[Request]:
+        """Every distinct OPTIONS probe sent so far (to ``member``), in order; retransmissions left out."""
+        seen: dict[str, Request] = {}
+        for request in requests(self.sent, member):
+            branch = request.top_via.branch or ""
+            if request.method == "OPTIONS" and branch.endswith(".probe") and branch not in seen:
+                seen[branch] = request
+        return list(seen.values())
+
+    def pending_probes(self, member: Address) -> list[Request]:
+        return [p for p in self.probes(member) if (p.top_via.branch or "") not in self.answered]
+
+    def answer_probes(self, member: Address, status: int = 200) -> list[SendMessage]:
+        """``member`` answers every probe it has not answered yet (``status``, 200 by default)."""
+        out: list[SendMessage] = []
+        for probe in self.pending_probes(member):
+            self.answered.add(probe.top_via.branch or "")
+            reason = "OK" if status < 300 else "Not Alive"
+            out += self.feed(response_to(probe, status, reason, to_tag=f"m{member.port}"), member)
+        return out
+
+    def run(self, seconds: float, *, alive: Address | None = None) -> list[SendMessage]:
+        """Move the clock deadline by deadline; ``alive`` answers each of its probes as it is sent."""
+        end = self.now + seconds
+        out: list[SendMessage] = []
+        if alive is not None:
+            out += self.answer_probes(alive)
+        while True:
+            deadline = self.core.next_deadline()
+            if deadline is None or deadline > end:
+                break
+            out += self.advance(max(deadline - self.now, 0.0))
+            if alive is not None:
+                out += self.answer_probes(alive)
+        out += self.advance(end - self.now)
+        return out
+
+
+def ha_harness(
+    *, oos_check: float = 5.0, oos_force: float = 5.0, primary_active: bool = False, **settings: object
+) -> HaHarness:
+    """A core with ``monitor=Monitor([view.members("demo")], ...)``, started at t = 0.
+
+    ``primary_active``: the primary answers the first probe, so that the pair starts active on it.
+    """
+    tokens = count(1)
+    view = make_view()
+    monitor = Monitor(
+        [view.members("demo")],
+        MonitorSettings(oos_check=oos_check, oos_force=oos_force, alive_codes=AliveCodes.parse(["2xx"])),
+    )
+    core = ProxyCore(
+        ProxySettings(
+            record_route=RECORD_ROUTE,
+            via={"UDP": ("127.0.0.1", 5060), "TCP": ("127.0.0.1", 5060)},
+            **settings,  # type: ignore[arg-type]
+        ),
+        view,
+        token=lambda: f"t{next(tokens)}",
+        monitor=monitor,
+    )
+    h = HaHarness(core)
+    core.start(h.now)
+    h._collect()
+    if primary_active:
+        h.answer_probes(PRIMARY)
+    return h

@@ -60,7 +60,10 @@ methods = st.one_of(st.sampled_from(["INVITE", "OPTIONS", "BYE", "REGISTER", "ME
 # Quoted display names: qdtext plus quoted-pairs (RFC 3261 §25.1), no CR/LF.
 qdtext = st.text(
     st.characters(
-        blacklist_characters='"\\\r\n', blacklist_categories=["Cs"], min_codepoint=0x20, max_codepoint=0x2FF
+        blacklist_characters='"\\\r\n\x7f',
+        blacklist_categories=["Cs"],
+        min_codepoint=0x20,
+        max_codepoint=0x2FF,
     ),
     max_size=12,
 )

@@ -58,7 +58,7 @@ from sipha.txn import (
     TransportError,
 )
 from sipha.txn.keys import TransactionKey
-from sipha.txn.machines import ClientTransaction, ServerTransaction
+from sipha.txn.machines import ClientTransaction, ServerTransaction, build_ack
 from sipha.txn.timers import TimerConfig
 
 MAGIC_COOKIE: Final = "z9hG4bK"
@@ -115,7 +115,15 @@ class ResponseContext:
     responded: bool = False
     failover_at: float | None = None
     held_until: float | None = None
+    hold_deadline: float | None = None
+    """When the first hold began plus hold-limit: the bound of all holds of this request."""
     attempt: int = 0
+    responded_members: set[Member] = field(default_factory=set)
+    """Members that answered a branch given up on: the request is never sent to them again."""
+    abandoned: list[str] = field(default_factory=list)
+    """Branches of this request given up on (forgotten with the context)."""
+    resumed: str | None = None
+    """A given-up branch that answered after all, while the request was still held."""
 
 
 @dataclass(slots=True)
@@ -150,7 +158,8 @@ class ProxyCore:
         self._probes: dict[TransactionKey, Probe] = {}
         self._held: dict[str, list[ResponseContext]] = {}
         # Branches given up on a dead member: their late responses are dropped, not relayed.
-        self._abandoned: dict[str, float] = {}
+        # Branches given up on a member: branch -> (forget after, context, member).
+        self._abandoned: dict[str, tuple[float, ResponseContext, Member | None]] = {}
         self._abandoned_pruned = 0.0
         # The core's own timers (Timer C, failover, hold) in one heap with lazy deletion:
         # (deadline, sequence, context, attribute); an entry whose context attribute no
@@ -244,7 +253,7 @@ class ProxyCore:
                 self._hold_expired(context, now)
         if self._abandoned and now >= self._abandoned_pruned + 1.0:
             # At most once a second: the set is small (branches given up in the last 32 s).
-            self._abandoned = {b: t for b, t in self._abandoned.items() if t > now}
+            self._abandoned = {b: entry for b, entry in self._abandoned.items() if entry[0] > now}
             self._abandoned_pruned = now
         self._run(now)
 
@@ -314,7 +323,7 @@ class ProxyCore:
                 elif isinstance(output, AckReceived):
                     self._on_ack(output.request, self._source or output.source, now)
                 elif isinstance(output, StrayResponse):
-                    self._forward_stray(output.response)
+                    self._forward_stray(output.response, now)
                 elif isinstance(output, TransactionTimeout | TransportError):
                     self._on_failure(
                         output.transaction, timeout=isinstance(output, TransactionTimeout), now=now
@@ -549,7 +558,7 @@ class ProxyCore:
         self.counters.responses_forwarded += 1
         self.txn.respond(context.server, relayed, now)
 
-    def _forward_stray(self, response: Response) -> None:
+    def _forward_stray(self, response: Response, now: float) -> None:
         """A response no client transaction knows: forward it by its Via, if the top one is ours.
 
         §18.1.2 / §16.7: 2xx retransmissions and 2xx from other forks arrive this way
@@ -563,9 +572,12 @@ class ProxyCore:
         if (
             len(vias) < 2  # noqa: PLR2004 - ours and the one to relay to
             or (vias[0].host_key, vias[0].port) not in self._sent_by
-            or vias[0].branch in self._abandoned
         ):
             self.counters.stray_responses_dropped += 1
+            return
+        abandoned = self._abandoned.get(vias[0].branch or "")
+        if abandoned is not None:
+            self._late_response(vias[0].branch or "", abandoned[1], abandoned[2], response, now)
             return
         relayed = response.copy()
         relayed.pop_via()
@@ -600,7 +612,10 @@ class ProxyCore:
         key = getattr(transaction, "key", None)
         self._own_cancels.discard(key)
         self._by_client.pop(key, None)
-        self._by_server.pop(key, None)
+        context = self._by_server.pop(key, None)
+        if context is not None:
+            for branch in context.abandoned:
+                self._abandoned.pop(branch, None)
 
     # ------------------------------------------------------------------ CANCEL
 
@@ -741,10 +756,17 @@ class ProxyCore:
         return monitor is not None and pair in monitor.pairs and monitor.pairs[pair].state is State.UNKNOWN
 
     def _can_fail_over(self, context: ResponseContext) -> bool:
-        """A branch to a pair member that never answered: its request can still be saved."""
+        """A branch to a pair member that never answered: its request can still be saved.
+
+        Only with OPTIONS monitoring on (oos-check > 0): without probes nothing could pick
+        the member to hold the request for, so a slow member is simply waited for.
+        """
+        monitor = self.monitor
         return (
-            self.monitor is not None
+            monitor is not None
             and context.pair is not None
+            and context.pair in monitor.pairs
+            and monitor.pairs[context.pair].monitoring
             and not context.responded
             and not context.cancelled
             and context.request.method != "CANCEL"
@@ -767,7 +789,10 @@ class ProxyCore:
         if forwarded is not None:
             branch = forwarded.top_via.branch
             if branch:
-                self._abandoned[branch] = now + 64 * self.settings.timers.t1
+                # Remembered for as long as the request can live (Timer C, then 64*T1).
+                forget = now + self.settings.timer_c + 64 * self.settings.timers.t1
+                self._abandoned[branch] = (forget, context, context.member)
+                context.abandoned.append(branch)
         self.txn.transport_error(client.key, now)  # stop retransmitting to the dead member
         if context.member is not None and self.monitor is not None:
             self.monitor.suspect(context.member, now)
@@ -780,12 +805,16 @@ class ProxyCore:
         pair = context.pair
         if pair is None:  # pragma: no cover - only pair traffic is held
             return
+        if context.hold_deadline is None:
+            context.hold_deadline = now + self.settings.hold_limit
+        if now >= context.hold_deadline:
+            self._hold_expired(context, now)
+            return
         active = self.view.active_member(pair)
-        if active is not None and active != context.member:
+        if active is not None and active != context.member and active not in context.responded_members:
             self._forward(context, Forward(active.address, pair), now)
             return
-        if context.held_until is None:
-            self._arm(context, "held_until", now + self.settings.hold_limit)
+        self._arm(context, "held_until", context.hold_deadline)
         self._held.setdefault(pair, []).append(context)
 
     def _unhold(self, context: ResponseContext) -> None:
@@ -800,11 +829,53 @@ class ProxyCore:
             active = self.view.active_member(pair)
             if active is None or not contexts:
                 continue
-            del self._held[pair]
+            kept = [context for context in contexts if active in context.responded_members]
+            if kept:
+                self._held[pair] = kept  # they wait for the other member, or the hold limit
+            else:
+                del self._held[pair]
             for context in contexts:
+                if context in kept:
+                    continue
                 context.held_until = None
                 if not context.final_sent and not context.cancelled:
                     self._forward(context, Forward(active.address, pair), now)
+
+    def _late_response(
+        self, branch: str, context: ResponseContext, member: Member | None, response: Response, now: float
+    ) -> None:
+        """A response on a branch given up on: the member was alive after all.
+
+        While the request is still held (sent nowhere else), the call goes on with that
+        member: its responses are relayed, and a non-2xx final one is ACKed here, as its
+        client transaction would have (§17.1.1.3).  Once the request went to the other
+        member, the late response is dropped, and the request is never sent back to it.
+        """
+        if member is not None:
+            context.responded_members.add(member)
+        resumable = context.resumed == branch or (context.client is None and context.resumed is None)
+        if not resumable or context.final_sent:
+            self.counters.stray_responses_dropped += 1
+            return
+        if context.resumed is None:
+            context.resumed = branch
+            context.responded = True
+            self._unhold(context)
+        status = response.status
+        if status == 100:  # noqa: PLR2004 - never forwarded (§16.7 step 5)
+            return
+        if status >= 300 and context.forwarded is not None and context.destination is not None:  # noqa: PLR2004
+            self.txn.send_stateless(build_ack(context.forwarded, response), context.destination)
+        if status >= 200:  # noqa: PLR2004
+            context.final_sent = True
+            self._arm_clear(context)
+        self._relay(context, response, now)
+
+    def _arm_clear(self, context: ResponseContext) -> None:
+        """Disarm every core timer of ``context`` (heap entries become stale)."""
+        context.timer_c = None
+        context.failover_at = None
+        context.held_until = None
 
     def _hold_expired(self, context: ResponseContext, now: float) -> None:
         """No member became active in time: only now does the caller get 503 (§21.5.4)."""
