@@ -11,9 +11,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.skipif(SIPP is None, reason="
 
 def test_calls_go_through(tmp_path: Path) -> None:
     primary, backup = free_port(), free_port()
+    # The server first (answering OPTIONS with -aa), so that the monitor's first probe
+    # finds the primary alive.
     with (
+        sipp_server(tmp_path, primary, "-aa"),
         run_sipha(tmp_path, [Pair("demo", primary, backup)]) as proxy,
-        sipp_server(tmp_path, primary),
     ):
         result = run_sipp_client(tmp_path, f"127.0.0.1:{proxy.port}", "-m", "50", "-r", "50", timeout=30)
     assert result.failed == 0, result.errors

@@ -555,6 +555,11 @@ class ProxyCore:
         """Step 3 (remove our Via) and step 9 (send on the server transaction)."""
         relayed = response.copy()
         relayed.pop_via()
+        if relayed.get("via") is None:
+            # §16.7 step 3: "If no Via header field values remain in the response, the
+            # response was meant for this element and MUST NOT be forwarded."
+            self.counters.stray_responses_dropped += 1
+            return
         self.counters.responses_forwarded += 1
         self.txn.respond(context.server, relayed, now)
 
