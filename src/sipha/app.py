@@ -88,9 +88,9 @@ def build_settings(config: Config, listen: Iterable[Address]) -> ProxySettings:
         record_route=config.proxy.record_route,
         via=via,
         failover_timeout=failover,
-        # A held request waits for one full alternation of probes (both members asked
-        # once more) after the failover timeout: then the caller gets 503 (DESIGN.md §2).
-        hold_limit=failover + 2 * config.monitor.oos_force,
+        # A held request waits until the pair is out of service (40001: the other member
+        # silent for oos-force too) at the latest, then gets 503; one second of margin.
+        hold_limit=failover + config.monitor.oos_force + 1.0,
     )
 
 

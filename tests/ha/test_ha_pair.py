@@ -96,9 +96,10 @@ def test_no_answer_within_oos_check_makes_the_pair_unknown_and_probes_the_other_
     unknown = of_type(out, PairUnknown)[0]
     assert (unknown.reason, unknown.member, unknown.at) == ("no-answer", PRIMARY, 110.0)
     assert harness.monitor.active is None
-    # Then alternately, one every oos-force: primary, backup, ...
-    assert kinds(harness.at(112.0)) == ["Probe:primary"]
-    assert kinds(harness.at(114.0)) == ["PairOutOfService", "Probe:backup"]
+    # Then alternately, one every oos-force: primary, backup, ...  The primary that just
+    # failed counts as silent already, so the backup's silence completes the round: 40001.
+    assert kinds(harness.at(112.0)) == ["PairOutOfService", "Probe:primary"]
+    assert kinds(harness.at(114.0)) == ["Probe:backup"]
 
 
 def test_answer_just_after_expiry_comes_too_late_but_makes_the_member_active_again() -> None:
@@ -341,7 +342,8 @@ def test_suspect_makes_the_pair_unknown_and_probes_the_other_member_now() -> Non
     assert kinds(out) == ["PairUnknown", "Probe:backup"]
     assert of_type(out, PairUnknown)[0].reason == "suspect"
     assert harness.last_probe().sent_at == 106.5
-    assert kinds(harness.at(106.5 + FORCE)) == ["Probe:primary"]
+    # The suspected primary counts as silent: the backup's silence completes the round.
+    assert kinds(harness.at(106.5 + FORCE)) == ["PairOutOfService", "Probe:primary"]
     # The backup, now primary, answers: active.
     out = harness.answer(harness.last_probe(BACKUP))
     assert of_type(out, MemberBecameActive)[0].member == BACKUP

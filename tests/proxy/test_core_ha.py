@@ -241,13 +241,12 @@ def test_s2_no_answer_makes_pair_unknown_then_alternates_every_oos_force_until_o
     assert active(h) is None
     assert h.core.drain_events() == [PairUnknown("demo", 8.0, "no-answer", PRIMARY_MEMBER)]
     assert len(h.probes(BACKUP)) == 1  # at once, to the other member
-    h.advance(2.0)  # t = 10: alternate
+    h.advance(2.0)  # t = 10: the backup silent too (the primary already was): out of service
     assert [len(h.probes(PRIMARY)), len(h.probes(BACKUP))] == [3, 1]
-    assert h.core.drain_events() == []
-    h.advance(2.0)  # t = 12: both probed and silent: out of service
     events = h.core.drain_events()
-    assert events == [PairOutOfService("demo", 12.0, (PRIMARY_MEMBER, BACKUP_MEMBER))]
+    assert events == [PairOutOfService("demo", 10.0, (PRIMARY_MEMBER, BACKUP_MEMBER))]
     assert events[0].event_id == EVENT_PAIR_UNAVAILABLE == 40001
+    h.advance(2.0)  # t = 12: the alternation goes on, to the backup
     assert [len(h.probes(PRIMARY)), len(h.probes(BACKUP))] == [3, 2]
     h.advance(1.0)
     h.answer_probes(BACKUP)  # t = 13: the backup answers: it becomes active
@@ -436,13 +435,17 @@ def test_issue4_held_at_start_retransmissions_are_absorbed() -> None:
 
 
 def test_issue4_hold_limit_gives_503_with_retry_after_once_and_nothing_is_forwarded_after() -> None:
-    """Issue 4: no member answers within hold-limit: "only then does the caller get 503"."""
+    """Issue 4: no member answers in time: "only then does the caller get 503".
+
+    The bound is the pair going out of service (40001): the suspected primary counts as
+    silent, so that is oos-force after the failover, when the backup stayed silent too.
+    """
     h = active_on_primary()
     failed_over(h)  # held from t = failover-timeout
-    sent = h.advance(HOLD - 0.01)
+    sent = h.advance(5.0 - 0.01)
     assert statuses(sent) == []
-    assert any(isinstance(e, PairOutOfService) for e in h.core.drain_events())  # both silent: 40001
     sent = h.advance(0.01)
+    assert any(isinstance(e, PairOutOfService) for e in h.core.drain_events())  # both silent: 40001
     assert statuses(sent) == [503]
     refusal = last_response(sent)
     assert refusal.get("retry-after") == str(RETRY_AFTER_SECONDS)
@@ -708,30 +711,33 @@ def test_s2_new_requests_while_unknown_are_held_and_after_40001_get_503_at_once(
     sent = h.feed(invite(branch="z9hG4bK-held", call_id="held@alice"))
     assert statuses(sent) == [100]  # held, not refused
     assert [r.method for r in requests(sent)] == []
-    h.advance(9.5)  # t = 20: both members probed and silent
+    sent = h.advance(4.5)  # t = 15: the backup silent too: out of service, the held INVITE refused
     assert kinds(h.core.drain_events()) == ["PairOutOfService"]
-    assert statuses(h.sent) == [100]
+    held = [r for r in responses(sent, ALICE) if r.call_id == "held@alice"]
+    assert [r.status for r in held] == [503]
+    assert held[0].get("retry-after") == str(RETRY_AFTER_SECONDS)
     sent = h.feed(invite(branch="z9hG4bK-late", call_id="late@alice"))
     assert statuses(sent) == [100, 503]
     assert last_response(sent).get("retry-after") == str(RETRY_AFTER_SECONDS)
     sent = h.feed(invite(method="MESSAGE", branch="z9hG4bK-m", call_id="m@alice", body=b""))
     assert statuses(sent) == [503]
-    sent = h.advance(1.5)  # t = 21.5: the held INVITE's hold-limit
-    held = [r for r in responses(sent, ALICE) if r.call_id == "held@alice"]
-    assert [r.status for r in held] == [503]
-    assert held[0].get("retry-after") == str(RETRY_AFTER_SECONDS)
 
 
 def test_s2_held_request_released_when_an_out_of_service_pair_is_restored() -> None:
-    """Issue 4: held requests go to whichever member becomes active, even after 40001, within hold-limit."""
+    """Issue 4: a request held while probing goes to the member that answers; at 40001, 503."""
     h = ha_harness(oos_force=2.0)
     h.feed(invite())
-    h.advance(4.0)  # both silent: 40001 at 4
-    assert kinds(h.core.drain_events()) == ["PairUnknown", "PairOutOfService"]
-    sent = h.answer_probes(BACKUP)
-    assert kinds(h.core.drain_events()) == ["MemberBecameActive", "PairRestored"]
+    sent = h.answer_probes(PRIMARY)  # the first probe is answered: the held INVITE goes there
+    assert len(sent_requests(sent, PRIMARY)) == 1
+    h2 = ha_harness(oos_force=2.0)
+    h2.feed(invite())
+    sent = h2.advance(4.0)  # both silent: 40001 at 4, the held INVITE refused then
+    assert kinds(h2.core.drain_events()) == ["PairUnknown", "PairOutOfService"]
+    assert statuses(h2.sent) == [100, 503]
+    sent = h2.answer_probes(BACKUP)
+    assert kinds(h2.core.drain_events()) == ["MemberBecameActive", "PairRestored"]
+    sent = h2.feed(invite(branch="z9hG4bK-new", call_id="new@alice"))
     assert len(sent_requests(sent, BACKUP)) == 1
-    assert statuses(h.sent) == [100]
 
 
 # ====================================================================== §3 routing after a switch
@@ -883,3 +889,23 @@ def test_issue4_bug_oos_check_zero_slow_primary_call_is_not_lost() -> None:
     h.advance(20.0)
     assert statuses(h.sent)[:3] == [100, 180, 200]
     assert 503 not in statuses(h.sent)
+
+
+def test_issue4_ringing_call_on_a_failed_member_ends_with_408_and_a_cancel_at_once() -> None:
+    """Issue 4: an INVITE the failed member answered provisionally cannot move (it got it):
+    rather than ring until Timer C (3 minutes), the caller gets 408 and the branch a CANCEL."""
+    h = active_on_primary()
+    sent = h.feed(invite())
+    forwarded = distinct(requests(sent, PRIMARY))[0]
+    h.feed(response_to(forwarded, 180, "Ringing"), PRIMARY)
+    assert statuses(h.sent) == [100, 180]
+    h.advance(5.0)  # the next oos-check probe to the primary goes out
+    h.core.transport_error(PRIMARY, h.now)  # ... and the primary is gone (ICMP)
+    sent = h.core.drain()
+    h.sent.extend(sent)
+    assert kinds(h.core.drain_events())[:1] == ["PairUnknown"]
+    assert statuses(h.sent) == [100, 180, 408]
+    cancels = [r for r in requests(sent, PRIMARY) if r.method == "CANCEL"]
+    assert len(cancels) == 1
+    assert cancels[0].top_via.branch == forwarded.top_via.branch
+    assert requests(sent, BACKUP) == [] or all(r.method == "OPTIONS" for r in requests(sent, BACKUP))

@@ -362,7 +362,12 @@ class PairMonitor:
             self._round_probes = 0
             self._probe_alternate(self.primary, now)
         elif op is Op.PROBE_OTHER_FIRST:
-            self._round_probes = 0
+            # The member that was active has just failed (no answer within oos-check, or
+            # the core's failover-timeout / transport error): it counts as the first silent
+            # member of the round, so once the other one stays silent for oos-force the
+            # pair is out of service (40001) and callers get 503 at failover-timeout +
+            # oos-force at worst, not after a second probe of a member known to be dead.
+            self._round_probes = 1
             self._probe_alternate(self._other(self._require_active()), now)
         elif op is Op.PROBE_NEXT:
             self._probe_alternate(self._next_target, now)

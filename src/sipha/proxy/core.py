@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sipha.ha import HaEvent, Monitor, Probe, State, build_options
+from sipha.ha import HaEvent, Monitor, PairOutOfService, PairUnknown, Probe, State, build_options
 from sipha.proxy.routing import (
     RETRY_AFTER_SECONDS,
     Answer,
@@ -710,15 +710,26 @@ class ProxyCore:
         if monitor is None:
             return
         changed = False
+        failed: list[Member] = []
+        out_of_service: list[str] = []
         for output in monitor.drain():
             if isinstance(output, Probe):
                 self._send_probe(output, now)
-            else:
-                self.events.append(output)
-                changed = True
+                continue
+            self.events.append(output)
+            changed = True
+            if isinstance(output, PairUnknown) and output.member is not None:
+                failed.append(output.member)
+            elif isinstance(output, PairOutOfService):
+                out_of_service.append(output.pair)
         if changed:
             self.view.active.update(monitor.active_table())
             self._release_held(now)
+            for member in failed:
+                self._end_ringing_on(member, now)
+            for pair in out_of_service:
+                for context in list(self._held.get(pair, ())):
+                    self._hold_expired(context, now)  # 40001: the caller gets 503 now
 
     def _send_probe(self, probe: Probe, now: float) -> None:
         """A real OPTIONS through the transaction layer (RFC 3261 §11), fresh ids each."""
@@ -881,6 +892,21 @@ class ProxyCore:
         context.timer_c = None
         context.failover_at = None
         context.held_until = None
+
+    def _end_ringing_on(self, member: Member, now: float) -> None:
+        """A member declared failed: INVITEs it had answered provisionally cannot be moved.
+
+        The member got them (and said so), so they are never re-sent elsewhere; rather
+        than leave the caller ringing until Timer C (§16.8, 3 minutes), they get the
+        408 Timer C would give, now, and the branch a CANCEL in case it is alive after all.
+        """
+        for context in list(self._by_client.values()):
+            if context.member != member or not context.provisional or context.final_sent:
+                continue
+            if not context.cancelled:
+                context.cancelled = True
+                self._send_cancel(context, now)
+            self._answer(context, 408, "Request Timeout", now=now)
 
     def _hold_expired(self, context: ResponseContext, now: float) -> None:
         """No member became active in time: only now does the caller get 503 (§21.5.4)."""
