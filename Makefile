@@ -4,7 +4,7 @@
 PYTHON    ?= python3
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
-DEB_DEPS  := sip-tester
+DEB_DEPS  := sip-tester chromium
 HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: setup deb-deps demo test lint typecheck pytest bench clean
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# Debian packages the integration tests use (SIPp).  Installed only when missing.
+# Debian packages the tests use (SIPp; Chromium for the dashboard test).  Installed only when missing.
 deb-deps:
 	@missing=""; for p in $(DEB_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -25,10 +25,9 @@ deb-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# The demo (until `sipha demo` exists): the version and the example configuration, checked.
+# The demo: the proxy, two simulated SIP servers and the dashboard (http://127.0.0.1:8080/).
 demo: setup
-	$(VENV)/bin/sipha --version
-	$(VENV)/bin/sipha check-config examples/sipha.toml
+	$(VENV)/bin/sipha demo
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

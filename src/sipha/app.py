@@ -4,6 +4,10 @@ The core (:mod:`sipha.proxy`) is sans-IO; this module is where bytes meet
 sockets and ``now`` meets the loop's monotonic clock.  Every callback from the
 transports feeds the core, then *flushes*: sends what the core produced and
 re-arms the one timer the core needs (its next deadline).
+
+The admin HTTP server (:mod:`sipha.admin`) runs in the same loop and reads the
+core's state when asked; the only per-message work done for it is counting the
+final responses sent upstream by method and class (a dict increment).
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import signal
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
+from sipha.admin.server import AdminServer
+from sipha.admin.status import DemoControl
+from sipha.admin.telemetry import ObservedMonitor, Telemetry
 from sipha.config import Config, ConfigError, parse_address
-from sipha.ha import AliveCodes, Monitor, MonitorSettings
+from sipha.ha import AliveCodes, Monitor, MonitorSettings, check_own_address
 from sipha.net.manager import TransportManager
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.via import response_fallback_destination
@@ -62,14 +69,20 @@ def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
     return ConfiguredView.build(own, pairs)
 
 
-def build_monitor(config: Config, view: ConfiguredView) -> Monitor:
-    """The pair monitor of DESIGN.md §2 over every configured pair."""
+def build_monitor(config: Config, view: ConfiguredView, telemetry: Telemetry | None = None) -> Monitor:
+    """The pair monitor of DESIGN.md §2 over every configured pair.
+
+    With ``telemetry``, each OPTIONS round trip is also recorded there (for /metrics).
+    """
     settings = MonitorSettings(
         oos_check=float(config.monitor.oos_check),
         oos_force=float(config.monitor.oos_force),
         alive_codes=AliveCodes.parse(config.monitor.alive_codes),
     )
-    return Monitor([view.members(name) for name in view.pairs], settings)
+    pairs = [view.members(name) for name in view.pairs]
+    if telemetry is None:
+        return Monitor(pairs, settings)
+    return ObservedMonitor(pairs, settings, telemetry=telemetry)
 
 
 def build_settings(config: Config, listen: Iterable[Address]) -> ProxySettings:
@@ -95,19 +108,32 @@ def build_settings(config: Config, listen: Iterable[Address]) -> ProxySettings:
 
 
 class ProxyApp:
-    """One sipha instance: transports + proxy core + timer, on the running loop."""
+    """One sipha instance: transports + proxy core + timer + admin HTTP, on the running loop.
 
-    def __init__(self, config: Config) -> None:
+    ``admin``: serve the admin HTTP on ``[admin] listen`` (``/healthz``, ``/status``,
+    ``/metrics``, the dashboard).  ``demo``: the hooks of ``sipha demo`` (the
+    dashboard's switchover button).
+    """
+
+    def __init__(self, config: Config, *, admin: bool = True, demo: DemoControl | None = None) -> None:
         self.config = config
         self.transports = TransportManager(self._on_message, self._on_transport_error, self._on_bad_stream)
         self.core: ProxyCore | None = None
+        self.telemetry = Telemetry()
+        self.admin: AdminServer | None = None
+        self._admin_enabled = admin
+        self._demo = demo
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._started_at: float | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
-        """Bind the listen addresses and start proxying."""
+        """Bind the listen addresses and the admin HTTP, and start proxying.
+
+        OSError when an address cannot be bound; nothing is left listening then.
+        """
         self._loop = asyncio.get_running_loop()
         listens: list[tuple[str, str, int]] = []
         for text in self.config.proxy.listen:
@@ -115,21 +141,79 @@ class ProxyApp:
             listens.append((configured.transport, configured.host, configured.port))
         await self.transports.start(listens)
         bound = self.transports.listen_addresses
-        view = build_view(self.config, bound)
-        self.core = ProxyCore(
-            build_settings(self.config, bound), view, monitor=build_monitor(self.config, view)
-        )
+        try:
+            view = build_view(self.config, bound)
+            core = ProxyCore(
+                build_settings(self.config, bound),
+                view,
+                monitor=build_monitor(self.config, view, self.telemetry),
+            )
+            if self._admin_enabled:
+                admin = AdminServer(
+                    self, self.config.admin.listen, token=self.config.admin.token, demo=self._demo
+                )
+                await admin.start()
+                self.admin = admin
+        except BaseException:
+            await self.transports.stop()
+            raise
+        self.core = core
+        self._started_at = self._now()
         for address in bound:
             log.info("listening on %s:%s:%d", address.transport.lower(), address.host, address.port)
+        await self._check_own_address(bound)
         self.core.start(self._now())
         self._flush()
 
+    async def _check_own_address(self, bound: list[Address]) -> None:
+        """Event 40000 when this instance is not among the pool's addresses (the seed's check).
+
+        The pool is what the record-route host (the pool FQDN) resolves to, at the
+        record-route port (5060 by default); this instance is its listen addresses and
+        sip-address.  Only logged: the instance still serves.
+        """
+        record_route = parse_uri(self.config.proxy.record_route)
+        if not isinstance(record_route, SipUri):  # pragma: no cover - the config checked it
+            return
+        try:
+            hosts = await self.transports.resolve(record_route.host_key)
+        except OSError as error:
+            log.warning("event 40000: cannot resolve the pool address %s: %s", record_route.host, error)
+            return
+        port = record_route.port or 5060
+        pool = [Address("UDP", host, port) for host in hosts]
+        ours = list(bound)
+        if self.config.proxy.sip_address:
+            ours += [Address(a.transport, self.config.proxy.sip_address, a.port) for a in bound]
+        event = check_own_address(pool, ours)
+        if event is not None:
+            log.warning("event %d: %s", event.event_id, event.message)
+
     async def stop(self) -> None:
-        """Close every socket and connection."""
+        """Close the admin HTTP, every socket and connection."""
         if self._timer is not None:
             self._timer.cancel()
+        admin, self.admin = self.admin, None
+        if admin is not None:
+            await admin.stop()
         await self.transports.stop()
         self._stopped.set()
+
+    # ------------------------------------------------------------------ read by the admin surface
+
+    @property
+    def listen_addresses(self) -> list[Address]:
+        """The bound SIP listen addresses."""
+        return self.transports.listen_addresses
+
+    @property
+    def started_at(self) -> float | None:
+        """Loop time of the start (None before)."""
+        return self._started_at
+
+    def monotonic(self) -> float:
+        """The loop's clock, which the core runs on."""
+        return self._now()
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM or SIGINT."""
@@ -189,10 +273,16 @@ class ProxyApp:
                 log.warning("event %d: %s", event.event_id, event.message)
             else:
                 log.info("%s", event.message)
+            self.telemetry.record_event(event)
         transports = self.transports
+        count_final = self.telemetry.count_final
         for action in core.drain():
             destination = action.destination
             message = action.message
+            if action.key is not None and type(message) is Response and message.status >= 200:  # noqa: PLR2004
+                # A final response of a server transaction: one transaction answered (/metrics).
+                with contextlib.suppress(SipParseError):
+                    count_final(message.cseq.method, message.status)
             if (
                 destination.reliable
                 and isinstance(message, Response)

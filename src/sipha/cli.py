@@ -15,6 +15,32 @@ EXIT_BAD_CONFIG = 2
 EXIT_CANNOT_START = 1
 
 
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r}: a port, 1-65535")
+    return int(text)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds, a number") from None
+    if not 1.0 <= value <= 86400.0:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r}: 1 to 86400 seconds")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: requests per second, a number") from None
+    if not 0.0 <= value <= 1000.0:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r}: 0 to 1000 per second")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sipha",
@@ -35,6 +61,43 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, help="TOML file; omitted: the embedded default")
     run.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log threshold"
+    )
+    demo = commands.add_parser(
+        "demo",
+        help="run the proxy, two simulated SIP servers and the dashboard (start here)",
+        description=(
+            "Start sipha with the embedded default configuration (pair 'demo': primary "
+            "udp:127.0.0.1:5070, backup udp:127.0.0.1:5080, short monitor timers), two simulated SIP "
+            "servers on those ports and the dashboard on http://127.0.0.1:8080/.  A switchover swaps "
+            "the servers' modes; sipha follows.  Ctrl-C or SIGTERM stops it."
+        ),
+    )
+    demo.add_argument(
+        "--switch-every",
+        type=_positive_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="switch over every SECONDS (at least 1; detection takes about 3 s); default: only on "
+        "the dashboard's button",
+    )
+    demo.add_argument(
+        "--calls-per-second",
+        type=_rate,
+        default=1.0,
+        metavar="N",
+        help="MESSAGE requests per second sent through the proxy by a simulated endpoint (0: none); "
+        "default 1",
+    )
+    demo.add_argument("--sip-port", type=_port, default=5060, metavar="PORT", help="SIP port (UDP+TCP); 5060")
+    demo.add_argument("--admin-port", type=_port, default=8080, metavar="PORT", help="dashboard port; 8080")
+    demo.add_argument(
+        "--primary-port", type=_port, default=5070, metavar="PORT", help="simulated primary; 5070"
+    )
+    demo.add_argument(
+        "--backup-port", type=_port, default=5080, metavar="PORT", help="simulated backup; 5080"
+    )
+    demo.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log threshold"
     )
     simulate = commands.add_parser(
@@ -119,6 +182,30 @@ def _run(path: Path | None, log_level: str) -> int:
     return EXIT_OK
 
 
+def _demo(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from sipha.admin.demo import DemoOptions, PortInUse, run_demo  # noqa: PLC0415 - asyncio, aiohttp
+    from sipha.app import run_loop  # noqa: PLC0415
+
+    options = DemoOptions(
+        sip_port=args.sip_port,
+        admin_port=args.admin_port,
+        primary_port=args.primary_port,
+        backup_port=args.backup_port,
+        switch_every=args.switch_every,
+        calls_per_second=args.calls_per_second,
+    )
+    try:
+        run_loop(run_demo(options))
+    except PortInUse as error:
+        print(f"sipha: demo: {error}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    except (OSError, ValueError) as error:
+        print(f"sipha: demo: cannot start: {error}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    return EXIT_OK
+
+
 def _check_config(path: Path | None) -> int:
     try:
         config = load_config(path)
@@ -141,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "run":
         return _run(args.config, args.log_level)
+    if args.command == "demo":
+        return _demo(args)
     if args.command == "simulate-server":
         return _simulate_server(args)
     parser.print_help()

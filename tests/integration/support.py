@@ -69,6 +69,11 @@ def write_config(path: Path, port: int, pairs: list[Pair], *, extra: str = "") -
         f'record-route = "sip:{HOST}:{port};lr"',
         extra,
         "",
+        # Each test's sipha gets its own admin port: never the default 8080, which a
+        # demo or another run on this machine may hold.
+        "[admin]",
+        f'listen = "{HOST}:{free_port()}"',
+        "",
     ]
     for pair in pairs:
         lines += [

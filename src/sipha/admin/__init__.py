@@ -1,0 +1,10 @@
+"""sipha.admin: the admin HTTP surface (DESIGN.md §5 ``[admin]``) and ``sipha demo``.
+
+* :mod:`sipha.admin.server`: aiohttp app and server: /healthz, /status, /metrics, the dashboard.
+* :mod:`sipha.admin.status`: the /status and /healthz content, read at request time.
+* :mod:`sipha.admin.metrics`: the Prometheus collector (reads the live state at scrape time).
+* :mod:`sipha.admin.telemetry`: what the app records for it (HA event history, counts).
+* :mod:`sipha.admin.demo`: ``sipha demo``.
+
+Importing this package imports none of them (aiohttp is loaded only where it is used).
+"""

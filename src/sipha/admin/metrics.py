@@ -1,0 +1,165 @@
+"""/metrics: a Prometheus collector that reads the live state at scrape time.
+
+Nothing is counted per message for this: the core's :class:`~sipha.proxy.core.Counters`,
+the pair monitor's status and :class:`~sipha.admin.telemetry.Telemetry` are read
+when Prometheus scrapes.  The collector lives in its own
+:class:`~prometheus_client.CollectorRegistry` (not the process-wide default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from sipha import __version__
+from sipha.admin.status import AdminSource, address_text
+
+_STATES = ("active", "unknown", "out-of-service")
+_COUNTER_HELP = {
+    "requests_in": "SIP requests received (parsed)",
+    "responses_in": "SIP responses received (parsed)",
+    "parse_errors": "messages refused as malformed (RFC 3261 §16.3 step 1)",
+    "requests_refused": "requests the proxy itself answered with a failure (e.g. 503: no active member)",
+    "requests_forwarded": "requests forwarded to a next hop",
+    "responses_forwarded": "responses relayed upstream",
+    "stray_responses_dropped": "responses that matched no transaction and were dropped",
+    "loops_detected": "requests refused as looping (482)",
+}
+
+
+class SiphaCollector(Collector):
+    """Every sipha metric, computed from the app's state when collected."""
+
+    def __init__(self, source: AdminSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families (called by prometheus_client at scrape time)."""
+        source = self.source
+        core = source.core
+        info = InfoMetricFamily("sipha_build", "sipha version")
+        info.add_metric([], {"version": __version__})
+        yield info
+        started = source.started_at
+        yield GaugeMetricFamily(
+            "sipha_uptime_seconds",
+            "seconds since the proxy started",
+            value=0.0 if started is None else source.monotonic() - started,
+        )
+        yield GaugeMetricFamily(
+            "sipha_transactions_in_flight",
+            "SIP transactions (client and server) alive in the transaction layer",
+            value=0 if core is None else len(core.txn),
+        )
+        transactions = CounterMetricFamily(
+            "sipha_transactions",
+            "transactions answered upstream, by method and final response class "
+            "(final responses sent by server transactions)",
+            labels=["method", "class"],
+        )
+        for (method, klass), count in sorted(source.telemetry.transactions.items()):
+            transactions.add_metric([method, klass], count)
+        yield transactions
+        overload = source.telemetry.overload_rejections
+        if core is not None:
+            for field in dataclasses.fields(core.counters):
+                value = getattr(core.counters, field.name)
+                if field.name == "overload_rejections":
+                    overload = value
+                    continue
+                yield CounterMetricFamily(
+                    f"sipha_{field.name}",
+                    _COUNTER_HELP.get(field.name, field.name.replace("_", " ")),
+                    value=value,
+                )
+        yield CounterMetricFamily(
+            "sipha_overload_rejections",
+            "new INVITEs refused with 503 by overload-ctrl-dialog-rate",
+            value=overload,
+        )
+        yield from self._pairs()
+
+    def _pairs(self) -> Iterator[Metric]:
+        core = self.source.core
+        monitor = None if core is None else core.monitor
+        labels = ["pair", "member", "address"]
+        active = GaugeMetricFamily(
+            "sipha_pair_active_member", "1 for the active member of each pair, else 0", labels=labels
+        )
+        up = GaugeMetricFamily("sipha_pair_up", "1 when the pair has an active member", labels=["pair"])
+        state = GaugeMetricFamily(
+            "sipha_pair_state", "1 for the pair's current state, else 0", labels=["pair", "state"]
+        )
+        split = GaugeMetricFamily(
+            "sipha_pair_split_brain", "1 while both members act as primary", labels=["pair"]
+        )
+        changed = GaugeMetricFamily(
+            "sipha_pair_last_change_timestamp_seconds",
+            "Unix time of the last change of state or active member",
+            labels=["pair"],
+        )
+        switchovers = CounterMetricFamily(
+            "sipha_pair_switchovers", "times the active member changed", labels=["pair"]
+        )
+        sent = CounterMetricFamily("sipha_pair_options_sent", "OPTIONS probes sent", labels=["pair"])
+        answered = CounterMetricFamily(
+            "sipha_pair_options_answered", "OPTIONS probes answered with an alive code", labels=["pair"]
+        )
+        failed = CounterMetricFamily(
+            "sipha_pair_options_failed",
+            "OPTIONS probes answered outside alive-codes, timed out or failed",
+            labels=["pair"],
+        )
+        last_rtt = GaugeMetricFamily(
+            "sipha_pair_options_last_rtt_seconds",
+            "round trip of the member's last answered OPTIONS",
+            labels=["pair", "member"],
+        )
+        rtt = HistogramMetricFamily(
+            "sipha_pair_options_rtt_seconds", "OPTIONS round trips", labels=["pair", "member"]
+        )
+        if monitor is not None:
+            now = self.source.monotonic()
+            wall = time.time()
+            for name, pair in monitor.pairs.items():
+                status = pair.status()
+                for member in pair.members():
+                    is_active = member == status.active
+                    active.add_metric([name, member.role, address_text(member.address)], int(is_active))
+                    seconds = status.last_rtt.get(member.role)
+                    if seconds is not None:
+                        last_rtt.add_metric([name, member.role], seconds)
+                    histogram = self.source.telemetry.rtt.get((name, member.role))
+                    if histogram is not None:
+                        rtt.add_metric(
+                            [name, member.role], buckets=histogram.cumulative(), sum_value=histogram.total
+                        )
+                up.add_metric([name], int(status.active is not None))
+                for value in _STATES:
+                    state.add_metric([name, value], int(status.state == value))
+                split.add_metric([name], int(status.split_brain))
+                if status.since is not None:
+                    changed.add_metric([name], wall - (now - status.since))
+                switchovers.add_metric([name], status.counters.switchovers)
+                sent.add_metric([name], status.counters.probes_sent)
+                answered.add_metric([name], status.counters.probes_answered)
+                failed.add_metric([name], status.counters.probes_failed)
+        yield from (active, up, state, split, changed, switchovers, sent, answered, failed, last_rtt, rtt)
+
+
+def build_registry(source: AdminSource) -> CollectorRegistry:
+    """A registry of its own holding the sipha collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SiphaCollector(source))
+    return registry

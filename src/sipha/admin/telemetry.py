@@ -1,0 +1,182 @@
+"""What the app records for the admin surface, beyond what the core and the monitor count.
+
+Nothing here touches the network or imports aiohttp/prometheus_client: the app
+feeds it from :meth:`sipha.app.ProxyApp._flush` and from the pair monitor, and
+the admin server reads it at request time.  Every record is O(1):
+
+* the last :data:`EVENT_HISTORY` HA events with their wall-clock time (the
+  dashboard's timeline, ``events`` in /status);
+* final responses sent upstream by method and class (``sipha_transactions_total``);
+* OPTIONS round trips per pair and member, in histogram buckets;
+* overload rejections (0 until the overload control increments it).
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sipha.ha import (
+    HaEvent,
+    MemberBecameActive,
+    Monitor,
+    MonitorSettings,
+    PairEvent,
+    PairOutOfService,
+    PairRestored,
+    PairUnknown,
+    Probe,
+    SplitBrain,
+)
+from sipha.ha.events import describe
+from sipha.proxy.routing import Member
+
+EVENT_HISTORY: Final = 100
+"""HA events kept in memory for /status and the dashboard."""
+
+RTT_BUCKETS: Final[tuple[float, ...]] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+"""Upper bounds (s) of the OPTIONS round-trip histogram; +Inf is implied."""
+
+_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
+
+
+def iso(wall: float) -> str:
+    """A Unix time as ISO 8601 UTC with milliseconds: ``2024-05-01T12:00:00.123Z``."""
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_kind(event: HaEvent) -> str:
+    """A short kind for the timeline: active, unknown, out-of-service, restored, split-brain..."""
+    if isinstance(event, MemberBecameActive):
+        return "active"
+    if isinstance(event, PairUnknown):
+        return "unknown"
+    if isinstance(event, PairOutOfService):
+        return "out-of-service"
+    if isinstance(event, PairRestored):
+        return "restored"
+    if isinstance(event, SplitBrain):
+        return "split-brain" if event.started else "split-brain-over"
+    return "proxy"
+
+
+@dataclass(slots=True)
+class RttHistogram:
+    """Cumulative-at-export histogram of one member's OPTIONS round trips."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(RTT_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one round trip."""
+        self.counts[bisect.bisect_left(RTT_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        """Round trips observed."""
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus buckets: (le, cumulative count), +Inf last."""
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*RTT_BUCKETS, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+        return out
+
+
+class Telemetry:
+    """Event history, transaction counts by method and class, RTT histograms, overload rejections."""
+
+    def __init__(self, history: int = EVENT_HISTORY) -> None:
+        self.events: deque[dict[str, Any]] = deque(maxlen=history)
+        self.transactions: dict[tuple[str, str], int] = {}
+        """(method, class) -> final responses sent upstream (see :meth:`count_final`)."""
+        self.rtt: dict[tuple[str, str], RttHistogram] = {}
+        """(pair, member role) -> OPTIONS round trips."""
+        self.overload_rejections = 0
+        """Requests refused by the overload control (incremented there; 0 until it exists)."""
+
+    def record_event(self, event: HaEvent, wall: float | None = None) -> dict[str, Any]:
+        """Keep one HA event (wall clock: now unless given); returns the stored entry."""
+        wall = time.time() if wall is None else wall
+        entry: dict[str, Any] = {
+            "time": iso(wall),
+            "timestamp": wall,
+            "kind": event_kind(event),
+            "pair": event.pair if isinstance(event, PairEvent) else None,
+            "member": None,
+            "event_id": event.event_id,
+            "message": event.message,
+        }
+        member = getattr(event, "member", None)
+        if isinstance(event, SplitBrain):
+            member = event.other
+        if member is not None:
+            entry["member"] = describe(member)
+            entry["role"] = member.role
+        if isinstance(event, MemberBecameActive | PairUnknown):
+            entry["reason"] = event.reason
+        self.events.append(entry)
+        return entry
+
+    def count_final(self, method: str, status: int) -> None:
+        """One final response sent upstream for a ``method`` transaction.
+
+        A final response that a server transaction retransmits (UDP: the request
+        or, for INVITE, the response was lost) counts again; that is rare.
+        """
+        klass = _CLASSES[status // 100 - 1] if 100 <= status <= 699 else "other"  # noqa: PLR2004
+        key = (method, klass)
+        self.transactions[key] = self.transactions.get(key, 0) + 1
+
+    def observe_rtt(self, pair: str, role: str, seconds: float) -> None:
+        """One OPTIONS round trip of ``pair``'s member ``role``."""
+        histogram = self.rtt.get((pair, role))
+        if histogram is None:
+            histogram = self.rtt[(pair, role)] = RttHistogram()
+        histogram.observe(seconds)
+
+
+class ObservedMonitor(Monitor):
+    """The pair monitor, also recording each OPTIONS round trip in :class:`Telemetry`.
+
+    One histogram observation per probe answer (once per oos-check per pair):
+    nothing on the per-message path.
+    """
+
+    def __init__(
+        self,
+        pairs: Iterable[tuple[Member, Member]],
+        settings: MonitorSettings | None = None,
+        *,
+        telemetry: Telemetry,
+    ) -> None:
+        super().__init__(pairs, settings)
+        self.telemetry = telemetry
+
+    def probe_answered(self, probe: Probe, status: int, now: float, rtt: float | None = None) -> None:
+        """Record the round trip, then hand the answer to the pair."""
+        seconds = now - probe.sent_at if rtt is None else rtt
+        self.telemetry.observe_rtt(probe.pair, probe.member.role, seconds)
+        super().probe_answered(probe, status, now, rtt)
