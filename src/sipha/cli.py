@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import re
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sipha import __version__
-from sipha.config import ConfigError, load_config, render_config
+from sipha.config import ConfigError, load_config, render_config, render_reference
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
@@ -62,6 +65,13 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML file; omitted: the embedded default")
     run.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log threshold"
+    )
+    run.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="one line per event: text or JSON"
+    )
+    commands.add_parser(
+        "config-reference",
+        help="print the configuration reference (docs/configuration.md) generated from the model",
     )
     demo = commands.add_parser(
         "demo",
@@ -162,8 +172,40 @@ def _simulate_server(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(path: Path | None, log_level: str) -> int:
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the seed's event id."""
+
+    def format(self, record: logging.LogRecord) -> str:  # noqa: D102
+        message = record.getMessage()
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        event = _EVENT_RE.match(message)
+        if event is not None:
+            entry["event_id"] = int(event.group(1))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+_EVENT_RE = re.compile(r"event (\d{5}): ")
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Human text by default; JSON lines with ``--log-format json``."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def _run(path: Path | None, log_level: str, log_format: str = "text") -> int:
+    setup_logging(log_level, log_format)
     try:
         config = load_config(path)
         from sipha.app import run  # noqa: PLC0415 - asyncio and sockets only for `run`
@@ -227,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "run":
-        return _run(args.config, args.log_level)
+        return _run(args.config, args.log_level, args.log_format)
+    if args.command == "config-reference":
+        print(render_reference(), end="")
+        return EXIT_OK
     if args.command == "demo":
         return _demo(args)
     if args.command == "simulate-server":
