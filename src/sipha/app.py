@@ -8,23 +8,31 @@ re-arms the one timer the core needs (its next deadline).
 The admin HTTP server (:mod:`sipha.admin`) runs in the same loop and reads the
 core's state when asked; the only per-message work done for it is counting the
 final responses sent upstream by method and class (a dict increment).
+
+Lifecycle (DESIGN.md §4): SIGTERM/SIGINT drain (new out-of-dialog requests get 503,
+transactions and calls under way finish, bounded by :data:`DRAIN_LIMIT`, exit 0); a
+second one stops at once.  SIGHUP reloads the configuration file; a bad one is refused
+and the running configuration kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import ipaddress
 import logging
 import signal
 from collections.abc import Coroutine, Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, Final, Literal
 
 from sipha.admin.server import AdminServer
 from sipha.admin.status import DemoControl
 from sipha.admin.telemetry import ObservedMonitor, Telemetry
-from sipha.config import Config, ConfigError, parse_address
+from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.ha import AliveCodes, Monitor, MonitorSettings, check_own_address
+from sipha.ha.pair import host_key
 from sipha.net.manager import TransportManager
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.via import response_fallback_destination
@@ -33,6 +41,24 @@ from sipha.sip import Response, SipParseError, SipUri, parse_uri
 from sipha.txn import Address
 
 log = logging.getLogger("sipha")
+
+DRAIN_LIMIT: Final = 32.0
+"""SIGTERM: the longest wait for transactions and calls under way (Timer F: 64*T1), then exit
+anyway.  A systemd TimeoutStopSec must be longer (docs/sipha.service: 40 s)."""
+DRAIN_POLL: Final = 0.05
+"""How often a drain looks whether what it waits for is done."""
+
+
+class _Source(enum.Enum):
+    UNKNOWN = "unknown"
+
+
+UNKNOWN_SOURCE: Final = _Source.UNKNOWN
+"""``config_path`` when the caller did not say where the configuration came from: SIGHUP
+then cannot reload (rather than reload something else)."""
+
+ConfigPath = Path | None | Literal[_Source.UNKNOWN]
+"""A configuration file, None for the embedded default, or :data:`UNKNOWN_SOURCE`."""
 
 
 def _is_wildcard(host: str) -> bool:
@@ -74,11 +100,7 @@ def build_monitor(config: Config, view: ConfiguredView, telemetry: Telemetry | N
 
     With ``telemetry``, each OPTIONS round trip is also recorded there (for /metrics).
     """
-    settings = MonitorSettings(
-        oos_check=float(config.monitor.oos_check),
-        oos_force=float(config.monitor.oos_force),
-        alive_codes=AliveCodes.parse(config.monitor.alive_codes),
-    )
+    settings = _monitor_settings(config)
     pairs = [view.members(name) for name in view.pairs]
     if telemetry is None:
         return Monitor(pairs, settings)
@@ -104,7 +126,58 @@ def build_settings(config: Config, listen: Iterable[Address]) -> ProxySettings:
         # A held request waits until the pair is out of service (40001: the other member
         # silent for oos-force too) at the latest, then gets 503; one second of margin.
         hold_limit=failover + config.monitor.oos_force + 1.0,
+        overload_rate=float(config.proxy.overload_ctrl_dialog_rate),
     )
+
+
+def _listen_key(text: str) -> tuple[str, str, int]:
+    """A ``[proxy] listen`` entry as (transport, host, port): how reloads compare them."""
+    address = parse_address(text)
+    return (address.transport, address.host.lower(), address.port)
+
+
+def describe_changes(old: Config, new: Config) -> list[str]:
+    """What a reload changes, one item per option or pair ("monitor.oos-check 5 -> 3")."""
+    changes: list[str] = []
+    for section in ("proxy", "monitor", "admin"):
+        before = getattr(old, section).model_dump(by_alias=True)
+        after = getattr(new, section).model_dump(by_alias=True)
+        for key, value in after.items():
+            if before.get(key) != value:
+                shown = "(changed)" if key == "token" else f"{before.get(key)!r} -> {value!r}"
+                changes.append(f"{section}.{key} {shown}")
+    old_pairs = {pair.name: pair for pair in old.pair}
+    new_pairs = {pair.name: pair for pair in new.pair}
+    for name, pair in new_pairs.items():
+        if name not in old_pairs:
+            changes.append(f"pair {name} added ({pair.primary}, {pair.backup})")
+        elif old_pairs[name] != pair:
+            changes.append(f"pair {name} changed")
+    changes += [f"pair {name} removed" for name in old_pairs if name not in new_pairs]
+    return changes
+
+
+def carry_over_pairs(old: Monitor, new: Monitor, settings: MonitorSettings) -> list[str]:
+    """Put ``old``'s pair monitors into ``new`` for the pairs whose members did not change.
+
+    Their state (active member, timers, counters) is kept and they take ``settings`` from
+    their next period on; the names of the pairs kept are returned.  When monitoring is
+    turned on or off (oos-check to or from 0) nothing is kept: every pair is re-probed.
+    """
+    kept: list[str] = []
+    for name, pair in new.pairs.items():
+        previous = old.pairs.get(name)
+        if previous is None or previous.members() != pair.members():
+            continue
+        if previous.monitoring != settings.monitoring:
+            continue
+        previous.settings = settings
+        new.pairs[name] = previous
+        for member in previous.members():
+            key = (host_key(member.address.host), member.address.port)
+            new._by_address[key] = previous  # noqa: SLF001 - the same members, the kept monitor
+        kept.append(name)
+    return kept
 
 
 class ProxyApp:
@@ -115,8 +188,17 @@ class ProxyApp:
     dashboard's switchover button).
     """
 
-    def __init__(self, config: Config, *, admin: bool = True, demo: DemoControl | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        admin: bool = True,
+        demo: DemoControl | None = None,
+        config_path: ConfigPath = UNKNOWN_SOURCE,
+    ) -> None:
         self.config = config
+        self.config_path: ConfigPath = config_path
+        """Where SIGHUP re-reads the configuration: a file, None (the embedded default)."""
         self.transports = TransportManager(self._on_message, self._on_transport_error, self._on_bad_stream)
         self.core: ProxyCore | None = None
         self.telemetry = Telemetry()
@@ -128,6 +210,12 @@ class ProxyApp:
         self._timer_at: float | None = None
         self._started_at: float | None = None
         self._stopped = asyncio.Event()
+        self._stopping = False
+        self._draining = False
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._reload_lock = asyncio.Lock()
+        # [proxy] listen entry -> the addresses it bound (a host name may bind several).
+        self._bound: dict[tuple[str, str, int], list[Address]] = {}
 
     async def start(self) -> None:
         """Bind the listen addresses and the admin HTTP, and start proxying.
@@ -135,11 +223,16 @@ class ProxyApp:
         OSError when an address cannot be bound; nothing is left listening then.
         """
         self._loop = asyncio.get_running_loop()
-        listens: list[tuple[str, str, int]] = []
-        for text in self.config.proxy.listen:
-            configured = parse_address(text)
-            listens.append((configured.transport, configured.host, configured.port))
-        await self.transports.start(listens)
+        await self.transports.start([])
+        try:
+            for text in self.config.proxy.listen:
+                configured = parse_address(text)
+                self._bound[_listen_key(text)] = await self.transports.add_listen(
+                    configured.transport, configured.host, configured.port
+                )
+        except BaseException:
+            await self.transports.stop()
+            raise
         bound = self.transports.listen_addresses
         try:
             view = build_view(self.config, bound)
@@ -160,7 +253,7 @@ class ProxyApp:
         self.core = core
         self._started_at = self._now()
         for address in bound:
-            log.info("listening on %s:%s:%d", address.transport.lower(), address.host, address.port)
+            log.info("listening on %s", _address_text(address))
         await self._check_own_address(bound)
         self.core.start(self._now())
         self._flush()
@@ -216,18 +309,176 @@ class ProxyApp:
         return self._now()
 
     async def run(self) -> None:
-        """Start, then serve until SIGTERM or SIGINT."""
+        """Start, then serve: SIGTERM/SIGINT drain then stop (twice: at once), SIGHUP reloads."""
         await self.start()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):  # pragma: no cover - non-Unix
-                loop.add_signal_handler(signum, self._request_stop)
-        await self._stopped.wait()
+        with contextlib.suppress(NotImplementedError):  # pragma: no cover - non-Unix
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._on_stop_signal, signum)
+            loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        try:
+            await self._stopped.wait()
+        finally:
+            with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(signum)
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _request_stop(self) -> None:
-        log.info("stopping")
+    def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
         assert self._loop is not None  # noqa: S101 - set in start()
-        self._loop.create_task(self.stop())
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_stop_signal(self, signum: int = signal.SIGTERM) -> None:
+        name = signal.Signals(signum).name
+        core = self.core
+        if self._draining or core is None:
+            if not self._stopping:
+                cut = 0 if core is None else core.under_way
+                log.warning("%s again: stopping at once (%d transactions under way cut)", name, cut)
+                self._stopping = True
+                self._spawn(self.stop())
+            return
+        self._draining = True
+        log.info("%s: draining: %d transactions under way, %d calls up", name, core.under_way, core.calls)
+        core.start_draining()
+        self._spawn(self.drain_and_stop())
+
+    async def drain_and_stop(self, limit: float = DRAIN_LIMIT) -> None:
+        """Drain (new out-of-dialog requests get 503), wait for what is under way, then stop.
+
+        Waits until the core has no transaction under way and no call set up through
+        it (its BYE not seen yet), for ``limit`` s at most; then stops either way.
+        """
+        core = self.core
+        if core is None:
+            await self.stop()
+            return
+        core.start_draining()
+        self._draining = True
+        started = self._now()
+        while core.under_way or core.calls:
+            if self._now() - started >= limit:
+                log.warning(
+                    "drain limit of %g s reached: stopping with %d transactions under way cut and %d "
+                    "calls up (their next in-dialog requests will not reach this instance)",
+                    limit,
+                    core.under_way,
+                    core.calls,
+                )
+                break
+            await asyncio.sleep(DRAIN_POLL)
+        else:
+            log.info(
+                "drained, exiting (%.1f s; %d new requests refused meanwhile)",
+                self._now() - started,
+                core.counters.drain_rejections,
+            )
+        if not self._stopping:
+            self._stopping = True
+            await self.stop()
+
+    # ------------------------------------------------------------------ SIGHUP: reload
+
+    def _on_reload_signal(self) -> None:
+        self._spawn(self.reload())
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file and apply it; False when refused (old one kept)."""
+        async with self._reload_lock:
+            path = self.config_path
+            if path is UNKNOWN_SOURCE:
+                log.error("SIGHUP: cannot reload: the configuration file is not known to this process")
+                return False
+            source = "the embedded default" if path is None else str(path)
+            problems: list[str] = []
+            try:
+                config = load_config(path)
+            except ConfigError as error:
+                problems = error.problems
+            if problems:
+                log.error(
+                    "SIGHUP: configuration %s refused, keeping the running one (%d problems):",
+                    source,
+                    len(problems),
+                )
+                for problem in problems:
+                    log.error("  %s", problem)
+                return False
+            failure: Exception | None = None
+            try:
+                changes = await self.apply_config(config)
+            except (OSError, ValueError, ConfigError) as error:
+                failure = error
+            if failure is not None:
+                log.error(
+                    "SIGHUP: configuration %s not applied, keeping the running one: %s", source, failure
+                )
+                return False
+            if changes:
+                log.info("configuration reloaded from %s: %s", source, "; ".join(changes))
+            else:
+                log.info("configuration reloaded from %s: nothing changed", source)
+            return True
+
+    async def apply_config(self, config: Config) -> list[str]:
+        """Apply ``config`` while running; what changed.  Transactions under way go on.
+
+        New listen addresses are bound first: if one cannot be, nothing changes (OSError).
+        Then the core gets new settings, routing view and monitor (pairs whose members are
+        unchanged keep their monitor state), and removed listen addresses are closed.
+        """
+        core = self.core
+        if core is None:
+            raise RuntimeError("not started")
+        old = self.config
+        changes = describe_changes(old, config)
+        wanted = {_listen_key(text): text for text in config.proxy.listen}
+        added: dict[tuple[str, str, int], list[Address]] = {}
+        try:
+            for key, text in wanted.items():
+                if key not in self._bound:
+                    configured = parse_address(text)
+                    added[key] = await self.transports.add_listen(
+                        configured.transport, configured.host, configured.port
+                    )
+            bound_map = {key: self._bound.get(key) or added[key] for key in wanted}
+            bound = [address for addresses in bound_map.values() for address in addresses]
+            view = build_view(config, bound)
+            settings = build_settings(config, bound)
+            monitor = build_monitor(config, view, self.telemetry)
+        except BaseException:
+            for addresses in added.values():
+                for address in addresses:
+                    self.transports.remove_listen(address)
+            raise
+        kept: list[str] = []
+        if core.monitor is not None:
+            kept = carry_over_pairs(core.monitor, monitor, _monitor_settings(config))
+        reprobed = [name for name in monitor.pairs if name not in kept and name in view.pairs]
+        reprobed = [name for name in reprobed if core.monitor is not None and name in core.monitor.pairs]
+        now = self._now()
+        core.reconfigure(settings, view, monitor, now)
+        for key, addresses in self._bound.items():
+            if key not in wanted:
+                for address in addresses:
+                    self.transports.remove_listen(address)
+                    log.info("no longer listening on %s", _address_text(address))
+        for addresses in added.values():
+            for address in addresses:
+                log.info("listening on %s", _address_text(address))
+        self._bound = bound_map
+        self.config = config
+        if reprobed:
+            changes.append(f"re-probing pairs {', '.join(reprobed)} (members or monitoring changed)")
+        if old.admin != config.admin:
+            changes.append("admin changes take effect at the next restart")
+        self._flush()
+        return changes
 
     # ------------------------------------------------------------------ transport callbacks
 
@@ -318,6 +569,21 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
     asyncio.run(main)
 
 
-def run(config: Config) -> None:
-    """``sipha run``: serve until SIGTERM."""
-    run_loop(ProxyApp(config).run())
+def _address_text(address: Address) -> str:
+    return f"{address.transport.lower()}:{address.host}:{address.port}"
+
+
+def _monitor_settings(config: Config) -> MonitorSettings:
+    return MonitorSettings(
+        oos_check=float(config.monitor.oos_check),
+        oos_force=float(config.monitor.oos_force),
+        alive_codes=AliveCodes.parse(config.monitor.alive_codes),
+    )
+
+
+def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
+    """``sipha run``: serve until SIGTERM (drained), reloading ``config_path`` on SIGHUP.
+
+    ``config_path``: the file ``config`` was read from, None for the embedded default.
+    """
+    run_loop(ProxyApp(config, config_path=config_path).run())

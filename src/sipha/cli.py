@@ -210,7 +210,7 @@ def _run(path: Path | None, log_level: str, log_format: str = "text") -> int:
         config = load_config(path)
         from sipha.app import run  # noqa: PLC0415 - asyncio and sockets only for `run`
 
-        run(config)
+        run(config, path)
     except ConfigError as error:
         print(f"sipha: configuration {error.source} refused:", file=sys.stderr)
         for problem in error.problems:

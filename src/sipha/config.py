@@ -405,7 +405,7 @@ def render_reference() -> str:
             lines.append(f"| `{key}` | {kind} | {default} | {allowed} | {description} |")
         lines.append("")
     lines += [
-        "`match` holds `domain = [\"a.example.com\", ...]`: Request-URI hosts this pair serves.",
+        '`match` holds `domain = ["a.example.com", ...]`: Request-URI hosts this pair serves.',
         "",
         "Addresses are `transport:host:port` with transport `udp`, `tcp` or `tls`",
         "(IPv6 hosts in brackets). Rules across options: at most one pair has",

@@ -904,8 +904,26 @@ def test_issue4_ringing_call_on_a_failed_member_ends_with_408_and_a_cancel_at_on
     sent = h.core.drain()
     h.sent.extend(sent)
     assert kinds(h.core.drain_events())[:1] == ["PairUnknown"]
+    assert statuses(h.sent) == [100, 180]  # suspected only: a lost probe must not end calls
+    sent += h.answer_probes(BACKUP)  # the backup takes over: the primary's loss is confirmed
     assert statuses(h.sent) == [100, 180, 408]
     cancels = [r for r in requests(sent, PRIMARY) if r.method == "CANCEL"]
     assert len(cancels) == 1
     assert cancels[0].top_via.branch == forwarded.top_via.branch
     assert requests(sent, BACKUP) == [] or all(r.method == "OPTIONS" for r in requests(sent, BACKUP))
+
+
+def test_issue4_ringing_call_survives_a_false_alarm_on_its_member() -> None:
+    """An OPTIONS answer late by a moment makes the pair unknown; when that member's answer
+    then arrives, its ringing calls go on (nothing confirmed its loss)."""
+    h = active_on_primary()
+    sent = h.feed(invite())
+    forwarded = distinct(requests(sent, PRIMARY))[0]
+    h.feed(response_to(forwarded, 180, "Ringing"), PRIMARY)
+    h.advance(10.0)  # the probe sent at 5 is not answered by 10: unknown
+    assert kinds(h.core.drain_events())[:1] == ["PairUnknown"]
+    h.advance(0.5)
+    h.answer_probes(PRIMARY)  # its answer arrives late: a false alarm
+    assert active(h) == PRIMARY_MEMBER
+    h.feed(response_to(forwarded, 200, "OK"), PRIMARY)
+    assert statuses(h.sent) == [100, 180, 200]

@@ -181,6 +181,57 @@ class TransportManager:
             name = sock.getsockname()
             self._listen.append(Address("TCP", name[0], name[1]))
 
+    async def add_listen(self, transport: str, host: str, port: int) -> list[Address]:
+        """Bind one more listen address while running (SIGHUP); the addresses it bound.
+
+        Raises OSError (cannot bind) or ValueError (transport); nothing is bound then.
+        """
+        loop = self._loop
+        context = self._tcp
+        if loop is None or context is None:
+            raise RuntimeError("TransportManager not started")
+        kind = transport.upper()
+        if kind not in _TRANSPORTS:
+            raise ValueError(f"unsupported transport {transport!r} (udp or tcp)")
+        family, ip = await self._listen_ip(loop, kind, host, port)
+        before = len(self._listen)
+        if kind == "UDP":
+            self._start_udp(loop, family, ip, port)
+        else:
+            await self._start_tcp(loop, context, family, ip, port)
+        return self._listen[before:]
+
+    def remove_listen(self, address: Address) -> bool:
+        """Stop listening on ``address`` (one of :attr:`listen_addresses`); False if it is not one.
+
+        Other sockets are kept.  TCP connections accepted on it stay open until they
+        close or idle out, so that transactions under way on them finish.
+        """
+        if address not in self._listen:
+            return False
+        if address.transport == "UDP":
+            for endpoint in self._udp:
+                if endpoint.local == address:
+                    endpoint.close()
+                    self._udp.remove(endpoint)
+                    self._listen.remove(address)
+                    break
+            self._udp_by_family.clear()
+            for endpoint in self._udp:
+                parsed = parse_ip(endpoint.local.host)
+                if parsed is not None:
+                    self._udp_by_family.setdefault(parsed[0], endpoint)
+            return True
+        for server in self._servers:
+            names = [sock.getsockname() for sock in server.sockets]
+            bound = [Address("TCP", name[0], name[1]) for name in names]
+            if address in bound:
+                server.close()
+                self._servers.remove(server)
+                self._listen = [item for item in self._listen if item not in bound]
+                return True
+        return False  # pragma: no cover - every TCP listen address belongs to a server
+
     async def stop(self) -> None:
         """Close sockets, servers and connections (connections get a moment to flush)."""
         for endpoint in self._udp:

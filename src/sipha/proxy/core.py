@@ -21,7 +21,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sipha.ha import HaEvent, Monitor, PairOutOfService, PairUnknown, Probe, State, build_options
+from sipha.ha import (
+    HaEvent,
+    MemberBecameActive,
+    Monitor,
+    PairOutOfService,
+    PairUnknown,
+    Probe,
+    State,
+    build_options,
+)
 from sipha.proxy.routing import (
     RETRY_AFTER_SECONDS,
     Answer,
@@ -71,6 +80,18 @@ DEFAULT_MAX_FORWARDS: Final = 70
 # RFC 3515 REFER, RFC 6665 SUBSCRIBE/NOTIFY).
 DIALOG_CREATING: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 ALLOWED_SCHEMES: Final = frozenset({"sip", "sips", "tel"})
+# Retry-After of the 503 to a new INVITE over overload-ctrl-dialog-rate: the bucket refills
+# within a second (RFC 3261 §21.5.4, §20.33).
+OVERLOAD_RETRY_AFTER: Final = 1
+# Retry-After of the 503 to a new request while draining (SIGTERM): the caller should use
+# another instance of the pool meanwhile (RFC 3263 §4.3); this one is coming back.
+DRAIN_RETRY_AFTER: Final = RETRY_AFTER_SECONDS
+# Calls set up through this instance (a 2xx to a dialog-creating INVITE relayed) are
+# remembered until their BYE, so that a drain can wait for them; a call whose BYE goes
+# elsewhere (another pool instance, or none) is forgotten after CALL_MEMORY, and at most
+# CALL_LIMIT are remembered (the oldest go first).
+CALL_MEMORY: Final = 3600.0
+CALL_LIMIT: Final = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +112,9 @@ class ProxySettings:
     the pair is re-probed at once and the request held for the member that answers."""
     hold_limit: float = 11.0
     """How long a held request waits for a pair to get an active member before 503."""
+    overload_rate: float = 0.0
+    """``overload-ctrl-dialog-rate``: new INVITEs per second (token bucket, burst = the rate,
+    at least 1); over it, 503 with Retry-After.  0 = no limit."""
 
 
 @dataclass(slots=True, eq=False)
@@ -138,6 +162,10 @@ class Counters:
     responses_forwarded: int = 0
     stray_responses_dropped: int = 0
     loops_detected: int = 0
+    overload_rejections: int = 0
+    """New INVITEs refused with 503 by overload-ctrl-dialog-rate."""
+    drain_rejections: int = 0
+    """New out-of-dialog requests refused with 503 while draining (SIGTERM)."""
 
 
 class ProxyCore:
@@ -156,6 +184,8 @@ class ProxyCore:
         self.monitor = monitor
         self.events: list[HaEvent] = []
         self._probes: dict[TransactionKey, Probe] = {}
+        # The member whose failure made each pair unknown, until another member takes over.
+        self._suspected: dict[str, Member] = {}
         self._held: dict[str, list[ResponseContext]] = {}
         # Branches given up on a dead member: their late responses are dropped, not relayed.
         # Branches given up on a member: branch -> (forget after, context, member).
@@ -183,6 +213,13 @@ class ProxyCore:
         self._source: Address | None = None
         rr_host = record_route.host
         self._probe_from = f"sip:sipha@{rr_host}" + (f":{record_route.port}" if record_route.port else "")
+        self.draining = False
+        """Set by :meth:`start_draining`: new out-of-dialog requests get 503."""
+        # overload-ctrl-dialog-rate: a token bucket of new INVITEs (full at the first one).
+        self._tokens = 0.0
+        self._tokens_at: float | None = None
+        # Calls set up through this instance and not seen ending: dialog key -> set up at.
+        self._calls: dict[tuple[str, str, str], float] = {}
 
     # ------------------------------------------------------------------ I/O-facing API
 
@@ -277,6 +314,76 @@ class ProxyCore:
         """Response contexts alive (for tests and metrics)."""
         return len(self._by_server)
 
+    # ------------------------------------------------------------------ lifecycle (drain, reload)
+
+    def start_draining(self) -> None:
+        """SIGTERM: from now on new out-of-dialog requests get 503 with Retry-After.
+
+        In-dialog requests (To tag), ACKs and CANCELs still flow, and transactions
+        under way finish; the app waits for :attr:`under_way` and :attr:`calls` to
+        reach 0 (bounded), then exits.
+        """
+        self.draining = True
+
+    @property
+    def under_way(self) -> int:
+        """Transactions under way: response contexts whose final response is not sent yet.
+
+        A context that has sent its final response only waits for retransmissions
+        (Timer J/I/H: up to 32 s); it is not counted.  Probes never are.
+        """
+        return sum(1 for context in self._by_server.values() if not context.final_sent)
+
+    @property
+    def calls(self) -> int:
+        """Calls set up through this instance (2xx to an INVITE relayed) not seen ending (BYE)."""
+        return len(self._calls)
+
+    def reconfigure(
+        self, settings: ProxySettings, view: ConfiguredView, monitor: Monitor | None, now: float
+    ) -> None:
+        """SIGHUP: new settings, routing view and monitor; transactions under way go on.
+
+        ``monitor`` may carry over pair monitors of the old one (their state is kept);
+        its pairs not started yet are started here (unknown, first probe now).  Probes
+        of pairs whose monitor was not carried over are forgotten (their answers are
+        dropped).  Our old Via sent-by addresses stay ours, so that responses to
+        requests forwarded before the reload are still relayed.
+        """
+        record_route = parse_uri(settings.record_route)
+        if not isinstance(record_route, SipUri):
+            raise TypeError(f"record-route must be a SIP URI: {settings.record_route!r}")
+        old_monitor = self.monitor
+        self.settings = settings
+        self._sent_by |= {(host.lower().strip("[]"), port) for host, port in settings.via.values()}
+        self._record_route = record_route
+        rr_port = f":{record_route.port}" if record_route.port else ""
+        self._probe_from = f"sip:sipha@{record_route.host}{rr_port}"
+        if settings.overload_rate <= 0:
+            self._tokens_at = None
+        else:
+            self._tokens = min(self._tokens, max(settings.overload_rate, 1.0))
+        self.view = view
+        self.monitor = monitor
+        for key, probe in list(self._probes.items()):
+            old_pair = None if old_monitor is None else old_monitor.pairs.get(probe.pair)
+            if monitor is None or monitor.pairs.get(probe.pair) is not old_pair:
+                del self._probes[key]
+        if monitor is not None:
+            for pair in monitor.pairs.values():
+                if pair.state is State.INITIAL:
+                    pair.start(now)
+            view.active.update(monitor.active_table())
+        # A suspicion only stands for a pair whose monitor state was carried over.
+        self._suspected = {
+            name: member
+            for name, member in self._suspected.items()
+            if monitor is not None
+            and old_monitor is not None
+            and monitor.pairs.get(name) is old_monitor.pairs.get(name)
+        }
+        self._run(now)
+
     # ------------------------------------------------------------------ receiving
 
     def _refuse_malformed(self, error: SipParseError, source: Address) -> None:
@@ -344,6 +451,19 @@ class ProxyCore:
         self._preprocess_routes(request)
         member_source = self._member_source(request, source)
         self._note_request_from(request, member_source, now)
+        if request.to.tag is None:
+            if self.draining:
+                self.counters.drain_rejections += 1
+                retry = [("Retry-After", str(DRAIN_RETRY_AFTER))]
+                self._answer(context, 503, "Service Unavailable", retry, now=now)
+                return
+            if request.method == "INVITE" and not self._admit_invite(now):
+                self.counters.overload_rejections += 1
+                retry = [("Retry-After", str(OVERLOAD_RETRY_AFTER))]
+                self._answer(context, 503, "Service Unavailable", retry, now=now)
+                return
+        elif request.method == "BYE" and self._calls:
+            self._calls.pop(_call_key(request.call_id, request.from_.tag, request.to.tag), None)
         decision = decide(request, member_source, self.view)
         if isinstance(decision, Answer):
             if decision.pair is not None and self._probing(decision.pair):
@@ -356,6 +476,39 @@ class ProxyCore:
             self._answer(context, decision.status, decision.reason, headers, now=now)
             return
         self._forward(context, decision, now)
+
+    def _admit_invite(self, now: float) -> bool:
+        """overload-ctrl-dialog-rate: take a token for a new INVITE; False when there is none."""
+        rate = self.settings.overload_rate
+        if rate <= 0:
+            return True
+        burst = max(rate, 1.0)
+        last = self._tokens_at
+        tokens = burst if last is None else min(burst, self._tokens + max(now - last, 0.0) * rate)
+        self._tokens_at = now
+        # A hair of tolerance: n/rate seconds of float clock must refill n tokens.
+        if tokens >= 1.0 - 1e-9:
+            self._tokens = max(tokens - 1.0, 0.0)
+            return True
+        self._tokens = tokens
+        return False
+
+    def _remember_call(self, context: ResponseContext, response: Response, now: float) -> None:
+        """A 2xx to a dialog-creating INVITE was relayed: a call is up through this instance."""
+        request = context.request
+        if request.method != "INVITE" or request.to.tag is not None:
+            return
+        to_tag = response.to.tag
+        if to_tag is None:
+            return
+        calls = self._calls
+        calls[_call_key(request.call_id, request.from_.tag, to_tag)] = now
+        # Oldest first (insertion order): forget the ones past their memory or the limit.
+        while calls:
+            oldest = next(iter(calls))
+            if len(calls) <= CALL_LIMIT and calls[oldest] + CALL_MEMORY > now:
+                break
+            del calls[oldest]
 
     def _check(self, request: Request) -> tuple[int, str, list[tuple[str, str]]] | None:
         """§16.3 request validation, steps 2 to 6 (step 1, syntax, was done on receipt)."""
@@ -529,6 +682,7 @@ class ProxyCore:
             context.final_sent = True
             context.timer_c = None
             self._relay(context, response, now)
+            self._remember_call(context, response, now)
             return
         # Steps 4 and 6: keep the best final response; with its only branch complete, send it.
         context.best = _better(context.best, response)
@@ -719,9 +873,18 @@ class ProxyCore:
             self.events.append(output)
             changed = True
             if isinstance(output, PairUnknown) and output.member is not None:
-                failed.append(output.member)
+                # Suspected only: a lost OPTIONS must not end calls.  Confirmed when the
+                # other member takes over, or when the pair goes out of service.
+                self._suspected[output.pair] = output.member
+            elif isinstance(output, MemberBecameActive):
+                gone = self._suspected.pop(output.pair, None) or output.previous
+                if gone is not None and gone != output.member:
+                    failed.append(gone)
             elif isinstance(output, PairOutOfService):
                 out_of_service.append(output.pair)
+                gone = self._suspected.pop(output.pair, None)
+                if gone is not None:
+                    failed.append(gone)
         if changed:
             self.view.active.update(monitor.active_table())
             self._release_held(now)
@@ -894,11 +1057,12 @@ class ProxyCore:
         context.held_until = None
 
     def _end_ringing_on(self, member: Member, now: float) -> None:
-        """A member declared failed: INVITEs it had answered provisionally cannot be moved.
+        """End the INVITEs ringing on a member that lost its pair (taken over, or both down).
 
-        The member got them (and said so), so they are never re-sent elsewhere; rather
-        than leave the caller ringing until Timer C (§16.8, 3 minutes), they get the
-        408 Timer C would give, now, and the branch a CANCEL in case it is alive after all.
+        The member got them (and said so with a provisional response), so they are never
+        re-sent elsewhere; rather than leave the caller ringing until Timer C (§16.8,
+        3 minutes), they get the 408 Timer C would give, now, and the branch a CANCEL in
+        case the member is alive after all.
         """
         for context in list(self._by_client.values()):
             if context.member != member or not context.provisional or context.final_sent:
@@ -944,6 +1108,12 @@ def _default_token() -> Callable[[], str]:
     prefix = secrets.token_hex(4)
     counter = iter(range(1, 2**63))
     return lambda: f"{prefix}{next(counter):x}"
+
+
+def _call_key(call_id: str, tag_a: str | None, tag_b: str | None) -> tuple[str, str, str]:
+    """A dialog's key whichever side sends the request (the tags in a fixed order)."""
+    first, second = sorted((tag_a or "", tag_b or ""))
+    return (call_id, first, second)
 
 
 def _top_via_text(request: Request) -> str:
