@@ -32,7 +32,6 @@ from sipha.admin.status import DemoControl
 from sipha.admin.telemetry import ObservedMonitor, Telemetry
 from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.ha import AliveCodes, Monitor, MonitorSettings, check_own_address
-from sipha.ha.pair import host_key
 from sipha.net.manager import TransportManager
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.via import response_fallback_destination
@@ -172,10 +171,7 @@ def carry_over_pairs(old: Monitor, new: Monitor, settings: MonitorSettings) -> l
         if previous.monitoring != settings.monitoring:
             continue
         previous.settings = settings
-        new.pairs[name] = previous
-        for member in previous.members():
-            key = (host_key(member.address.host), member.address.port)
-            new._by_address[key] = previous  # noqa: SLF001 - the same members, the kept monitor
+        new.adopt(previous)
         kept.append(name)
     return kept
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ha_support import BACKUP, FORCE, PRIMARY, kinds, of_type, settings
 
-from sipha.ha import MemberBecameActive, Monitor, MonitorSettings, PairUnknown, Probe
+from sipha.ha import MemberBecameActive, Monitor, MonitorSettings, PairMonitor, PairUnknown, Probe
 from sipha.proxy.routing import Member
 from sipha.proxy.view import ConfiguredView, PairSpec
 from sipha.txn import Address
@@ -97,3 +97,16 @@ def test_built_from_the_routing_view() -> None:
     assert monitor.request_from("10.0.1.11", 5060, 1.0) == BACKUP
     view.active.update(monitor.active_table())
     assert view.active_member("site-a") == BACKUP
+
+
+def test_adopt_keeps_a_running_pair_and_refuses_other_members() -> None:
+    old = Monitor([(PRIMARY, BACKUP)], settings())
+    old.start(0.0)
+    running = old.pairs[PRIMARY.pair]
+    new = Monitor([(PRIMARY, BACKUP)], settings())
+    new.adopt(running)
+    assert new.pairs[PRIMARY.pair] is running
+    assert new.request_from(BACKUP.address.host, BACKUP.address.port, 1.0) == BACKUP
+    stranger = Member(PRIMARY.pair, "backup", Address("UDP", "192.0.2.99", 5060))
+    with pytest.raises(ValueError, match="other members"):
+        new.adopt(PairMonitor(PRIMARY, stranger, settings()))

@@ -41,6 +41,19 @@ class Monitor:
                 self._by_address[key] = pair
             self.pairs[pair.name] = pair
 
+    def adopt(self, pair: PairMonitor) -> None:
+        """Put a running pair monitor (kept across a reload) in place of the new one of that name.
+
+        Its members must be the same: the pair keeps its state, the routing by address
+        points at it.
+        """
+        current = self.pairs.get(pair.name)
+        if current is None or current.members() != pair.members():
+            raise ValueError(f"pair {pair.name!r} has other members here")
+        self.pairs[pair.name] = pair
+        for member in pair.members():
+            self._by_address[(host_key(member.address.host), member.address.port)] = pair
+
     def start(self, now: float) -> None:
         """Start every pair (first probes, or the primaries active when monitoring is off)."""
         for pair in self.pairs.values():
