@@ -10,7 +10,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from integration.support import free_port
 from sipha.cli import main
 from sipha.simulator import ALLOW, SimulatedServer
 from sipha.sip import Request, Response, make_response, parse_message
@@ -28,21 +28,6 @@ HOST = "127.0.0.1"
 SIPP = "/usr/bin/sipp" if os.access("/usr/bin/sipp", os.X_OK) else shutil.which("sipp")
 QUIET = 0.3  # seconds of silence that count as "not answered"
 FAST = TimerConfig(t1=0.05, t2=0.2, t4=0.5)
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((HOST, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 class _Inbox(asyncio.DatagramProtocol):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from integration.support import free_port
 from sipha.app import ProxyApp
 from sipha.config import Config, load_config_text
 from sipha.simulator import SimulatedServer
@@ -26,21 +26,6 @@ from sipha.simulator import SimulatedServer
 HOST = "127.0.0.1"
 WAIT = 8.0
 """Bound of every wait for a state change (oos-check 1 + oos-force 1, with slack)."""
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((HOST, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port found")
 
 
 def config_for(sip: int, admin: int, primary: int, backup: int, *, token: str = "") -> Config:

@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from admin_support import HOST, Running, config_for, eventually, free_port, running_proxy
+from admin_support import HOST, Running, config_for, eventually, running_proxy
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from integration.support import free_port
 from sipha import __version__
 from sipha.admin.server import build_app
 from sipha.app import ProxyApp

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from admin_support import HOST, DemoProcess, demo_process, free_port, wait_until
+from admin_support import HOST, DemoProcess, demo_process, wait_until
 
+from integration.support import free_port
 from sipha.admin.demo import DemoOptions, demo_config
 
 
