@@ -507,6 +507,10 @@ class ProxyApp:
         self._timer_at = None
         if self.core is None:
             return
+        # Messages already received come before timeouts: under load an OPTIONS answer
+        # (or any response) can wait in the socket buffer behind a backlog, and a timer
+        # judged first would take it for silence (a false failover, then 503s).
+        self.transports.read_pending()
         self.core.handle_timers(self._now())
         self._flush()
 

@@ -315,3 +315,22 @@ async def test_stop_during_connect_leaves_nothing_behind() -> None:
     await server.stop()
     assert manager.stats.connections_open == 0
     assert sink.errors.empty()
+
+
+async def test_read_pending_hands_over_the_backlog_at_once() -> None:
+    """read_pending() reads what the kernel holds beyond one batch (before timers are judged)."""
+    received: list[bytes] = []
+    manager = TransportManager(
+        lambda data, source, local: received.append(data), lambda d, e: None, udp_batch=4
+    )
+    await manager.start([("udp", "127.0.0.1", 0)])
+    try:
+        target = manager.listen_addresses[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for index in range(50):
+                sender.sendto(b"x%d" % index, (target.host, target.port))
+        await asyncio.sleep(0)  # no loop iteration with the reader yet, or only one batch
+        manager.read_pending()
+        assert len(received) == 50
+    finally:
+        await manager.stop()

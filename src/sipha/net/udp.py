@@ -173,6 +173,10 @@ class UdpEndpoint:
     # ------------------------------------------------------------------ receive
 
     def _on_readable(self) -> None:
+        self.read(self._batch)
+
+    def read(self, limit: int) -> int:
+        """Read and hand over up to ``limit`` datagrams already received; return how many."""
         recvfrom = self.sock.recvfrom
         on_message = self._on_message
         local = self.local
@@ -180,7 +184,7 @@ class UdpEndpoint:
         count = 0
         size = 0
         try:
-            for _ in range(self._batch):
+            for _ in range(limit):
                 try:
                     data, peer = recvfrom(MAX_DATAGRAM)
                 except BlockingIOError:
@@ -208,6 +212,7 @@ class UdpEndpoint:
             stats = self._stats
             stats.datagrams_in += count
             stats.udp_bytes_in += size
+        return count
 
     def _source(self, peer: Any) -> Address:  # noqa: ANN401 - a socket address tuple
         sources = self._sources
