@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import tomllib
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sipha import __version__
+from sipha.app import tune_gc
 from sipha.cli import EXIT_BAD_CONFIG, EXIT_OK, JsonFormatter, main
 from sipha.config import load_config, load_config_text, render_config, render_reference
 
@@ -146,3 +148,14 @@ def test_json_log_lines_carry_the_event_id() -> None:
     assert entry["level"] == "WARNING"
     plain = logging.LogRecord("sipha", logging.INFO, __file__, 1, "listening on %s", ("udp:x",), None)
     assert "event_id" not in json.loads(JsonFormatter().format(plain))
+
+
+def test_tune_gc_freezes_startup_objects_and_raises_generation_0() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold()[0] == 50_000
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

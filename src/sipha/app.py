@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import gc
 import ipaddress
 import logging
 import signal
@@ -566,7 +567,22 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
     §18.4).  One gone phone would leave the proxy deaf on UDP.  The UDP path reads
     raw sockets in batches, so the standard loop costs little there.
     """
+    tune_gc()
     asyncio.run(main)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a process holding many live transactions.
+
+    Everything imported so far is frozen out of collection, and generation 0 is
+    collected every 50,000 allocations instead of 700: with tens of thousands of
+    transactions alive, the default thresholds trigger full collections that stall
+    the event loop for tens of milliseconds (seen as a p95 latency of 150-300 ms
+    at 500 calls/s).  Reference counting frees nearly everything sipha allocates.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def _address_text(address: Address) -> str:
