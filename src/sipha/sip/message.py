@@ -339,8 +339,10 @@ class Message:
         for name, count in counts.items():
             if count > 1:
                 raise SipParseError(f"{display_name(name)} appears {count} times")
-        if not self.vias:
+        vias = self.vias
+        if not vias:
             raise SipParseError("missing Via header")
+        self._cache["via:top"] = vias[0]  # parsed once: the top Via is read again at once
         _ = self.call_id, self.cseq, self.max_forwards, self.require, self.proxy_require
         _ = self.from_, self.to
         # The Route set decides where the request goes: every URI in it must parse.  The
