@@ -626,22 +626,3 @@ def test_next_deadline_follows_the_state() -> None:
     assert monitor.next_deadline() == 124.0  # the window now comes first (the probe is due at 126)
     harness.at(124.0)
     assert monitor.next_deadline() == 126.0
-
-
-def test_the_monitor_imports_no_io_module() -> None:
-    import ast  # noqa: PLC0415 - only this test reads the sources
-    from pathlib import Path  # noqa: PLC0415
-
-    import sipha.ha  # noqa: PLC0415
-
-    banned = {"asyncio", "socket", "time", "selectors", "ssl"}
-    for path in Path(sipha.ha.__file__).parent.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            assert not {name.partition(".")[0] for name in names} & banned, (path.name, names)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import socket
-from pathlib import Path
 
 import pytest
 
-import sipha.net
 from sipha.net import Resolver
 
 
@@ -105,18 +102,3 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_lookup() -> None:
     impatient.cancel()
     assert await asyncio.wait_for(patient, 2) == ["192.0.2.1"]
     assert resolver.calls == ["sip.example.com"]
-
-
-def test_net_does_not_import_the_proxy_core() -> None:
-    package = Path(sipha.net.__file__).parent
-    for path in package.glob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                assert not name.startswith(("sipha.proxy", "sipha.app")), f"{path.name} imports {name}"

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 from txn_support import UDP_PEER, UPSTREAM_UDP, request, response
 
-import sipha.txn
 from sipha.sip import Request
 from sipha.txn import (
     Address,
@@ -183,23 +179,3 @@ def test_unarmed_timer_input_is_ignored() -> None:
     layer.receive_response(response(invite, 180), 0.1)
     assert txn.handle(Timer.A, 0.5) is False
     assert txn.state is State.PROCEEDING
-
-
-# ------------------------------------------------------------------ architecture
-
-FORBIDDEN = {"asyncio", "socket", "time", "selectors", "ssl"}
-
-
-def test_package_is_sans_io() -> None:
-    package = Path(sipha.txn.__file__).parent
-    for path in package.glob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
