@@ -23,8 +23,13 @@ import enum
 import gc
 import ipaddress
 import logging
+import os
 import signal
+import socket
+import sys
+import time
 from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -33,7 +38,9 @@ from sipha.admin.status import DemoControl
 from sipha.admin.telemetry import ObservedMonitor, Telemetry
 from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.ha import AliveCodes, Monitor, MonitorSettings, check_own_address
-from sipha.net.manager import TransportManager
+from sipha.net.manager import DEFAULT_UDP_BUFFER, TransportManager
+from sipha.net.workers import Handoff, bind_shared, handoff_pairs, resolve_listen
+from sipha.proxy.affinity import owner, worker_tag
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.via import response_fallback_destination
 from sipha.proxy.view import ConfiguredView, PairSpec
@@ -107,8 +114,11 @@ def build_monitor(config: Config, view: ConfiguredView, telemetry: Telemetry | N
     return ObservedMonitor(pairs, settings, telemetry=telemetry)
 
 
-def build_settings(config: Config, listen: Iterable[Address]) -> ProxySettings:
-    """The core's settings: our Via sent-by per transport, the Record-Route URI."""
+def build_settings(config: Config, listen: Iterable[Address], *, worker: int | None = None) -> ProxySettings:
+    """The core's settings: our Via sent-by per transport, the Record-Route URI.
+
+    ``worker``: the index of this worker process when ``[proxy] workers`` > 1 (its branch tag).
+    """
     via: dict[str, tuple[str, int]] = {}
     for address in listen:
         host = config.proxy.sip_address or address.host
@@ -127,6 +137,7 @@ def build_settings(config: Config, listen: Iterable[Address]) -> ProxySettings:
         # silent for oos-force too) at the latest, then gets 503; one second of margin.
         hold_limit=failover + config.monitor.oos_force + 1.0,
         overload_rate=float(config.proxy.overload_ctrl_dialog_rate),
+        branch_tag="" if worker is None else worker_tag(worker),
     )
 
 
@@ -177,6 +188,18 @@ def carry_over_pairs(old: Monitor, new: Monitor, settings: MonitorSettings) -> l
     return kept
 
 
+@dataclass
+class WorkerPlan:
+    """What worker ``index`` of ``count`` gets from the parent (``[proxy] workers`` > 1)."""
+
+    index: int
+    count: int
+    sockets: dict[tuple[str, str, int], list[tuple[socket.socket, bool]]]
+    """Per ``[proxy] listen`` entry: this worker's bound sockets, each with its IP_RECVERR flag."""
+    handoff: list[tuple[socket.socket, socket.socket]]
+    """The hand-over socket pair of every worker (:func:`sipha.net.workers.handoff_pairs`)."""
+
+
 class ProxyApp:
     """One sipha instance: transports + proxy core + timer + admin HTTP, on the running loop.
 
@@ -192,8 +215,12 @@ class ProxyApp:
         admin: bool = True,
         demo: DemoControl | None = None,
         config_path: ConfigPath = UNKNOWN_SOURCE,
+        worker: WorkerPlan | None = None,
     ) -> None:
         self.config = config
+        self.worker = worker
+        """Set in a worker process of ``[proxy] workers`` > 1: its index, sockets, hand-over."""
+        self._handoff: Handoff | None = None
         self.config_path: ConfigPath = config_path
         """Where SIGHUP re-reads the configuration: a file, None (the embedded default)."""
         self.transports = TransportManager(self._on_message, self._on_transport_error, self._on_bad_stream)
@@ -221,10 +248,18 @@ class ProxyApp:
         """
         self._loop = asyncio.get_running_loop()
         await self.transports.start([])
+        worker = self.worker
         try:
             for text in self.config.proxy.listen:
+                key = _listen_key(text)
+                if worker is not None:
+                    self._bound[key] = [
+                        await self.transports.adopt_listen(sock, recverr=recverr)
+                        for sock, recverr in worker.sockets[key]
+                    ]
+                    continue
                 configured = parse_address(text)
-                self._bound[_listen_key(text)] = await self.transports.add_listen(
+                self._bound[key] = await self.transports.add_listen(
                     configured.transport, configured.host, configured.port
                 )
         except BaseException:
@@ -234,19 +269,21 @@ class ProxyApp:
         try:
             view = build_view(self.config, bound)
             core = ProxyCore(
-                build_settings(self.config, bound),
+                build_settings(self.config, bound, worker=None if worker is None else worker.index),
                 view,
                 monitor=build_monitor(self.config, view, self.telemetry),
             )
             if self._admin_enabled:
                 admin = AdminServer(
-                    self, self.config.admin.listen, token=self.config.admin.token, demo=self._demo
+                    self, self._admin_listen(), token=self.config.admin.token, demo=self._demo
                 )
                 await admin.start()
                 self.admin = admin
         except BaseException:
             await self.transports.stop()
             raise
+        if worker is not None:
+            self._handoff = Handoff(self._loop, worker.index, worker.handoff, self._on_handed_over)
         self.core = core
         self._started_at = self._now()
         for address in bound:
@@ -254,6 +291,15 @@ class ProxyApp:
         await self._check_own_address(bound)
         self.core.start(self._now())
         self._flush()
+
+    def _admin_listen(self) -> str:
+        """``[admin] listen``; worker N of ``[proxy] workers`` serves its own on the port + N."""
+        listen = self.config.admin.listen
+        worker = self.worker
+        if worker is None or worker.index == 0:
+            return listen
+        host, _, port = listen.rpartition(":")
+        return listen if port == "0" else f"{host}:{int(port) + worker.index}"
 
     async def _check_own_address(self, bound: list[Address]) -> None:
         """Event 40000 when this instance is not among the pool's addresses (the seed's check).
@@ -286,6 +332,8 @@ class ProxyApp:
         admin, self.admin = self.admin, None
         if admin is not None:
             await admin.stop()
+        if self._handoff is not None:
+            self._handoff.close()
         await self.transports.stop()
         self._stopped.set()
 
@@ -435,6 +483,13 @@ class ProxyApp:
         old = self.config
         changes = describe_changes(old, config)
         wanted = {_listen_key(text): text for text in config.proxy.listen}
+        if self.worker is not None and set(wanted) != set(self._bound):
+            raise ValueError(
+                "proxy.listen cannot change on reload when proxy.workers > 1 (the parent binds the"
+                " shared sockets): restart sipha to apply it"
+            )
+        if old.proxy.workers != config.proxy.workers:
+            changes.append("proxy.workers takes effect at the next restart")
         added: dict[tuple[str, str, int], list[Address]] = {}
         try:
             for key, text in wanted.items():
@@ -484,10 +539,26 @@ class ProxyApp:
         return self._loop.time()
 
     def _on_message(self, data: bytes, source: Address, local: Address) -> None:
-        del local
-        if self.core is None:
+        core = self.core
+        if core is None:
             return
-        self.core.receive(data, source, self._now(), stream=source.reliable)
+        worker = self.worker
+        if worker is not None and source.transport == "UDP":
+            # Another worker may hold this datagram's transaction: pass it on unread.
+            target = owner(data, worker.count)
+            if target is not None and target != worker.index and self._handoff is not None:
+                self._handoff.send(target, data, source, local)
+                return
+        core.receive(data, source, self._now(), stream=source.reliable)
+        self._flush()
+
+    def _on_handed_over(self, data: bytes, source: Address, local: Address) -> None:
+        """A datagram another worker received for a transaction of this one."""
+        del local
+        core = self.core
+        if core is None:
+            return
+        core.receive(data, source, self._now())
         self._flush()
 
     def _on_transport_error(self, destination: Address, error: OSError | str) -> None:
@@ -512,6 +583,8 @@ class ProxyApp:
         # (or any response) can wait in the socket buffer behind a backlog, and a timer
         # judged first would take it for silence (a false failover, then 503s).
         self.transports.read_pending()
+        if self._handoff is not None:
+            self._handoff.read(20_000)
         self.core.handle_timers(self._now())
         self._flush()
 
@@ -601,5 +674,147 @@ def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
     """``sipha run``: serve until SIGTERM (drained), reloading ``config_path`` on SIGHUP.
 
     ``config_path``: the file ``config`` was read from, None for the embedded default.
+    With ``[proxy] workers`` > 1, this process becomes the parent of the workers
+    (:func:`run_workers`).
     """
+    if config.proxy.workers > 1:
+        run_workers(config, config_path)
+        return
     run_loop(ProxyApp(config, config_path=config_path).run())
+
+
+WORKER_START_GRACE: Final = 5.0
+"""A worker that dies sooner than this after its start is not restarted: the parent stops."""
+
+WorkerSockets = dict[tuple[str, str, int], list[tuple[socket.socket, bool]]]
+
+
+def bind_worker_sockets(config: Config, count: int) -> list[WorkerSockets]:
+    """Every worker's sockets, bound now (SO_REUSEPORT, one port per listen entry for all).
+
+    OSError or ValueError (a transport not served) as ``sipha run`` would raise them;
+    nothing stays bound then.
+    """
+    for text in config.proxy.listen:
+        transport = parse_address(text).transport
+        if transport.upper() not in ("UDP", "TCP"):
+            raise ValueError(f"unsupported transport {transport!r} (udp or tcp)")
+    plans: list[WorkerSockets] = [{} for _ in range(count)]
+    try:
+        for text in config.proxy.listen:
+            configured = parse_address(text)
+            family, ip = resolve_listen(configured.transport, configured.host, configured.port)
+            port = configured.port
+            for plan in plans:
+                sock, recverr = bind_shared(
+                    configured.transport, family, ip, port, udp_buffer=DEFAULT_UDP_BUFFER
+                )
+                port = sock.getsockname()[1]  # port 0: the first bind picks the port for all
+                plan[_listen_key(text)] = [(sock, recverr)]
+    except BaseException:
+        for plan in plans:
+            for sockets in plan.values():
+                for sock, _ in sockets:
+                    sock.close()
+        raise
+    return plans
+
+
+def run_workers(config: Config, config_path: ConfigPath) -> None:
+    """The parent of ``[proxy] workers``: bind, start the workers, pass signals on, restart.
+
+    Each worker is a whole sipha instance (core, pair monitor, admin HTTP on the admin
+    port + its index) in its own process; the parent only holds the sockets, so that a
+    worker that dies is restarted on the same ones with nothing lost in their buffers.
+    SIGTERM/SIGINT/SIGHUP go to every worker; the parent exits when they all have.
+    Raises OSError when a worker cannot start (the others are stopped then).
+    """
+    count = config.proxy.workers
+    plans = bind_worker_sockets(config, count)
+    pairs = handoff_pairs(count)
+    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
+    stopping = False
+    failure: str | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum != signal.SIGHUP:
+            stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    for index in range(count):
+        pid = _fork_worker(config, config_path, WorkerPlan(index, count, plans[index], pairs), plans)
+        children[pid] = (index, time.monotonic())
+    log.info("started %d workers (pids %s)", count, ", ".join(str(pid) for pid in children))
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:  # pragma: no cover - every child is in `children`
+            break
+        index, started = children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            continue
+        if time.monotonic() - started < WORKER_START_GRACE:
+            failure = f"worker {index} exited with status {code} at start (see its log lines above)"
+            stopping = True
+            forward(signal.SIGTERM, None)
+            continue
+        log.error("worker %d (pid %d) exited with status %d: restarting it", index, pid, code)
+        new = _fork_worker(config, config_path, WorkerPlan(index, count, plans[index], pairs), plans)
+        children[new] = (index, time.monotonic())
+    if failure is not None:
+        raise OSError(failure)
+    log.info("all workers exited")
+
+
+def _fork_worker(
+    config: Config, config_path: ConfigPath, plan: WorkerPlan, every: list[WorkerSockets]
+) -> int:
+    """Start worker ``plan.index`` in a child process; its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:  # the child: never returns into the parent's code
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        # Its own process group: a Ctrl-C at a terminal (or `timeout`) signals the parent's
+        # group, and the parent passes the signal on once; a second copy would stop the
+        # worker at once instead of draining it.
+        os.setpgid(0, 0)
+        for other in every:
+            if other is not plan.sockets:
+                for sockets in other.values():
+                    for sock, _ in sockets:
+                        sock.close()
+        prefix = f"worker {plan.index}: "
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_WorkerLogPrefix(prefix))
+        run_loop(ProxyApp(config, config_path=config_path, worker=plan).run())
+    except BaseException:  # whatever it is, the child must not return into the parent's code
+        log.exception("worker %d failed", plan.index)
+        code = 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class _WorkerLogPrefix(logging.Filter):
+    """Prefixes a worker's log lines with ``worker N:`` (text and JSON formats alike)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "sipha_worker_prefixed", False):
+            record.msg = self._prefix + str(record.msg)
+            record.sipha_worker_prefixed = True
+        return True

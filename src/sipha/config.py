@@ -113,6 +113,16 @@ class ProxySection(_Section):
         description="new INVITEs per second before 503; 0 = no limit",
     )
 
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "worker processes sharing the listen ports (SO_REUSEPORT), each an independent proxy"
+            " with its own pair monitor; about one per core"
+        ),
+    )
+
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: list[str]) -> list[str]:

@@ -330,9 +330,16 @@ def ha_pair(
         yield proxy, primary, backup
 
 
-def fault_under_load(tmp_path: Path, transport: str, fault: signal.Signals) -> None:
-    """CALLS calls at RATE calls/s; FAULT_AFTER s in, ``fault`` to the primary and SIGUSR1 to the backup."""
-    with ha_pair(tmp_path, transport) as (proxy, primary, backup), ThreadPoolExecutor(1) as pool:
+def fault_under_load(tmp_path: Path, transport: str, fault: signal.Signals, *, workers: int = 1) -> None:
+    """CALLS calls at RATE calls/s; FAULT_AFTER s in, ``fault`` to the primary and SIGUSR1 to the backup.
+
+    ``workers``: ``[proxy] workers`` (each worker monitors the pair on its own).
+    """
+    config = HA_CONFIG if workers == 1 else f"workers = {workers}\n{HA_CONFIG}"
+    with (
+        ha_pair(tmp_path, transport, config=config) as (proxy, primary, backup),
+        ThreadPoolExecutor(1) as pool,
+    ):
         # -recv_timeout: a call left ringing on the failed member (see below) fails in 10 s, not
         # at Timer C (3 min).
         running = pool.submit(sipp_calls, tmp_path, proxy, transport, CALLS, RATE, "-recv_timeout", "10000")
@@ -389,6 +396,12 @@ def test_primary_killed_under_load(tmp_path: Path, transport: str) -> None:
 def test_primary_hung_under_load(tmp_path: Path, transport: str) -> None:
     """b) SIGSTOP instead: no ICMP, no reset; failover-timeout detects it.  0 failed calls."""
     fault_under_load(tmp_path, transport, signal.SIGSTOP)
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
+def test_primary_fails_under_load_with_two_workers(tmp_path: Path, fault: signal.Signals) -> None:
+    """a) and b) with ``[proxy] workers = 2`` over UDP: the same bounds, 0 failed calls."""
+    fault_under_load(tmp_path, "udp", fault, workers=2)
 
 
 # ---------------------------------------------------------------------------- c: switch on a request

@@ -148,6 +148,11 @@ class TransportManager:
         sock, recverr = open_udp_socket(
             family, ip, port, buffer_size=self._udp_buffer_size, reuse_address=self._udp_reuse_address
         )
+        self._serve_udp(loop, sock, family, recverr=recverr)
+
+    def _serve_udp(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, family: int, *, recverr: bool
+    ) -> None:
         endpoint = UdpEndpoint(
             loop,
             sock,
@@ -180,6 +185,26 @@ class TransportManager:
         for sock in server.sockets:
             name = sock.getsockname()
             self._listen.append(Address("TCP", name[0], name[1]))
+
+    async def adopt_listen(self, sock: socket.socket, *, recverr: bool = False) -> Address:
+        """Serve a socket bound elsewhere: a UDP socket or a listening TCP one.
+
+        A ``[proxy] workers`` process gets its sockets from the parent; ``recverr``:
+        IP_RECVERR is on (UDP).
+        """
+        loop = self._loop
+        context = self._tcp
+        if loop is None or context is None:
+            raise RuntimeError("TransportManager not started")
+        before = len(self._listen)
+        if sock.type == socket.SOCK_DGRAM:
+            self._serve_udp(loop, sock, sock.family, recverr=recverr)
+        else:
+            server = await loop.create_server(lambda: TcpConnection(context), sock=sock, backlog=1024)
+            self._servers.append(server)
+            name = sock.getsockname()
+            self._listen.append(Address("TCP", name[0], name[1]))
+        return self._listen[before]
 
     async def add_listen(self, transport: str, host: str, port: int) -> list[Address]:
         """Bind one more listen address while running (SIGHUP); the addresses it bound.

@@ -53,13 +53,20 @@ def open_udp_socket(
     *,
     buffer_size: int,
     reuse_address: bool,
+    reuse_port: bool = False,
 ) -> tuple[socket.socket, bool]:
-    """A bound, non-blocking UDP socket; returns it and whether ICMP errors will be reported."""
+    """A bound, non-blocking UDP socket; returns it and whether ICMP errors will be reported.
+
+    ``reuse_port``: SO_REUSEPORT, for the sockets of ``[proxy] workers`` on one port
+    (the kernel then gives each datagram to one of them, by the sender's address).
+    """
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)  # noqa: FBT003 - the socket API
         if reuse_address:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # Separate IPv4 and IPv6 sockets may then share a port number.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -115,6 +115,10 @@ class ProxySettings:
     overload_rate: float = 0.0
     """``overload-ctrl-dialog-rate``: new INVITEs per second (token bucket, burst = the rate,
     at least 1); over it, 503 with Retry-After.  0 = no limit."""
+    branch_tag: str = ""
+    """Appended to the branch of every request this core sends (``.w1``: worker 1 of
+    ``[proxy] workers``), so that responses reach the worker holding the transaction
+    (:mod:`sipha.proxy.affinity`).  Empty with one worker."""
 
 
 @dataclass(slots=True, eq=False)
@@ -625,7 +629,8 @@ class ProxyCore:
         # Step 8: the branch carries the §16.6 loop hash, so that loop detection can
         # recompute it, and a CANCEL (same fields but the method) gets the INVITE's branch
         # whichever pool instance forwards it (§16.11 asks the same of stateless proxies).
-        branch = f"{MAGIC_COOKIE}{_loop_hash(request, _top_via_text(request))}.{fork}"
+        tag = self.settings.branch_tag
+        branch = f"{MAGIC_COOKIE}{_loop_hash(request, _top_via_text(request))}.{fork}{tag}"
         forwarded.push_via(f"SIP/2.0/{transport} {host}:{port};branch={branch};rport")
         return forwarded
 
@@ -907,7 +912,7 @@ class ProxyCore:
             port,
             transport,
             call_id=f"{token}.probe@{host.strip('[]')}",
-            branch=f"{MAGIC_COOKIE}{token}.probe",
+            branch=f"{MAGIC_COOKIE}{token}.probe{self.settings.branch_tag}",
             from_tag=token,
             cseq=probe.seq,
         )

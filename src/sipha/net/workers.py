@@ -1,0 +1,154 @@
+"""Sockets of ``[proxy] workers``: listen sockets shared by port, and the hand-over channel.
+
+Each worker process gets its own UDP socket and TCP listening socket on every
+listen address, all bound with SO_REUSEPORT to the same port (socket(7): "the
+kernel distributes incoming datagrams / connections" among them, one sender to
+one socket).  The parent binds them all before it starts any worker, so a bad
+listen address is refused at start, and port 0 is resolved once for all.
+
+A datagram that landed on a worker not holding its transaction
+(:func:`sipha.proxy.affinity.owner`) is handed over on a Unix datagram socket
+to the worker that does: the sender's address, then the datagram as received.
+One Unix datagram socket per worker, written by all the others; datagrams of one
+writer arrive in the order they were sent (unix(7): SOCK_DGRAM "is reliable and
+does not reorder datagrams").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from sipha.net.addr import parse_ip
+from sipha.net.udp import MAX_DATAGRAM, open_udp_socket
+from sipha.txn.events import Address
+
+if TYPE_CHECKING:
+    import asyncio
+
+HANDOFF_BUFFER: Final = 4 * 1024 * 1024
+"""SO_SNDBUF/SO_RCVBUF of the hand-over sockets: a burst of 64 KiB datagrams fits."""
+_BATCH: Final = 64
+
+OnHandedOver = Callable[[bytes, Address, Address], None]
+
+
+def resolve_listen(transport: str, host: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """(family, IP) to bind for a listen entry: an IP literal as is, a name by getaddrinfo."""
+    parsed = parse_ip(host or "0.0.0.0")  # noqa: S104 - an empty host means every interface
+    if parsed is not None:
+        return parsed
+    kind = socket.SOCK_DGRAM if transport.upper() == "UDP" else socket.SOCK_STREAM
+    infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
+    if not infos:  # pragma: no cover - getaddrinfo raises rather than return nothing
+        raise OSError(f"listen host {host!r} does not resolve")
+    return infos[0][0], str(infos[0][4][0])
+
+
+def bind_shared(
+    transport: str, family: socket.AddressFamily, ip: str, port: int, *, udp_buffer: int
+) -> tuple[socket.socket, bool]:
+    """One worker's socket on a shared port (SO_REUSEPORT), and whether it reports ICMP errors."""
+    if transport.upper() == "UDP":
+        return open_udp_socket(family, ip, port, buffer_size=udp_buffer, reuse_address=True, reuse_port=True)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((ip, port))
+        sock.listen(1024)
+        sock.setblocking(False)  # noqa: FBT003 - the socket API
+    except BaseException:
+        sock.close()
+        raise
+    return sock, False
+
+
+def handoff_pairs(workers: int) -> list[tuple[socket.socket, socket.socket]]:
+    """One (receiving end, sending end) Unix datagram socket pair per worker."""
+    pairs = []
+    for _ in range(workers):
+        receiving, sending = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for sock in (receiving, sending):
+            sock.setblocking(False)  # noqa: FBT003 - the socket API
+            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, HANDOFF_BUFFER)
+        pairs.append((receiving, sending))
+    return pairs
+
+
+class Handoff:
+    """A worker's end of the hand-over channel: read its own socket, write the others'."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        index: int,
+        pairs: list[tuple[socket.socket, socket.socket]],
+        on_message: OnHandedOver,
+    ) -> None:
+        self.index = index
+        self._loop = loop
+        self._receiving = pairs[index][0]
+        self._sending = [sending for _, sending in pairs]
+        self._on_message = on_message
+        self._addresses: dict[bytes, Address] = {}
+        self.handed_over = 0
+        """Datagrams passed to another worker."""
+        self.received = 0
+        """Datagrams another worker passed to this one."""
+        self.dropped = 0
+        """Datagrams that could not be passed on (the owner's socket buffer was full)."""
+        loop.add_reader(self._receiving.fileno(), self._on_readable)
+
+    def close(self) -> None:
+        """Stop reading (the sockets belong to the process; they close with it)."""
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self._receiving.fileno())
+
+    def send(self, owner: int, data: bytes, source: Address, local: Address) -> None:
+        """Pass ``data``, received from ``source`` on ``local``, to worker ``owner``."""
+        header = f"{source.host} {source.port} {local.host} {local.port}\n".encode()
+        try:
+            self._sending[owner].send(header + data)
+        except OSError:
+            # Full (BlockingIOError) or gone: lost like a datagram the kernel dropped; the
+            # sender retransmits (RFC 3261 §17.1.1.2) and the count shows it in /metrics.
+            self.dropped += 1
+            return
+        self.handed_over += 1
+
+    def _on_readable(self) -> None:
+        self.read(_BATCH)
+
+    def read(self, limit: int) -> int:
+        """Hand up to ``limit`` datagrams already passed over to this worker; how many."""
+        recv = self._receiving.recv
+        count = 0
+        for _ in range(limit):
+            try:
+                packet = recv(MAX_DATAGRAM + 256)
+            except (BlockingIOError, InterruptedError):
+                break
+            count += 1
+            header, _, data = packet.partition(b"\n")
+            source_host, source_port, local_host, local_port = header.split(b" ")
+            self.received += 1
+            self._on_message(
+                data, self._address(source_host, source_port), self._address(local_host, local_port)
+            )
+        return count
+
+    def _address(self, host: bytes, port: bytes) -> Address:
+        key = host + b" " + port
+        address = self._addresses.get(key)
+        if address is None:
+            if len(self._addresses) >= 65536:  # noqa: PLR2004 - bounded like the UDP source cache
+                self._addresses.clear()
+            address = self._addresses[key] = Address("UDP", host.decode(), int(port))
+        return address
