@@ -235,6 +235,10 @@ _NAME_ADDR_FAST_RE: Final = re.compile(
     rf'<([^\s<>"]+)>({_FAST_PARAMS})'
 )
 
+# addr-spec as user agents send it (``Contact: sip:user@host``): no LWS, no delimiter the
+# grammar refuses without <> (§20), token params; anything else takes the full grammar below.
+_ADDR_SPEC_FAST_RE: Final = re.compile(rf'([^\s<>",;?]+)({_FAST_PARAMS})')
+
 
 def parse_name_addr(element: str, *, what: str) -> NameAddr:
     """Parse ``( name-addr / addr-spec ) *( SEMI param )`` (RFC 3261 §25.1).
@@ -247,6 +251,15 @@ def parse_name_addr(element: str, *, what: str) -> NameAddr:
     if fast is not None:
         quoted, tokens, uri_text, param_text = fast.groups()
         return NameAddr(quoted or tokens, uri_text, _fast_params(param_text) if param_text else {})
+    fast = _ADDR_SPEC_FAST_RE.fullmatch(element)
+    if fast is not None:
+        uri_text, param_text = fast.groups()
+        return NameAddr(None, uri_text, _fast_params(param_text) if param_text else {})
+    return _parse_name_addr_full(element, what=what)
+
+
+def _parse_name_addr_full(element: str, *, what: str) -> NameAddr:
+    """:func:`parse_name_addr` by the whole grammar (the fast paths' reference)."""
     text = element.strip(WS)
     display: str | None = None
     if text[:1] == '"':

@@ -14,9 +14,9 @@ liberally as §7.3.1 asks (folding, compact forms, any case, any LWS).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 from sipha.sip.errors import (
     MessageTooLarge,
@@ -35,9 +35,7 @@ from sipha.sip.headers import (
     parse_tokens,
     parse_via,
 )
-from sipha.sip.uri import Uri, parse_uri
-
-_T = TypeVar("_T")
+from sipha.sip.uri import SipUri, Uri, parse_uri
 
 # One header field: (lower-case full name, the line exactly as received or rendered, unfolded value)
 Field = tuple[str, str, str]
@@ -55,7 +53,7 @@ _KNOWN_METHODS: Final = frozenset(
 # Headers that may appear only once (RFC 3261 §20; §7.3.1 allows repeats only for lists).
 # Call-ID = word [ "@" word ] (RFC 3261 §25.1)
 _CALL_ID_RE: Final = re.compile(rf"{WORD_RE.pattern}(?:@{WORD_RE.pattern})?")
-_SINGLE_HEADERS: Final = ("from", "to", "call-id", "cseq", "max-forwards", "content-length")
+_SINGLE_HEADERS: Final = frozenset(("from", "to", "call-id", "cseq", "max-forwards", "content-length"))
 # A cache of raw header names (as they appear before the colon) to canonical names.
 _NAME_CACHE: dict[str, str] = {}
 _NAME_CACHE_MAX: Final = 4096
@@ -153,14 +151,6 @@ class Message:
 
     # ------------------------------------------------------------------ typed access
 
-    def _cached(self, key: str, compute: Callable[[], _T]) -> _T:
-        try:
-            return self._cache[key]  # type: ignore[return-value]
-        except KeyError:
-            value = compute()
-            self._cache[key] = value
-            return value
-
     def _first(self, name: str) -> str | None:
         """The value of the first field called ``name`` (already canonical)."""
         index = self._index
@@ -190,7 +180,23 @@ class Message:
     @property
     def vias(self) -> list[Via]:
         """Every via-parm, top first."""
-        return self._cached("via", lambda: [parse_via(e) for e in self.get_elements("via")])
+        cache = self._cache
+        try:
+            return cache["via"]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        vias: list[Via] = []
+        for field in self._fields:
+            if field[0] == "via":
+                value = field[2]
+                if "," in value:
+                    vias.extend([parse_via(element) for element in split_commas(value)])
+                else:
+                    vias.append(parse_via(value.strip(WS)))
+        cache["via"] = vias
+        if vias:
+            cache["via:top"] = vias[0]  # the same via-parm: parsed once
+        return vias
 
     @property
     def max_forwards(self) -> int | None:
@@ -221,18 +227,25 @@ class Message:
     @property
     def record_routes(self) -> list[NameAddr]:
         """The Record-Route set, in order (§20.30)."""
-        return self._cached("record-route", lambda: self._name_addrs("record-route"))
+        try:
+            return self._cache["record-route"]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        record_routes = self._name_addrs("record-route") if self._first("record-route") is not None else []
+        self._cache["record-route"] = record_routes
+        return record_routes
 
     @property
     def contacts(self) -> list[NameAddr]:
         """Contact elements (§20.10); empty for ``Contact: *``, see :attr:`contact_star`."""
-
-        def compute() -> list[NameAddr]:
-            if self.contact_star:
-                return []
-            return self._name_addrs("contact")
-
-        return self._cached("contact", compute)
+        try:
+            return self._cache["contact"]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        first = self._first("contact")
+        contacts = [] if first is None or first == "*" else self._name_addrs("contact")
+        self._cache["contact"] = contacts
+        return contacts
 
     @property
     def contact_star(self) -> bool:
@@ -283,40 +296,50 @@ class Message:
     @property
     def content_length(self) -> int | None:
         """Content-Length (§20.14), or None when absent."""
-
-        def compute() -> int | None:
-            value = self.get("content-length")
-            return None if value is None else parse_uint(value, what="Content-Length", maximum=2**31)
-
-        return self._cached("content-length", compute)
+        try:
+            return self._cache["content-length"]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        value = self._first("content-length")
+        length = None if value is None else parse_uint(value, what="Content-Length", maximum=2**31)
+        self._cache["content-length"] = length
+        return length
 
     @property
     def proxy_require(self) -> list[str]:
         """Proxy-Require option tags (§20.29)."""
-        return self._cached("proxy-require", lambda: self._tokens("proxy-require"))
+        return self._tokens("proxy-require")
 
     @property
     def require(self) -> list[str]:
         """Require option tags (§20.32)."""
-        return self._cached("require", lambda: self._tokens("require"))
+        return self._tokens("require")
 
     def _name_addrs(self, name: str) -> list[NameAddr]:
         what = name  # only used in error messages
-        elements: list[str] = []
+        parsed: list[NameAddr] = []
         for field in self._fields:
             if field[0] == name:
                 value = field[2]
                 if "," in value:
-                    elements.extend(split_commas(value))
+                    parsed.extend([parse_name_addr(element, what=what) for element in split_commas(value)])
                 else:
-                    elements.append(value)
-        return [parse_name_addr(element, what=what) for element in elements]
+                    parsed.append(parse_name_addr(value, what=what))
+        return parsed
 
     def _tokens(self, name: str) -> list[str]:
-        what = name  # only used in error messages
+        """The option tags of every ``name`` field (cached under ``name``)."""
+        cache = self._cache
+        try:
+            return cache[name]  # type: ignore[return-value]
+        except KeyError:
+            pass
         tags: list[str] = []
-        for value in self.get_all(name):
-            tags.extend(parse_tokens(value, what=what))
+        if self._first(name) is not None:
+            for field in self._fields:
+                if field[0] == name:
+                    tags.extend(parse_tokens(field[2], what=name))
+        cache[name] = tags
         return tags
 
     def validate(self) -> None:
@@ -332,17 +355,15 @@ class Message:
             raise error.with_message(self) from None  # type: ignore[arg-type]
 
     def _validate(self) -> None:
-        counts: dict[str, int] = {}
+        seen: set[str] = set()
         for field in self._fields:
-            if field[0] in _SINGLE_HEADERS:
-                counts[field[0]] = counts.get(field[0], 0) + 1
-        for name, count in counts.items():
-            if count > 1:
-                raise SipParseError(f"{display_name(name)} appears {count} times")
-        vias = self.vias
-        if not vias:
+            name = field[0]
+            if name in _SINGLE_HEADERS:
+                if name in seen:
+                    self._repeated()
+                seen.add(name)
+        if not self.vias:
             raise SipParseError("missing Via header")
-        self._cache["via:top"] = vias[0]  # parsed once: the top Via is read again at once
         _ = self.call_id, self.cseq, self.max_forwards, self.require, self.proxy_require
         _ = self.from_, self.to
         # The Route set decides where the request goes: every URI in it must parse.  The
@@ -350,8 +371,15 @@ class Message:
         # to the user agents (a proxy forwards them untouched, §16.6).
         for route in self.routes:
             _ = route.uri
-        if isinstance(self, Request):
-            _ = self.record_routes, self.contacts
+
+    def _repeated(self) -> None:
+        """Raise for the first single-valued header that appears more than once."""
+        counts: dict[str, int] = {}
+        for field in self._fields:
+            if field[0] in _SINGLE_HEADERS:
+                counts[field[0]] = counts.get(field[0], 0) + 1
+        name = next(name for name, count in counts.items() if count > 1)
+        raise SipParseError(f"{display_name(name)} appears {counts[name]} times")
 
     # ------------------------------------------------------------------ edits
 
@@ -561,13 +589,12 @@ class Request(Message):
         self._raw = None
 
     def _validate(self) -> None:
-        from sipha.sip.uri import SipUri  # noqa: PLC0415 - avoid a cycle at import time
-
         uri = self.parsed_uri
         if isinstance(uri, SipUri) and uri.headers:
             # RFC 3261 §19.1.1 Table 1: headers are not allowed in a Request-URI.
             raise SipParseError("headers in the Request-URI")
         super()._validate()
+        _ = self.record_routes, self.contacts
         if self.cseq.method != self.method:
             # RFC 3261 §8.1.1.5: the CSeq method MUST match the request's.  For a method the
             # proxy does not know, RFC 4475 §3.1.2.18 prefers 501 at proxies.

@@ -208,6 +208,15 @@ class AbsoluteUri:
 
 Uri = SipUri | TelUri | AbsoluteUri
 
+# The SIP URIs user agents send: lower-case scheme, a plain user part (no escapes, no
+# password), a hostname / IPv4 / IPv6 reference, a port, plain parameters, no headers.  What
+# this matches, the full parse below reads alike; anything else takes the full parse.
+_PLAIN_PARAMCHARS: Final = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+"
+_SIP_URI_FAST_RE: Final = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,/]+)@)?"
+    r"([A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
+    rf"(?::([0-9]{{1,5}}))?((?:;{_PLAIN_PARAMCHARS}(?:={_PLAIN_PARAMCHARS})?)*)"
+)
 _TEL_NUMBER_RE: Final = re.compile(r"[0-9A-Fa-f*#+\-.()pw]+|[0-9A-Za-z\-.!~*'()%+]+")
 
 
@@ -217,6 +226,22 @@ def parse_uri(text: str) -> Uri:
     Raises :class:`SipParseError` (400) for text that is not a URI at all, such
     as white space inside (RFC 4475 §3.1.2.8) or angle brackets (§3.1.2.7).
     """
+    fast = _SIP_URI_FAST_RE.fullmatch(text)
+    if fast is not None:
+        scheme, user, host, port_text, param_text = fast.groups()
+        port = None if port_text is None else int(port_text)
+        if port is None or port <= _PORT_MAX:
+            params: dict[str, str | None] = {}
+            if param_text:
+                for item in param_text[1:].split(";"):
+                    name, equals, value = item.partition("=")
+                    params[name.lower()] = value if equals else None
+            return SipUri(scheme, host, user=user, port=port, params=params, raw=text)
+    return _parse_uri_full(text)
+
+
+def _parse_uri_full(text: str) -> Uri:
+    """:func:`parse_uri` by the whole grammar (the fast path's reference)."""
     colon = text.find(":")
     if colon <= 0 or not _SCHEME_RE.fullmatch(text, 0, colon):
         raise SipParseError(f"not a URI: {text[:60]!r}")

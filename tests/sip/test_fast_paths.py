@@ -1,0 +1,117 @@
+"""The parsers' fast paths read what they accept exactly as the full grammar does.
+
+``parse_uri`` and ``parse_name_addr`` first try one regular expression for the
+forms user agents actually send, then fall back to the full RFC 3261 §25
+grammar.  Whatever the fast path accepts must give the same result as the full
+grammar; whatever it refuses must still be read (or refused) by the full one.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sipha.sip import NameAddr, SipParseError, parse_name_addr, parse_uri
+from sipha.sip.headers import _parse_name_addr_full
+from sipha.sip.uri import Uri, _parse_uri_full
+
+URIS = [
+    "sip:service@127.0.0.1:5060",
+    "sip:127.0.0.1:5080;transport=UDP",
+    "sip:127.0.0.1:5060;lr",
+    "sips:alice@atlanta.com",
+    "sip:[::1]:5060;maddr=[::1];Transport=tcp",
+    "sip:[::1]",
+    "sip:a.b-c_d.example.",
+    "sip:+1-212-555-1212@gw.example.com;user=phone",
+    "sip:alice@host:65535",
+    "sip:alice@host:65536",  # out of range: refused by both
+    "sip:alice@host:",  # empty port
+    "sip:alice@host:0x5",
+    "sip:host;a=",  # empty parameter value
+    "sip:host;;a",
+    "sip:host;a=b=c",
+    "sip:host;x=a@b",  # "@" after the host: the full grammar reads a user part
+    "sip:u:pw@host",  # password
+    "sip:u%41@host;p%41=v",  # escapes
+    "sip:host?subject=x",  # headers
+    "SIP:Host",  # the scheme is case-insensitive
+    "sip:-host",
+    "sip:host-",
+    "sip:[::1",
+    "sip:[::1]x",
+    "sip:",
+    "sip:@host",
+    "sip:a@b@c",
+    "tel:+1-212-555-1212",
+    "mailto:alice@example.com",
+    "sip:alice@host name",
+]
+
+NAME_ADDRS = [
+    "sip:sipp@127.0.0.1:5090",
+    "sip:sipp@127.0.0.1:5090;tag=abc;expires=60",
+    "sipp <sip:sipp@127.0.0.1:5090>;tag=4242",
+    '"A B" <sip:a@b>;q=0.5',
+    "<sip:a@b>",
+    "sip:a@b;tag",
+    "sip:a@b;tag=",
+    'sip:a@b;tag="q"',
+    " sip:a@b ; tag = x ",
+    "sip:a@b?x=y",
+    "sip:a,b@c",
+    '"sip:a@b"',
+    "sip:a@b>",
+    "*",
+    "",
+    ";tag=x",
+]
+
+
+def _uri_parts(uri: Uri) -> tuple[object, ...]:
+    return (type(uri), str(uri), *(getattr(uri, slot, None) for slot in sorted(type(uri).__slots__)))
+
+
+def _uri_or_error(parse: object, text: str) -> tuple[object, ...]:
+    try:
+        return _uri_parts(parse(text))  # type: ignore[operator]
+    except SipParseError as error:
+        return ("error", str(error))
+
+
+def _name_addr_parts(name_addr: NameAddr) -> tuple[object, ...]:
+    return (name_addr.display, name_addr.uri_text, name_addr.params)
+
+
+def _name_addr_or_error(parse: object, text: str) -> tuple[object, ...]:
+    try:
+        return _name_addr_parts(parse(text, what="Contact"))  # type: ignore[operator]
+    except SipParseError as error:
+        return ("error", str(error))
+
+
+@pytest.mark.parametrize("text", URIS)
+def test_parse_uri_fast_path_agrees_with_the_full_grammar(text: str) -> None:
+    assert _uri_or_error(parse_uri, text) == _uri_or_error(_parse_uri_full, text)
+
+
+@pytest.mark.parametrize("text", NAME_ADDRS)
+def test_parse_name_addr_fast_paths_agree_with_the_full_grammar(text: str) -> None:
+    assert _name_addr_or_error(parse_name_addr, text) == _name_addr_or_error(_parse_name_addr_full, text)
+
+
+# Characters that matter to the grammar, and a few that do not.
+_URI_ALPHABET = "sipSIP:@;=?&%[]<>\"' \t,.-_!~*()+$/0123456789aAfF"
+
+
+@pytest.mark.property
+@given(st.text(_URI_ALPHABET, max_size=30).map(lambda tail: "sip:" + tail))
+def test_parse_uri_fast_path_agrees_on_arbitrary_text(text: str) -> None:
+    assert _uri_or_error(parse_uri, text) == _uri_or_error(_parse_uri_full, text)
+
+
+@pytest.mark.property
+@given(st.text(_URI_ALPHABET, max_size=30))
+def test_parse_name_addr_fast_paths_agree_on_arbitrary_text(text: str) -> None:
+    assert _name_addr_or_error(parse_name_addr, text) == _name_addr_or_error(_parse_name_addr_full, text)
