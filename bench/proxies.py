@@ -77,6 +77,8 @@ SIPP_BUFFER = 4 * 1024 * 1024  # SIPp -buff_size (socket buffers; net.core.rmem_
 RECV_TIMEOUT_MS = 5_000  # a call that waits longer than this for a message fails
 KAMAILIO_SHM_MB = 4096  # tm keeps answered transactions 5 s: ~1 GiB at 7,000 calls/s over TCP
 KAMAILIO_PKG_MB = 16
+SIPHA_WORKERS = 2
+"""``[proxy] workers`` of sipha: as many as Kamailio's UDP workers (``children=2``); --sipha-workers."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -391,6 +393,7 @@ class Proxy:
 
 class Sipha(Proxy):
     name = "sipha"
+    workers = SIPHA_WORKERS
 
     def start(self) -> None:
         self.admin = free_port()
@@ -401,6 +404,8 @@ class Sipha(Proxy):
 [proxy]
 listen = ["udp:{HOST}:{self.port}", "tcp:{HOST}:{self.port}"]
 record-route = "sip:{HOST}:{self.port};lr"
+
+workers = {self.workers}
 
 [monitor]
 oos-check = 1
@@ -888,6 +893,7 @@ def report(
     load_start: str,
     load_end: str,
     machine_text: str,
+    sipha_workers: int = 1,
 ) -> str:
     lines = [
         "## sipha vs Kamailio: SIPp `uac` through the proxy, 127.0.0.1",
@@ -895,6 +901,7 @@ def report(
         f"- run: {started}; load average (1/5/15 min) at start {load_start}, at end {load_end}",
         f"- machine: {machine_text}",
         f"- command: `{command}`",
+        f"- sipha: `[proxy] workers = {sipha_workers}`; Kamailio: `children=2` (bench/kamailio/kamailio.cfg)",
         "",
         (
             "| proxy | transport | offered cps | achieved cps | failed | CPU s / 1000 calls"
@@ -1009,6 +1016,9 @@ def main() -> int:
     parser.add_argument("--transport", choices=["udp", "tcp", "both"], default="udp")
     parser.add_argument("--proxies", default="sipha,kamailio", help="which proxies (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="skip the held-calls memory test")
+    parser.add_argument(
+        "--sipha-workers", type=int, default=SIPHA_WORKERS, help="sipha's [proxy] workers (%(default)s)"
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp files)")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here (JSON)")
@@ -1046,6 +1056,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
 
+    Sipha.workers = options.sipha_workers
     ensure_installed()
     if "kamailio" in proxies:
         check_kamailio_cfg()
@@ -1084,6 +1095,7 @@ def main() -> int:
         "load_start": load_start,
         "load_end": loadavg(),
         "machine_text": machine(),
+        "sipha_workers": options.sipha_workers,
     }
     text = report(steps, memories, **meta)
     print()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sipha import __version__
-from sipha.app import tune_gc
+from sipha.app import collect_when_idle, tune_gc
 from sipha.cli import EXIT_BAD_CONFIG, EXIT_OK, JsonFormatter, main
 from sipha.config import load_config, load_config_text, render_config, render_reference
 
@@ -150,12 +150,17 @@ def test_json_log_lines_carry_the_event_id() -> None:
     assert "event_id" not in json.loads(JsonFormatter().format(plain))
 
 
-def test_tune_gc_freezes_startup_objects_and_raises_generation_0() -> None:
-    before = gc.get_threshold()
+def test_tune_gc_freezes_startup_objects_and_turns_automatic_collection_off() -> None:
     try:
         tune_gc()
-        assert gc.get_threshold()[0] == 50_000
+        assert not gc.isenabled()
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
-        gc.set_threshold(*before)
+        gc.enable()
+
+
+def test_garbage_is_collected_only_when_idle_and_not_too_often() -> None:
+    assert collect_when_idle(0, now=100.0, last=0.0)
+    assert not collect_when_idle(1, now=100.0, last=0.0)  # a transaction alive: scanning costs
+    assert not collect_when_idle(0, now=100.0, last=50.0)  # collected less than a minute ago
