@@ -271,9 +271,11 @@ class TransactionLayer:
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timers` must next be called, or None when no timer is armed."""
         heap = self._heap
+        transactions = self._transactions
         while heap:
-            if self._live(heap[0]):
-                return heap[0][0]
+            deadline, _, txn, timer = heap[0]
+            if transactions.get(txn.key) is txn and txn.timer_deadline(timer) == deadline:  # _live() inlined
+                return deadline
             heapq.heappop(heap)
         return None
 

@@ -56,6 +56,8 @@ ACK_MAX_FORWARDS: Final = "70"
 class State(Enum):
     """Transaction states (RFC 3261 Figures 5-8, RFC 6026 Accepted)."""
 
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
+
     INITIAL = "Initial"
     """Before the first input: not an RFC state, the source of the entering transition."""
     CALLING = "Calling"
@@ -69,6 +71,8 @@ class State(Enum):
 
 class Input(Enum):
     """What can happen to a transaction, besides its timers firing."""
+
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
 
     SEND = "request from TU"
     """Client: the TU hands over the request (the entering transition)."""
@@ -86,6 +90,8 @@ class Input(Enum):
 
 class Op(Enum):
     """An operation a transition performs, in the order listed."""
+
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
 
     SEND_REQUEST = "send the request"
     SEND_ACK = "send the ACK (built from the response on first use, §17.1.1.3)"
@@ -633,8 +639,9 @@ class Transaction:
         A :class:`Timer` input must be one that is armed (the layer checks this
         before calling); it is disarmed before the transition runs.
         """
-        transition = self.TABLE.get((self.state, event))
-        if isinstance(event, Timer):
+        state = self.state
+        transition = self.TABLE.get((state, event))
+        if event.__class__ is Timer:
             armed = self._timers.pop(event, None)
             if armed is not None:
                 self._fired = armed[1]
@@ -642,11 +649,16 @@ class Transaction:
             return False
         for op in transition.ops:
             self._run(op, event, now, message)
-        if transition.target is not self.state:
-            self._timers = {t: v for t, v in self._timers.items() if t in transition.keep}
-            self.state = transition.target
-        if self.state is State.TERMINATED:
+        target = transition.target
+        if target is not state:
+            if self._timers:
+                keep = transition.keep
+                self._timers = {t: v for t, v in self._timers.items() if t in keep} if keep else {}
+            self.state = target
+        if target is State.TERMINATED:
             self._timers.clear()
+            return True
+        if not transition.start:
             return True
         due_now: list[Timer] = []
         for timer in transition.start:

@@ -43,6 +43,8 @@ TIMER_D_UNRELIABLE: Final = 32.0
 class Timer(Enum):
     """The RFC 3261 §17 transaction timers, plus RFC 6026 Timer L."""
 
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
+
     A = "A"
     B = "B"
     D = "D"
