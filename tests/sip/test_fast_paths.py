@@ -1,4 +1,4 @@
-"""The parsers' fast paths read what they accept exactly as the full grammar does.
+"""The parsers' fast paths read what they accept exactly as the full grammar does; parsed values are shared.
 
 ``parse_uri`` and ``parse_name_addr`` first try one regular expression for the
 forms user agents actually send, then fall back to the full RFC 3261 §25
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipha.sip import NameAddr, SipParseError, parse_name_addr, parse_uri
+from sipha.sip import NameAddr, SipParseError, headers, parse_name_addr, parse_uri, parse_via
 from sipha.sip.headers import _parse_name_addr_full
 from sipha.sip.uri import Uri, _parse_uri_full
 
@@ -115,3 +115,18 @@ def test_parse_uri_fast_path_agrees_on_arbitrary_text(text: str) -> None:
 @given(st.text(_URI_ALPHABET, max_size=30))
 def test_parse_name_addr_fast_paths_agree_on_arbitrary_text(text: str) -> None:
     assert _name_addr_or_error(parse_name_addr, text) == _name_addr_or_error(_parse_name_addr_full, text)
+
+
+def test_parsed_values_are_shared_by_text_and_kept_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_via("SIP/2.0/UDP h1;branch=z9hG4bK1") is parse_via("SIP/2.0/UDP h1;branch=z9hG4bK1")
+    assert parse_name_addr("<sip:a@b>;tag=1", what="From") is parse_name_addr("<sip:a@b>;tag=1", what="To")
+    long_via = "SIP/2.0/UDP h;x=" + "a" * 300
+    assert parse_via(long_via) is not parse_via(long_via)
+    long_name_addr = "<sip:a@b>;x=" + "a" * 300
+    assert parse_name_addr(long_name_addr, what="To") is not parse_name_addr(long_name_addr, what="To")
+    monkeypatch.setattr(headers, "_PARSED_MAX", 2)
+    for number in range(5):
+        parse_via(f"SIP/2.0/UDP h{number}")
+        parse_name_addr(f"<sip:h{number}>", what="To")
+    assert len(headers._VIAS) <= 2
+    assert len(headers._NAME_ADDRS) <= 2

@@ -82,7 +82,10 @@ def display_name(name: str) -> str:
 
 
 class Via:
-    """One via-parm (RFC 3261 §20.42, §25.1; RFC 3581 rport)."""
+    """One via-parm (RFC 3261 §20.42, §25.1; RFC 3581 rport).
+
+    Read-only: :func:`parse_via` hands the same object to every message with the same text.
+    """
 
     __slots__ = ("host", "params", "port", "protocol", "transport")
 
@@ -157,8 +160,29 @@ def _fast_params(text: str) -> dict[str, str | None]:
     return params
 
 
+# The values parsed last, by their exact text: one call's Via, From, To, Contact, Route and
+# Record-Route values recur in every message of its transactions (and in the copies the
+# proxy forwards), so most are parsed once.  Parsed values are shared between messages
+# and never changed after parsing.  Bounded: emptied when full; long values are not kept.
+_PARSED_MAX: Final = 4096
+_PARSED_LENGTH: Final = 256
+_VIAS: dict[str, Via] = {}
+_NAME_ADDRS: dict[str, NameAddr] = {}
+
+
 def parse_via(element: str) -> Via:
     """Parse one via-parm: ``SIP / 2.0 / UDP host[:port] *(;param)``, LWS anywhere §25 allows."""
+    via = _VIAS.get(element)
+    if via is None:
+        via = _parse_via(element)
+        if len(element) <= _PARSED_LENGTH:
+            if len(_VIAS) >= _PARSED_MAX:
+                _VIAS.clear()
+            _VIAS[element] = via
+    return via
+
+
+def _parse_via(element: str) -> Via:
     fast = _VIA_FAST_RE.fullmatch(element)
     if fast is not None:
         transport, host, port_text, param_text = fast.groups()
@@ -189,7 +213,10 @@ def parse_via(element: str) -> Via:
 
 
 class NameAddr:
-    """A name-addr or addr-spec with its header parameters (From, To, Contact, Route, ...)."""
+    """A name-addr or addr-spec with its header parameters (From, To, Contact, Route, ...).
+
+    Read-only: :func:`parse_name_addr` hands the same object to every message with the same text.
+    """
 
     __slots__ = ("_uri", "display", "params", "uri_text")
 
@@ -245,8 +272,19 @@ def parse_name_addr(element: str, *, what: str) -> NameAddr:
 
     In the addr-spec form the URI cannot contain ``,``, ``;`` or ``?`` (§20:
     "the URI ... MUST be enclosed in angle brackets"), so everything after the
-    first ``;`` is header parameters.
+    first ``;`` is header parameters.  ``what`` names the header in errors.
     """
+    name_addr = _NAME_ADDRS.get(element)
+    if name_addr is None:
+        name_addr = _parse_name_addr(element, what)
+        if len(element) <= _PARSED_LENGTH:
+            if len(_NAME_ADDRS) >= _PARSED_MAX:
+                _NAME_ADDRS.clear()
+            _NAME_ADDRS[element] = name_addr
+    return name_addr
+
+
+def _parse_name_addr(element: str, what: str) -> NameAddr:
     fast = _NAME_ADDR_FAST_RE.fullmatch(element)
     if fast is not None:
         quoted, tokens, uri_text, param_text = fast.groups()
