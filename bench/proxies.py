@@ -78,6 +78,7 @@ RECV_TIMEOUT_MS = 5_000  # a call that waits longer than this for a message fail
 KAMAILIO_SHM_MB = 4096  # tm keeps answered transactions 5 s: ~1 GiB at 7,000 calls/s over TCP
 KAMAILIO_PKG_MB = 16
 SIPHA_WORKERS = 2
+COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
 """``[proxy] workers`` of sipha: as many as Kamailio's UDP workers (``children=2``); --sipha-workers."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -394,6 +395,8 @@ class Proxy:
 class Sipha(Proxy):
     name = "sipha"
     workers = SIPHA_WORKERS
+    python = sys.executable
+    """The interpreter that runs sipha: the compiled build's (make compiled) when there is one."""
 
     def start(self) -> None:
         self.admin = free_port()
@@ -422,7 +425,7 @@ serving = true
 """
         )
         self.process = popen(
-            [sys.executable, "-m", "sipha", "run", "--config", str(config)], self.workdir, self.name
+            [self.python, "-m", "sipha", "run", "--config", str(config)], self.workdir, self.name
         )
 
     def ready(self) -> bool:
@@ -843,6 +846,14 @@ def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def sipha_build(python: Path) -> str:
+    """Whether ``python`` runs sipha's core compiled (mypyc, setup.py) or interpreted."""
+    probe = "import sipha.proxy.core as m; print(m.__file__)"
+    found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False).stdout
+    kind = "compiled with mypyc" if found.strip().endswith(".so") else "interpreted"
+    return f"{kind} ({os.path.relpath(python, Path.cwd())})"
+
+
 def machine() -> str:
     model = "?"
     with contextlib.suppress(OSError):
@@ -894,6 +905,7 @@ def report(
     load_end: str,
     machine_text: str,
     sipha_workers: int = 1,
+    sipha_build: str = "interpreted",
 ) -> str:
     lines = [
         "## sipha vs Kamailio: SIPp `uac` through the proxy, 127.0.0.1",
@@ -901,7 +913,10 @@ def report(
         f"- run: {started}; load average (1/5/15 min) at start {load_start}, at end {load_end}",
         f"- machine: {machine_text}",
         f"- command: `{command}`",
-        f"- sipha: `[proxy] workers = {sipha_workers}`; Kamailio: `children=2` (bench/kamailio/kamailio.cfg)",
+        (
+            f"- sipha: {sipha_build}, `[proxy] workers = {sipha_workers}`;"
+            " Kamailio: `children=2` (bench/kamailio/kamailio.cfg)"
+        ),
         "",
         (
             "| proxy | transport | offered cps | achieved cps | failed | CPU s / 1000 calls"
@@ -1017,6 +1032,12 @@ def main() -> int:
     parser.add_argument("--proxies", default="sipha,kamailio", help="which proxies (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="skip the held-calls memory test")
     parser.add_argument(
+        "--sipha-python",
+        type=Path,
+        default=COMPILED_PYTHON if COMPILED_PYTHON.exists() else Path(sys.executable),
+        help="the Python that runs sipha (default: %(default)s; `make compiled` builds .venv-compiled)",
+    )
+    parser.add_argument(
         "--sipha-workers", type=int, default=SIPHA_WORKERS, help="sipha's [proxy] workers (%(default)s)"
     )
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
@@ -1057,6 +1078,7 @@ def main() -> int:
     signal.signal(signal.SIGHUP, interrupted)
 
     Sipha.workers = options.sipha_workers
+    Sipha.python = str(options.sipha_python)
     ensure_installed()
     if "kamailio" in proxies:
         check_kamailio_cfg()
@@ -1096,6 +1118,7 @@ def main() -> int:
         "load_end": loadavg(),
         "machine_text": machine(),
         "sipha_workers": options.sipha_workers,
+        "sipha_build": sipha_build(options.sipha_python),
     }
     text = report(steps, memories, **meta)
     print()
