@@ -38,7 +38,7 @@ from sipha.proxy.routing import (
     Member,
     decide,
     is_keepalive,
-    uri_address,
+    uri_port,
 )
 from sipha.proxy.via import response_destination, stamp_received
 from sipha.proxy.view import ConfiguredView
@@ -303,10 +303,15 @@ class ProxyCore:
         heap = self._deadlines
         while heap and getattr(heap[0][2], heap[0][3]) != heap[0][0]:
             heapq.heappop(heap)  # stale: the context's timer was cleared or re-armed
-        deadlines = [heap[0][0]] if heap else []
-        others = (self.txn.next_deadline(), self.monitor.next_deadline() if self.monitor else None)
-        deadlines.extend(other for other in others if other is not None)
-        return min(deadlines) if deadlines else None
+        deadline = heap[0][0] if heap else None
+        other = self.txn.next_deadline()
+        if other is not None and (deadline is None or other < deadline):
+            deadline = other
+        if self.monitor is not None:
+            other = self.monitor.next_deadline()
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
+        return deadline
 
     def drain(self) -> list[SendMessage]:
         """The messages to send, in order."""
@@ -417,30 +422,32 @@ class ProxyCore:
 
     def _run(self, now: float) -> None:
         """Process what the transaction layer produced, until it produces nothing more."""
+        out = self._out
+        txn = self.txn
         while True:
-            self._pump_monitor(now)
-            outputs = self.txn.drain()
+            if self.monitor is not None:
+                self._pump_monitor(now)
+            outputs = txn.drain()
             if not outputs:
                 return
             for output in outputs:
-                if isinstance(output, SendMessage):
-                    self._out.append(output)
+                # The output types are final: compare the exact type, the commonest first.
+                if type(output) is SendMessage:
+                    out.append(output)
                 elif self._probes and self._probe_output(output, now):
                     continue
-                elif isinstance(output, RequestReceived):
+                elif type(output) is RequestReceived:
                     self._on_request(output.transaction, output.request, self._source or output.source, now)
-                elif isinstance(output, ResponseReceived):
+                elif type(output) is ResponseReceived:
                     self._on_response(output.transaction, output.response, now)
-                elif isinstance(output, AckReceived):
-                    self._on_ack(output.request, self._source or output.source, now)
-                elif isinstance(output, StrayResponse):
-                    self._forward_stray(output.response, now)
-                elif isinstance(output, TransactionTimeout | TransportError):
-                    self._on_failure(
-                        output.transaction, timeout=isinstance(output, TransactionTimeout), now=now
-                    )
-                elif isinstance(output, TransactionTerminated):
+                elif type(output) is TransactionTerminated:
                     self._on_terminated(output.transaction)
+                elif type(output) is AckReceived:
+                    self._on_ack(output.request, self._source or output.source, now)
+                elif type(output) is StrayResponse:
+                    self._forward_stray(output.response, now)
+                elif type(output) is TransactionTimeout or type(output) is TransportError:
+                    self._on_failure(output.transaction, timeout=type(output) is TransactionTimeout, now=now)
 
     def _on_request(self, server: ServerTransaction, request: Request, source: Address, now: float) -> None:
         if request.method == "CANCEL":
@@ -544,10 +551,10 @@ class ProxyCore:
         step 8 with that top Via.  Same hash again: a loop.  Different (the
         Request-URI or another field changed on the way): a spiral, which is allowed.
         """
-        elements = [element for value in request.get_all("via") for element in split_commas(value)]
-        if len(elements) < 2:  # noqa: PLR2004 - our Via and the one below it
-            return False
         vias = request.vias
+        if len(vias) < 2:  # noqa: PLR2004 - our Via and the one below it
+            return False
+        elements = [element for value in request.get_all("via") for element in split_commas(value)]
         for index, via in enumerate(vias[:-1]):
             if (via.host_key, via.port) in self._sent_by and via.branch:
                 expected = MAGIC_COOKIE + _loop_hash(request, elements[index + 1])
@@ -578,16 +585,12 @@ class ProxyCore:
                 request.pop_route()
 
     def _is_own_uri(self, uri: SipUri) -> bool:
-        return self.view.is_own(uri.host_key, uri_address(uri).port)
+        return self.view.is_own(uri.host_key, uri_port(uri))
 
     def _is_record_route(self, uri: SipUri) -> bool:
         """Whether ``uri`` is the value this proxy puts in Record-Route (no user part)."""
         own = self._record_route
-        return (
-            uri.user is None
-            and uri.host_key == own.host_key
-            and uri_address(uri).port == (uri_address(own).port)
-        )
+        return uri.user is None and uri.host_key == own.host_key and uri_port(uri) == uri_port(own)
 
     def _member_source(self, request: Request, source: Address) -> Address:
         """The address a member is recognised by (DESIGN.md §2): UDP source port; TCP/TLS Via port."""

@@ -92,6 +92,14 @@ def uri_address(uri: SipUri) -> Address:
     return Address(transport.upper(), host, port)
 
 
+def uri_port(uri: SipUri) -> int:
+    """``uri_address(uri).port``, without building the address."""
+    port = uri.port
+    if port is not None:
+        return port
+    return SIPS_PORT if uri.scheme == "sips" or uri.transport == "tls" else SIP_PORT
+
+
 def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     """Route ``request`` per DESIGN.md §3, rules 1 to 4, in order.
 
@@ -129,7 +137,7 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
             return _to_active(member.pair, view)
         if from_member:
             # Rule 3: a SIP server using sipha as its outbound proxy.
-            return Forward(uri_address(next_hop))
+            return Forward(target)
         if routes:
             return Answer(403, "Forbidden (relaying denied)")
     # Rule 4: endpoint traffic goes to the serving pair.
@@ -149,7 +157,7 @@ def is_keepalive(request: Request, view: RoutingView) -> bool:
 
 def _names_own(uri: SipUri, view: RoutingView) -> bool:
     """Whether ``uri`` names this proxy, with the scheme's default port (§19.1.2)."""
-    return view.is_own(uri.host_key, uri_address(uri).port)
+    return view.is_own(uri.host_key, uri_port(uri))
 
 
 def _to_active(pair: str, view: RoutingView) -> Decision:
