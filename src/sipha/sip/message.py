@@ -75,6 +75,8 @@ class ParserLimits:
 
 
 DEFAULT_LIMITS: Final = ParserLimits()
+# Absent from a message's cache of parsed values (None is a value: no Max-Forwards).
+_MISSING: Final = object()
 
 
 def canonical_name(raw_name: str) -> str:
@@ -168,10 +170,9 @@ class Message:
     @property
     def top_via(self) -> Via:
         """The first via-parm: whom a response goes back to (§18.2.2)."""
-        try:
-            return self._cache["via:top"]  # type: ignore[return-value]
-        except KeyError:
-            pass
+        cached = self._cache.get("via:top", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
         value = self._required("via")
         via = parse_via(split_commas(value)[0] if "," in value else value)
         self._cache["via:top"] = via
@@ -181,10 +182,9 @@ class Message:
     def vias(self) -> list[Via]:
         """Every via-parm, top first."""
         cache = self._cache
-        try:
-            return cache["via"]  # type: ignore[return-value]
-        except KeyError:
-            pass
+        cached = cache.get("via", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
         vias: list[Via] = []
         for field in self._fields:
             if field[0] == "via":
@@ -201,10 +201,9 @@ class Message:
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards (0-255, §20.22), or None when absent."""
-        try:
-            return self._cache["max-forwards"]  # type: ignore[return-value]
-        except KeyError:
-            pass
+        cached = self._cache.get("max-forwards", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
         value = self._first("max-forwards")
         if value is None:
             hops = None
@@ -218,19 +217,18 @@ class Message:
     @property
     def routes(self) -> list[NameAddr]:
         """The Route set, in order (§20.34)."""
-        try:
-            return self._cache["route"]  # type: ignore[return-value]
-        except KeyError:
-            routes = self._cache["route"] = self._name_addrs("route") if self._first("route") else []
-            return routes
+        cached = self._cache.get("route", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        routes = self._cache["route"] = self._name_addrs("route") if self._first("route") else []
+        return routes
 
     @property
     def record_routes(self) -> list[NameAddr]:
         """The Record-Route set, in order (§20.30)."""
-        try:
-            return self._cache["record-route"]  # type: ignore[return-value]
-        except KeyError:
-            pass
+        cached = self._cache.get("record-route", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
         record_routes = self._name_addrs("record-route") if self._first("record-route") is not None else []
         self._cache["record-route"] = record_routes
         return record_routes
@@ -238,10 +236,9 @@ class Message:
     @property
     def contacts(self) -> list[NameAddr]:
         """Contact elements (§20.10); empty for ``Contact: *``, see :attr:`contact_star`."""
-        try:
-            return self._cache["contact"]  # type: ignore[return-value]
-        except KeyError:
-            pass
+        cached = self._cache.get("contact", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
         first = self._first("contact")
         contacts = [] if first is None or first == "*" else self._name_addrs("contact")
         self._cache["contact"] = contacts
@@ -256,10 +253,9 @@ class Message:
     @property
     def call_id(self) -> str:
         """Call-ID (§20.8): ``word [ "@" word ]``."""
-        try:
-            return self._cache["call-id"]  # type: ignore[return-value]
-        except KeyError:
-            pass
+        cached = self._cache.get("call-id", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
         value = self._required("call-id")
         if not _CALL_ID_RE.fullmatch(value):
             raise SipParseError(f"bad Call-ID {value[:60]!r}")
@@ -269,37 +265,36 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         """CSeq (§20.16)."""
-        try:
-            return self._cache["cseq"]  # type: ignore[return-value]
-        except KeyError:
-            cseq = self._cache["cseq"] = parse_cseq(self._required("cseq"))
-            return cseq
+        cached = self._cache.get("cseq", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        cseq = self._cache["cseq"] = parse_cseq(self._required("cseq"))
+        return cseq
 
     @property
     def from_(self) -> NameAddr:
         """From (§20.20)."""
-        try:
-            return self._cache["from"]  # type: ignore[return-value]
-        except KeyError:
-            from_ = self._cache["from"] = parse_name_addr(self._required("from"), what="From")
-            return from_
+        cached = self._cache.get("from", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        from_ = self._cache["from"] = parse_name_addr(self._required("from"), what="From")
+        return from_
 
     @property
     def to(self) -> NameAddr:
         """To (§20.39)."""
-        try:
-            return self._cache["to"]  # type: ignore[return-value]
-        except KeyError:
-            to = self._cache["to"] = parse_name_addr(self._required("to"), what="To")
-            return to
+        cached = self._cache.get("to", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        to = self._cache["to"] = parse_name_addr(self._required("to"), what="To")
+        return to
 
     @property
     def content_length(self) -> int | None:
         """Content-Length (§20.14), or None when absent."""
-        try:
-            return self._cache["content-length"]  # type: ignore[return-value]
-        except KeyError:
-            pass
+        cached = self._cache.get("content-length", _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
         value = self._first("content-length")
         length = None if value is None else parse_uint(value, what="Content-Length", maximum=2**31)
         self._cache["content-length"] = length
@@ -330,10 +325,9 @@ class Message:
     def _tokens(self, name: str) -> list[str]:
         """The option tags of every ``name`` field (cached under ``name``)."""
         cache = self._cache
-        try:
-            return cache[name]  # type: ignore[return-value]
-        except KeyError:
-            pass
+        cached = cache.get(name, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
         tags: list[str] = []
         if self._first(name) is not None:
             for field in self._fields:
