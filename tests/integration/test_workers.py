@@ -159,3 +159,29 @@ def test_a_worker_that_cannot_start_stops_them_all(tmp_path: Path) -> None:
     assert completed.returncode == 1, completed.stderr
     assert "cannot start: worker 1 exited with status 1 at start" in completed.stderr
     assert "worker 1: " in completed.stderr  # its own reason, in its log line
+
+
+def test_sighup_reaches_every_worker_and_listen_changes_are_refused(tmp_path: Path) -> None:
+    """SIGHUP to the parent: each worker reloads; a new listen address cannot be taken over
+    (the parent binds the shared sockets), so that reload is refused and the old one kept."""
+    primary, backup = free_port(), free_port()
+    with (
+        sipp_server(tmp_path, primary, "-aa"),
+        run_sipha(tmp_path, [Pair("p", primary, backup)], extra=WORKERS) as proxy,
+    ):
+        wait_for_log(proxy, "worker 1: pair p: primary")
+        text = proxy.config.read_text()
+        proxy.config.write_text(text)  # unchanged: a reload that changes nothing
+        proxy.process.send_signal(signal.SIGHUP)
+        for index in (0, 1):
+            wait_for_log(proxy, f"worker {index}: configuration reloaded from {proxy.config}")
+        extra = f'"udp:{HOST}:{free_port()}", '
+        proxy.config.write_text(text.replace("listen = [", "listen = [" + extra, 1))
+        proxy.process.send_signal(signal.SIGHUP)
+        for index in (0, 1):
+            wait_for_log(proxy, f"worker {index}: SIGHUP: configuration {proxy.config} not applied")
+        log = wait_for_log(proxy, "cannot change on reload when proxy.workers > 1")
+        result = run_sipp_client(tmp_path, f"{HOST}:{proxy.port}", "-r", "100", "-m", "100", timeout=60)
+    assert result.failed == 0, result.errors[-3000:]
+    assert result.successful == 100
+    assert log.count("cannot change on reload") == 2
