@@ -349,22 +349,32 @@ class Message:
             raise error.with_message(self) from None  # type: ignore[arg-type]
 
     def _validate(self) -> None:
+        fields = self._fields
         seen: set[str] = set()
-        for field in self._fields:
+        for field in fields:
             name = field[0]
             if name in _SINGLE_HEADERS:
                 if name in seen:
                     self._repeated()
                 seen.add(name)
+        index = self._index
+        if index is None:
+            index = self._index = {field[0]: field[2] for field in reversed(fields)}
         if not self.vias:
             raise SipParseError("missing Via header")
-        _ = self.call_id, self.cseq, self.max_forwards, self.require, self.proxy_require
+        _ = self.call_id, self.cseq, self.max_forwards
+        # Headers most messages lack are read only when present (absent, they are empty).
+        if "require" in index:
+            _ = self.require
+        if "proxy-require" in index:
+            _ = self.proxy_require
         _ = self.from_, self.to
         # The Route set decides where the request goes: every URI in it must parse.  The
         # other name-addr headers are checked for their structure only; their URIs belong
         # to the user agents (a proxy forwards them untouched, §16.6).
-        for route in self.routes:
-            _ = route.uri
+        if "route" in index:
+            for route in self.routes:
+                _ = route.uri
 
     def _repeated(self) -> None:
         """Raise for the first single-valued header that appears more than once."""
@@ -621,7 +631,13 @@ class Response(Message):
         raw: bytes | None = None,
         start_line: str | None = None,
     ) -> None:
-        super().__init__(start_line or f"{SIP_VERSION} {status} {reason}", fields, body, raw)
+        # Message.__init__ inlined: this runs for every response received and relayed.
+        self.start_line = start_line or f"{SIP_VERSION} {status} {reason}"
+        self._fields = fields
+        self.body = body
+        self._raw = raw
+        self._cache = {}
+        self._index = None
         self.status = status
         self.reason = reason
 
@@ -643,7 +659,7 @@ class Response(Message):
 
 
 # RFC 3261 §8.2.6.2: a response copies these from the request.
-_RESPONSE_COPIED: Final = ("via", "from", "to", "call-id", "cseq")
+_RESPONSE_COPIED: Final = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 def _has_tag(to_value: str) -> bool:
