@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipha.sip import NameAddr, SipParseError, headers, parse_name_addr, parse_uri, parse_via
+from sipha.sip import NameAddr, SipParseError, headers, parse_name_addr, parse_uri, parse_via, uri
 from sipha.sip.headers import _parse_name_addr_full
 from sipha.sip.uri import Uri, _parse_uri_full
 
@@ -130,3 +130,13 @@ def test_parsed_values_are_shared_by_text_and_kept_bounded(monkeypatch: pytest.M
         parse_name_addr(f"<sip:h{number}>", what="To")
     assert len(headers._VIAS) <= 2
     assert len(headers._NAME_ADDRS) <= 2
+
+
+def test_parsed_uris_are_shared_by_text_and_kept_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_uri("sip:bob@example.com") is parse_uri("sip:bob@example.com")
+    long_uri = "sip:bob@example.com;x=" + "a" * 300
+    assert parse_uri(long_uri) is not parse_uri(long_uri)
+    monkeypatch.setattr(uri, "_PARSED_MAX", 2)
+    for number in range(5):
+        parse_uri(f"sip:h{number}")
+    assert len(uri._URIS) <= 2

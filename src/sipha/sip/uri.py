@@ -220,12 +220,30 @@ _SIP_URI_FAST_RE: Final = re.compile(
 _TEL_NUMBER_RE: Final = re.compile(r"[0-9A-Fa-f*#+\-.()pw]+|[0-9A-Za-z\-.!~*'()%+]+")
 
 
+# The URIs parsed last, by their text (URIs are immutable): Request-URIs recur in every
+# request of a dialog.  Bounded: emptied when full; long URIs are not kept.
+_PARSED_MAX: Final = 4096
+_PARSED_LENGTH: Final = 256
+_URIS: dict[str, Uri] = {}
+
+
 def parse_uri(text: str) -> Uri:
     """Parse any URI that may appear in a Request-URI or a name-addr.
 
     Raises :class:`SipParseError` (400) for text that is not a URI at all, such
     as white space inside (RFC 4475 §3.1.2.8) or angle brackets (§3.1.2.7).
     """
+    uri = _URIS.get(text)
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(text) <= _PARSED_LENGTH:
+            if len(_URIS) >= _PARSED_MAX:
+                _URIS.clear()
+            _URIS[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> Uri:
     fast = _SIP_URI_FAST_RE.fullmatch(text)
     if fast is not None:
         scheme, user, host, port_text, param_text = fast.groups()
