@@ -82,7 +82,10 @@ def response_destination(top_via: Via, source: Address) -> Address:
     if received:
         rport = _port(top_via.rport)
         return Address(source.transport, strip_brackets(received), rport or port)
-    return Address(source.transport, strip_brackets(top_via.host), port)
+    host = strip_brackets(top_via.host)
+    if port == source.port and host == source.host:
+        return source  # the same address (the common case: sent-by is where it came from)
+    return Address(source.transport, host, port)
 
 
 def response_fallback_destination(top_via: Via, source: Address) -> Address:

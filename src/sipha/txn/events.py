@@ -43,7 +43,8 @@ class Address:
     @property
     def reliable(self) -> bool:
         """Whether the transport is reliable (RFC 3261 §17: no retransmissions needed)."""
-        return self.transport.upper() not in UNRELIABLE_TRANSPORTS
+        transport = self.transport
+        return transport != "UDP" and transport.upper() not in UNRELIABLE_TRANSPORTS
 
 
 # ---------------------------------------------------------------------------- actions
