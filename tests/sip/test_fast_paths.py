@@ -69,8 +69,11 @@ NAME_ADDRS = [
 ]
 
 
+_URI_PARTS = ("scheme", "user", "password", "host", "port", "params", "headers", "number", "opaque")
+
+
 def _uri_parts(uri: Uri) -> tuple[object, ...]:
-    return (type(uri), str(uri), *(getattr(uri, slot, None) for slot in sorted(type(uri).__slots__)))
+    return (type(uri), str(uri), *(getattr(uri, part, None) for part in _URI_PARTS))
 
 
 def _uri_or_error(parse: object, text: str) -> tuple[object, ...]:
