@@ -55,6 +55,11 @@ def test_response_destination_unreliable(via: str, expected: tuple[str, int]) ->
     assert response_destination(parse_via(via), UDP_SOURCE) == Address("UDP", *expected)
 
 
+def test_response_destination_unreliable_named_by_the_via_is_the_source() -> None:
+    via = parse_via("SIP/2.0/UDP 192.0.2.1:9988;branch=z9hG4bK1")
+    assert response_destination(via, UDP_SOURCE) is UDP_SOURCE
+
+
 def test_response_destination_reliable_is_the_connection() -> None:
     # §18.2.2: "MUST be sent using the existing connection": whatever the Via says.
     via = parse_via("SIP/2.0/TCP pc.example.com:5060;received=198.51.100.1;maddr=10.0.0.1;rport=1")

@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipha.sip import NameAddr, SipParseError, headers, parse_name_addr, parse_uri, parse_via, uri
+from sipha.sip import (
+    NameAddr,
+    SipParseError,
+    headers,
+    parse_message,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    uri,
+)
 from sipha.sip.headers import _parse_name_addr_full
 from sipha.sip.uri import Uri, _parse_uri_full
 
@@ -142,3 +151,13 @@ def test_parsed_uris_are_shared_by_text_and_kept_bounded() -> None:
     for number in range(uri._PARSED_MAX + 1):
         parse_uri(f"sip:h{number}")
     assert len(uri._URIS) <= uri._PARSED_MAX
+
+
+def test_typed_values_are_parsed_once_per_message() -> None:
+    request = parse_message(
+        b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert request.content_length == 0
+    assert request.content_length == 0  # from the message's cache
+    assert request.max_forwards is None
+    assert request.max_forwards is None

@@ -105,15 +105,16 @@ class Message:
 
     __slots__ = ("_cache", "_fields", "_index", "_raw", "body", "start_line")
 
-    def __init__(self, start_line: str, fields: list[Field], body: bytes, raw: bytes | None) -> None:
-        self.start_line = start_line
-        self._fields = fields
-        self.body = body
-        # The exact bytes received, valid while nothing has been changed.
-        self._raw = raw
-        self._cache: dict[str, object] = {}
-        # The first value of each header name, built on first use and dropped on any edit.
-        self._index: dict[str, str] | None = None
+    # Set by the subclasses' constructors (one call less for every message).
+    start_line: str
+    _fields: list[Field]
+    body: bytes
+    _raw: bytes | None
+    """The exact bytes received, valid while nothing has been changed."""
+    _cache: dict[str, object]
+    """Parsed values by header name, dropped for a header when it is changed."""
+    _index: dict[str, str] | None
+    """The first value of each header name, built on first use and dropped on any edit."""
 
     # ------------------------------------------------------------------ generic access
 
@@ -559,7 +560,7 @@ class Request(Message):
         raw: bytes | None = None,
         start_line: str | None = None,
     ) -> None:
-        # Message.__init__ inlined: this runs for every request received.
+        # The fields of Message, set here: this runs for every request received.
         self.start_line = start_line or f"{method} {uri} {SIP_VERSION}"
         self._fields = fields
         self.body = body
@@ -631,7 +632,7 @@ class Response(Message):
         raw: bytes | None = None,
         start_line: str | None = None,
     ) -> None:
-        # Message.__init__ inlined: this runs for every response received and relayed.
+        # The fields of Message, set here: this runs for every response received and relayed.
         self.start_line = start_line or f"{SIP_VERSION} {status} {reason}"
         self._fields = fields
         self.body = body
