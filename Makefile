@@ -52,6 +52,7 @@ $(COMPILED)/.installed: pyproject.toml setup.py $(shell find src -name '*.py')
 	$(PYTHON) -m venv $(COMPILED)
 	$(COMPILED)/bin/pip install --quiet --upgrade pip
 	$(COMPILED)/bin/pip install --quiet 'mypy>=1.10' 'setuptools>=68' wheel
+	rm -rf build  # setuptools would package stale extension modules left there by an earlier build
 	SIPHA_USE_MYPYC=1 $(COMPILED)/bin/pip install --quiet --no-build-isolation '.[dev]'
 	$(COMPILED)/bin/python -c "import sipha.proxy.core as m; assert m.__file__.endswith('.so'), m.__file__"
 	touch $@
