@@ -39,6 +39,7 @@ from sipha.admin.telemetry import ObservedMonitor, Telemetry
 from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.ha import AliveCodes, Monitor, MonitorSettings, check_own_address
 from sipha.net.manager import DEFAULT_UDP_BUFFER, TransportManager
+from sipha.net.udp import open_udp_socket
 from sipha.net.workers import Handoff, bind_shared, handoff_pairs, resolve_listen
 from sipha.proxy.affinity import owner, worker_tag
 from sipha.proxy.core import ProxyCore, ProxySettings
@@ -250,6 +251,13 @@ class ProxyApp:
         await self.transports.start([])
         worker = self.worker
         try:
+            if worker is not None:
+                # This worker's own UDP sockets first: the first of a family is the one the
+                # transports send from and the core puts in Via, so that responses come back
+                # to this worker directly rather than through whichever worker reads the
+                # shared port.
+                for sock, recverr in worker.sockets.get(OWN_SOCKETS, []):
+                    await self.transports.adopt_listen(sock, recverr=recverr)
             for text in self.config.proxy.listen:
                 key = _listen_key(text)
                 if worker is not None:
@@ -711,11 +719,18 @@ WORKER_START_GRACE: Final = 5.0
 """A worker that dies sooner than this after its start is not restarted: the parent stops."""
 
 WorkerSockets = dict[tuple[str, str, int], list[tuple[socket.socket, bool]]]
+OWN_SOCKETS: Final = ("own", "", 0)
+"""The key of a worker's own UDP sockets (one per UDP listen entry, on a port of its own)."""
 
 
 def bind_worker_sockets(config: Config, count: int) -> list[WorkerSockets]:
     """Every worker's sockets, bound now (SO_REUSEPORT, one port per listen entry for all).
 
+    Each worker also gets a UDP socket of its own per UDP listen entry, on a port the
+    kernel picks (under :data:`OWN_SOCKETS`): it sends from it and names it in Via, so
+    the SIP servers' responses reach the worker holding their transaction directly (the
+    shared port then carries only requests, and one worker reading a busy sender's
+    datagrams is not also reading all the answers).
     OSError or ValueError (a transport not served) as ``sipha run`` would raise them;
     nothing stays bound then.
     """
@@ -735,6 +750,9 @@ def bind_worker_sockets(config: Config, count: int) -> list[WorkerSockets]:
                 )
                 port = sock.getsockname()[1]  # port 0: the first bind picks the port for all
                 plan[_listen_key(text)] = [(sock, recverr)]
+                if configured.transport.upper() == "UDP":
+                    own = open_udp_socket(family, ip, 0, buffer_size=DEFAULT_UDP_BUFFER, reuse_address=False)
+                    plan.setdefault(OWN_SOCKETS, []).append(own)
     except BaseException:
         for plan in plans:
             for sockets in plan.values():
