@@ -33,6 +33,10 @@ COMPILED = [
     "src/sipha/proxy/via.py",
     "src/sipha/proxy/view.py",
     "src/sipha/proxy/affinity.py",
+    "src/sipha/net/addr.py",
+    "src/sipha/net/udp.py",
+    "src/sipha/net/workers.py",
+    "src/sipha/net/manager.py",
 ]
 
 ext_modules = []

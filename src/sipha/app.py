@@ -222,6 +222,8 @@ class ProxyApp:
         self.worker = worker
         """Set in a worker process of ``[proxy] workers`` > 1: its index, sockets, hand-over."""
         self._handoff: Handoff | None = None
+        self._own_addresses: frozenset[Address] = frozenset()
+        """A worker's own UDP addresses (see :func:`bind_worker_sockets`)."""
         self.config_path: ConfigPath = config_path
         """Where SIGHUP re-reads the configuration: a file, None (the embedded default)."""
         self.transports = TransportManager(self._on_message, self._on_transport_error, self._on_bad_stream)
@@ -257,7 +259,8 @@ class ProxyApp:
                 # to this worker directly rather than through whichever worker reads the
                 # shared port.
                 for sock, recverr in worker.sockets.get(OWN_SOCKETS, []):
-                    await self.transports.adopt_listen(sock, recverr=recverr)
+                    own = await self.transports.adopt_listen(sock, recverr=recverr)
+                    self._own_addresses = self._own_addresses | {own}
             for text in self.config.proxy.listen:
                 key = _listen_key(text)
                 if worker is not None:
@@ -564,8 +567,9 @@ class ProxyApp:
         if core is None:
             return
         worker = self.worker
-        if worker is not None and source.transport == "UDP":
-            # Another worker may hold this datagram's transaction: pass it on unread.
+        if worker is not None and source.transport == "UDP" and local not in self._own_addresses:
+            # Another worker may hold this datagram's transaction: pass it on unread.  (What
+            # comes to this worker's own port answers its own requests: no need to look.)
             target = owner(data, worker.count)
             if target is not None and target != worker.index and self._handoff is not None:
                 self._handoff.send(target, data, source, local)

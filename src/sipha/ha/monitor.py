@@ -66,8 +66,13 @@ class Monitor:
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of all pairs, or None."""
-        deadlines = [d for d in (pair.next_deadline() for pair in self.pairs.values()) if d is not None]
-        return min(deadlines) if deadlines else None
+        # Called after every message the proxy handles: no lists, no generators.
+        earliest: float | None = None
+        for pair in self.pairs.values():
+            deadline = pair.next_deadline()
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        return earliest
 
     def probe_answered(self, probe: Probe, status: int, now: float, rtt: float | None = None) -> None:
         """A response to ``probe`` (see :meth:`PairMonitor.probe_answered`)."""

@@ -181,8 +181,11 @@ class PairMonitor:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must be called next, or None (monitoring off, nothing pending)."""
-        deadlines = [d for d in (self._timer, self._split_deadline()) if d is not None]
-        return min(deadlines) if deadlines else None
+        deadline = self._timer
+        split = self._split_deadline()
+        if split is not None and (deadline is None or split < deadline):
+            return split
+        return deadline
 
     def status(self) -> PairStatus:
         """A snapshot for /status."""
