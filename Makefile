@@ -57,9 +57,11 @@ $(COMPILED)/.installed: pyproject.toml setup.py $(shell find src -name '*.py')
 	$(COMPILED)/bin/python -c "import sipha.proxy.core as m; assert m.__file__.endswith('.so'), m.__file__"
 	touch $@
 
-# The sans-IO core's unit tests again, against the compiled modules.
-pytest-compiled: compiled
-	$(COMPILED)/bin/python -m pytest -q -m "not property" -p no:cacheprovider tests/sip tests/txn tests/proxy tests/ha
+# Against the compiled modules: the core's and the transports' unit tests again, and the
+# worker processes end to end with SIPp (the UDP path and the hand-over, compiled).
+pytest-compiled: compiled deb-deps
+	$(COMPILED)/bin/python -m pytest -q -m "not property" -p no:cacheprovider \
+	  tests/sip tests/txn tests/proxy tests/ha tests/net tests/integration/test_workers.py
 
 # Everything CI runs: lint, types, tests (interpreted with coverage, then compiled).
 test: lint typecheck pytest pytest-compiled
