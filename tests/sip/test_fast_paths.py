@@ -137,20 +137,20 @@ def test_parsed_values_are_shared_by_text_and_kept_bounded() -> None:
     long_name_addr = "<sip:a@b>;x=" + "a" * 300
     assert parse_name_addr(long_name_addr, what="To") is not parse_name_addr(long_name_addr, what="To")
     # Not by patching the bound: the compiled build inlines Final constants.
-    for number in range(headers._PARSED_MAX + 1):
+    for number in range(uri.PARSED_CACHE_MAX + 1):
         parse_via(f"SIP/2.0/UDP h{number}")
         parse_name_addr(f"<sip:h{number}>", what="To")
-    assert len(headers._VIAS) <= headers._PARSED_MAX
-    assert len(headers._NAME_ADDRS) <= headers._PARSED_MAX
+    assert len(headers._VIAS) <= uri.PARSED_CACHE_MAX
+    assert len(headers._NAME_ADDRS) <= uri.PARSED_CACHE_MAX
 
 
 def test_parsed_uris_are_shared_by_text_and_kept_bounded() -> None:
     assert parse_uri("sip:bob@example.com") is parse_uri("sip:bob@example.com")
     long_uri = "sip:bob@example.com;x=" + "a" * 300
     assert parse_uri(long_uri) is not parse_uri(long_uri)
-    for number in range(uri._PARSED_MAX + 1):
+    for number in range(uri.PARSED_CACHE_MAX + 1):
         parse_uri(f"sip:h{number}")
-    assert len(uri._URIS) <= uri._PARSED_MAX
+    assert len(uri._URIS) <= uri.PARSED_CACHE_MAX
 
 
 def test_typed_values_are_parsed_once_per_message() -> None:

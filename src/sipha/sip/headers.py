@@ -20,7 +20,7 @@ from sipha.sip.grammar import (
     parse_uint,
     unquote,
 )
-from sipha.sip.uri import SipUri, Uri, parse_uri, split_hostport
+from sipha.sip.uri import SipUri, Uri, cache_parsed, parse_uri, split_hostport
 
 # RFC 3261 §7.3.3 compact forms, plus the ones later RFCs registered
 # (RFC 3265 o/u, RFC 3515 r, RFC 3892 b, RFC 3841 a/j/d, RFC 4028 x, RFC 4474 y/n).
@@ -163,9 +163,7 @@ def _fast_params(text: str) -> dict[str, str | None]:
 # The values parsed last, by their exact text: one call's Via, From, To, Contact, Route and
 # Record-Route values recur in every message of its transactions (and in the copies the
 # proxy forwards), so most are parsed once.  Parsed values are shared between messages
-# and never changed after parsing.  Bounded: emptied when full; long values are not kept.
-_PARSED_MAX: Final = 4096
-_PARSED_LENGTH: Final = 256
+# and never changed after parsing.  Bounded (sipha.sip.uri.cache_parsed).
 _VIAS: dict[str, Via] = {}
 _NAME_ADDRS: dict[str, NameAddr] = {}
 
@@ -175,10 +173,7 @@ def parse_via(element: str) -> Via:
     via = _VIAS.get(element)
     if via is None:
         via = _parse_via(element)
-        if len(element) <= _PARSED_LENGTH:
-            if len(_VIAS) >= _PARSED_MAX:
-                _VIAS.clear()
-            _VIAS[element] = via
+        cache_parsed(_VIAS, element, via)
     return via
 
 
@@ -277,10 +272,7 @@ def parse_name_addr(element: str, *, what: str) -> NameAddr:
     name_addr = _NAME_ADDRS.get(element)
     if name_addr is None:
         name_addr = _parse_name_addr(element, what)
-        if len(element) <= _PARSED_LENGTH:
-            if len(_NAME_ADDRS) >= _PARSED_MAX:
-                _NAME_ADDRS.clear()
-            _NAME_ADDRS[element] = name_addr
+        cache_parsed(_NAME_ADDRS, element, name_addr)
     return name_addr
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from functools import lru_cache
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import unquote as percent_unquote
 
 from sipha.sip.errors import SipParseError
+
+_Parsed = TypeVar("_Parsed")
 
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 _SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
@@ -220,10 +222,22 @@ _SIP_URI_FAST_RE: Final = re.compile(
 _TEL_NUMBER_RE: Final = re.compile(r"[0-9A-Fa-f*#+\-.()pw]+|[0-9A-Za-z\-.!~*'()%+]+")
 
 
+PARSED_CACHE_MAX: Final = 4096
+"""How many parsed values of one kind (URI, Via, name-addr) are kept by their text."""
+PARSED_CACHE_TEXT_MAX: Final = 256
+"""Longer texts are parsed each time: not kept."""
+
+
+def cache_parsed(cache: dict[str, _Parsed], text: str, value: _Parsed) -> None:
+    """Keep ``value``, parsed from ``text``, in ``cache``: bounded, emptied when full."""
+    if len(text) <= PARSED_CACHE_TEXT_MAX:
+        if len(cache) >= PARSED_CACHE_MAX:
+            cache.clear()
+        cache[text] = value
+
+
 # The URIs parsed last, by their text (URIs are immutable): Request-URIs recur in every
-# request of a dialog.  Bounded: emptied when full; long URIs are not kept.
-_PARSED_MAX: Final = 4096
-_PARSED_LENGTH: Final = 256
+# request of a dialog.
 _URIS: dict[str, Uri] = {}
 
 
@@ -236,10 +250,7 @@ def parse_uri(text: str) -> Uri:
     uri = _URIS.get(text)
     if uri is None:
         uri = _parse_uri(text)
-        if len(text) <= _PARSED_LENGTH:
-            if len(_URIS) >= _PARSED_MAX:
-                _URIS.clear()
-            _URIS[text] = uri
+        cache_parsed(_URIS, text, uri)
     return uri
 
 
