@@ -377,6 +377,16 @@ class ProxyApp:
         """The loop's clock, which the core runs on."""
         return self._now()
 
+    def transport_counters(self) -> dict[str, int]:
+        """The transports' counters, and with ``[proxy] workers`` the hand-over's (for /metrics)."""
+        counters = self.transports.stats.as_dict()
+        handoff = self._handoff
+        if handoff is not None:
+            counters["handoff_out"] = handoff.handed_over
+            counters["handoff_in"] = handoff.received
+            counters["handoff_drops"] = handoff.dropped
+        return counters
+
     async def run(self) -> None:
         """Start, then serve: SIGTERM/SIGINT drain then stop (twice: at once), SIGHUP reloads."""
         await self.start()

@@ -151,6 +151,8 @@ async def test_metrics_exposition() -> None:
             "sipha_transactions_in_flight": "gauge",
             "sipha_parse_errors": "counter",
             "sipha_overload_rejections": "counter",
+            "sipha_transport_events": "counter",
+            "sipha_transport_connections_open": "gauge",
             "sipha_pair_active_member": "gauge",
             "sipha_pair_switchovers": "counter",
             "sipha_pair_options_rtt_seconds": "histogram",
@@ -173,6 +175,12 @@ async def test_metrics_exposition() -> None:
         assert overload.value == 0
         states = {s.labels["state"]: s.value for s in families["sipha_pair_state"].samples}
         assert states == {"active": 1.0, "unknown": 0.0, "out-of-service": 0.0}
+        transport = {s.labels["counter"]: s.value for s in families["sipha_transport_events"].samples}
+        # The OPTIONS probes that made the pair active went out and were answered over UDP.
+        assert transport["datagrams_out"] >= 1
+        assert transport["datagrams_in"] >= 1
+        assert transport["icmp_errors"] == 0
+        assert "handoff_out" not in transport  # one process: nothing handed over
 
 
 async def test_bearer_token() -> None:

@@ -50,14 +50,27 @@ def admin_port(proxy: RunningProxy) -> int:
     return admin_port_of(proxy.config)
 
 
+def metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
 def invites_answered(port: int) -> int:
     """INVITE server transactions answered, from one worker's /metrics."""
-    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
     return sum(
         int(float(value))
-        for value in re.findall(r'^sipha_transactions_total\{[^}]*method="INVITE"[^}]*\} (\S+)$', text, re.M)
+        for value in re.findall(
+            r'^sipha_transactions_total\{[^}]*method="INVITE"[^}]*\} (\S+)$', metrics_text(port), re.M
+        )
     )
+
+
+def handoff(port: int, counter: str) -> int:
+    """One of a worker's hand-over counters, from its /metrics."""
+    pattern = rf'^sipha_transport_events_total\{{counter="{counter}"\}} (\S+)$'
+    match = re.search(pattern, metrics_text(port), re.M)
+    assert match is not None, counter
+    return int(float(match.group(1)))
 
 
 def wait_for_log(proxy: RunningProxy, needle: str, timeout: float = 10.0) -> str:
@@ -85,10 +98,16 @@ def test_calls_through_two_workers(tmp_path: Path) -> None:
         result = run_sipp_client(tmp_path, f"{HOST}:{proxy.port}", "-r", "100", "-m", "400", timeout=60)
         port = admin_port(proxy)
         per_worker = [invites_answered(port), invites_answered(port + 1)]
+        handed_over = [handoff(port + index, "handoff_out") for index in (0, 1)]
+        received = [handoff(port + index, "handoff_in") for index in (0, 1)]
+        dropped = [handoff(port + index, "handoff_drops") for index in (0, 1)]
     assert result.failed == 0, result.errors[-3000:]
     assert result.successful == 400
     assert sum(per_worker) == 400, per_worker
     assert min(per_worker) >= 100, f"calls per worker {per_worker}: not spread"
+    # SIPp's requests all reach one worker's socket: it passes the other's share over.
+    assert sum(handed_over) == sum(received) > 0, (handed_over, received)
+    assert dropped == [0, 0]
 
 
 def test_tcp_calls_through_two_workers(tmp_path: Path) -> None:

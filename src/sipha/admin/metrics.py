@@ -88,7 +88,23 @@ class SiphaCollector(Collector):
             "new INVITEs refused with 503 by overload-ctrl-dialog-rate",
             value=overload,
         )
+        yield from self._transport()
         yield from self._pairs()
+
+    def _transport(self) -> Iterator[Metric]:
+        counters = self.source.transport_counters()
+        open_now = counters.pop("connections_open", 0)
+        yield GaugeMetricFamily("sipha_transport_connections_open", "stream connections open", value=open_now)
+        family = CounterMetricFamily(
+            "sipha_transport_events",
+            "transport counters: datagrams and bytes in/out, UDP send queueing and drops, ICMP "
+            "errors, stream messages, connections, framing errors; with workers, datagrams handed "
+            "over between them (handoff_drops: lost, the owner's buffer full)",
+            labels=["counter"],
+        )
+        for name, value in sorted(counters.items()):
+            family.add_metric([name], value)
+        yield family
 
     def _pairs(self) -> Iterator[Metric]:
         core = self.source.core

@@ -28,6 +28,10 @@ class AdminSource(Protocol):
         """The clock the core runs on (the loop's)."""
         ...
 
+    def transport_counters(self) -> dict[str, int]:
+        """The transports' counters by name (datagrams, bytes, ICMP errors, connections...)."""
+        ...
+
     @property
     def started_at(self) -> float | None:
         """:meth:`monotonic` time of the start, None before."""
