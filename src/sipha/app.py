@@ -38,9 +38,14 @@ from sipha.admin.status import DemoControl
 from sipha.admin.telemetry import ObservedMonitor, Telemetry
 from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.ha import AliveCodes, Monitor, MonitorSettings, check_own_address
-from sipha.net.manager import DEFAULT_UDP_BUFFER, TransportManager
+from sipha.net.manager import (
+    DEFAULT_UDP_BUFFER,
+    TransportManager,
+    check_listen_transport,
+    resolve_listen,
+)
 from sipha.net.udp import open_udp_socket
-from sipha.net.workers import Handoff, bind_shared, handoff_pairs, resolve_listen
+from sipha.net.workers import Handoff, bind_shared, handoff_pairs
 from sipha.proxy.affinity import owner, worker_tag
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.via import response_fallback_destination
@@ -749,9 +754,7 @@ def bind_worker_sockets(config: Config, count: int) -> list[WorkerSockets]:
     nothing stays bound then.
     """
     for text in config.proxy.listen:
-        transport = parse_address(text).transport
-        if transport.upper() not in ("UDP", "TCP"):
-            raise ValueError(f"unsupported transport {transport!r} (udp or tcp)")
+        check_listen_transport(parse_address(text).transport)
     plans: list[WorkerSockets] = [{} for _ in range(count)]
     try:
         for text in config.proxy.listen:

@@ -37,6 +37,27 @@ _STOP_GRACE: Final = 1.0  # seconds connections get to flush their buffers on st
 _TRANSPORTS: Final = ("UDP", "TCP")
 
 
+def check_listen_transport(transport: str) -> None:
+    """ValueError unless ``transport`` is one sipha listens on (udp or tcp, any case)."""
+    if transport.upper() not in _TRANSPORTS:
+        raise ValueError(f"unsupported transport {transport!r} (udp or tcp)")
+
+
+def resolve_listen(transport: str, host: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """(family, IP) to bind for a listen entry: an IP literal as is, a name by getaddrinfo.
+
+    Blocking for a name: at start, or in an executor (:meth:`TransportManager.add_listen`).
+    """
+    parsed = parse_ip(host or "0.0.0.0")  # noqa: S104 - an empty host means every interface
+    if parsed is not None:
+        return parsed
+    kind = socket.SOCK_DGRAM if transport.upper() == "UDP" else socket.SOCK_STREAM
+    infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
+    if not infos:  # pragma: no cover - getaddrinfo raises rather than return nothing
+        raise OSError(f"listen host {host!r} does not resolve")
+    return infos[0][0], str(infos[0][4][0])
+
+
 class TransportManager:
     """UDP sockets and TCP servers/connections for the proxy, behind one ``send``.
 
@@ -115,9 +136,11 @@ class TransportManager:
             max_connections=self._max_connections,
         )
         for transport, _host, _port in listens:
-            if transport.upper() not in _TRANSPORTS:
+            try:
+                check_listen_transport(transport)
+            except ValueError:
                 self._loop = None
-                raise ValueError(f"unsupported transport {transport!r} (udp or tcp)")
+                raise
         try:
             for transport, host, port in listens:
                 kind = transport.upper()
@@ -136,11 +159,7 @@ class TransportManager:
         parsed = parse_ip(host or "0.0.0.0")  # noqa: S104 - an empty host means every interface
         if parsed is not None:
             return parsed
-        kind_type = socket.SOCK_DGRAM if kind == "UDP" else socket.SOCK_STREAM
-        infos = await loop.getaddrinfo(host, port, type=kind_type, flags=socket.AI_PASSIVE)
-        if not infos:
-            raise OSError(f"listen host {host!r} does not resolve")
-        return infos[0][0], str(infos[0][4][0])
+        return await loop.run_in_executor(None, resolve_listen, kind, host, port)
 
     def _start_udp(
         self, loop: asyncio.AbstractEventLoop, family: socket.AddressFamily, ip: str, port: int
@@ -215,9 +234,8 @@ class TransportManager:
         context = self._tcp
         if loop is None or context is None:
             raise RuntimeError("TransportManager not started")
+        check_listen_transport(transport)
         kind = transport.upper()
-        if kind not in _TRANSPORTS:
-            raise ValueError(f"unsupported transport {transport!r} (udp or tcp)")
         family, ip = await self._listen_ip(loop, kind, host, port)
         before = len(self._listen)
         if kind == "UDP":

@@ -21,7 +21,6 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from sipha.net.addr import parse_ip
 from sipha.net.udp import MAX_DATAGRAM, open_udp_socket
 from sipha.txn.events import Address
 
@@ -33,18 +32,6 @@ HANDOFF_BUFFER: Final = 4 * 1024 * 1024
 _BATCH: Final = 64
 
 OnHandedOver = Callable[[bytes, Address, Address], None]
-
-
-def resolve_listen(transport: str, host: str, port: int) -> tuple[socket.AddressFamily, str]:
-    """(family, IP) to bind for a listen entry: an IP literal as is, a name by getaddrinfo."""
-    parsed = parse_ip(host or "0.0.0.0")  # noqa: S104 - an empty host means every interface
-    if parsed is not None:
-        return parsed
-    kind = socket.SOCK_DGRAM if transport.upper() == "UDP" else socket.SOCK_STREAM
-    infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
-    if not infos:  # pragma: no cover - getaddrinfo raises rather than return nothing
-        raise OSError(f"listen host {host!r} does not resolve")
-    return infos[0][0], str(infos[0][4][0])
 
 
 def bind_shared(
