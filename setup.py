@@ -37,6 +37,7 @@ COMPILED = [
     "src/sipha/net/udp.py",
     "src/sipha/net/workers.py",
     "src/sipha/net/manager.py",
+    "src/sipha/dispatch.py",
 ]
 
 ext_modules = []

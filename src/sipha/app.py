@@ -3,7 +3,9 @@
 The core (:mod:`sipha.proxy`) is sans-IO; this module is where bytes meet
 sockets and ``now`` meets the loop's monotonic clock.  Every callback from the
 transports feeds the core, then *flushes*: sends what the core produced and
-re-arms the one timer the core needs (its next deadline).
+re-arms the one timer the core needs (its next deadline).  The per-message part
+of that is :class:`sipha.dispatch.Dispatcher` (compiled with the core; a
+batch of datagrams is flushed once).
 
 The admin HTTP server (:mod:`sipha.admin`) runs in the same loop and reads the
 core's state when asked; the only per-message work done for it is counting the
@@ -37,7 +39,8 @@ from sipha.admin.server import AdminServer
 from sipha.admin.status import DemoControl
 from sipha.admin.telemetry import ObservedMonitor, Telemetry
 from sipha.config import Config, ConfigError, load_config, parse_address
-from sipha.ha import AliveCodes, Monitor, MonitorSettings, check_own_address
+from sipha.dispatch import Dispatcher
+from sipha.ha import AliveCodes, HaEvent, Monitor, MonitorSettings, check_own_address
 from sipha.net.manager import (
     DEFAULT_UDP_BUFFER,
     TransportManager,
@@ -46,11 +49,10 @@ from sipha.net.manager import (
 )
 from sipha.net.udp import open_udp_socket
 from sipha.net.workers import Handoff, bind_shared, handoff_pairs
-from sipha.proxy.affinity import owner, worker_tag
+from sipha.proxy.affinity import worker_tag
 from sipha.proxy.core import ProxyCore, ProxySettings
-from sipha.proxy.via import response_fallback_destination
 from sipha.proxy.view import ConfiguredView, PairSpec
-from sipha.sip import Response, SipParseError, SipUri, parse_uri
+from sipha.sip import SipParseError, SipUri, parse_uri
 from sipha.txn import Address
 
 log = logging.getLogger("sipha")
@@ -231,15 +233,21 @@ class ProxyApp:
         """A worker's own UDP addresses (see :func:`bind_worker_sockets`)."""
         self.config_path: ConfigPath = config_path
         """Where SIGHUP re-reads the configuration: a file, None (the embedded default)."""
-        self.transports = TransportManager(self._on_message, self._on_transport_error, self._on_bad_stream)
-        self.core: ProxyCore | None = None
         self.telemetry = Telemetry()
+        self._dispatch = Dispatcher(on_event=self._log_event, count_final=self.telemetry.count_final)
+        self.transports = TransportManager(
+            self._dispatch.on_message,
+            self._on_transport_error,
+            self._on_bad_stream,
+            on_batch_end=self._dispatch.on_batch_end,
+        )
+        self._dispatch.transports = self.transports
+        self.core: ProxyCore | None = None
         self.admin: AdminServer | None = None
         self._admin_enabled = admin
         self._demo = demo
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self._started_at: float | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -255,6 +263,8 @@ class ProxyApp:
         OSError when an address cannot be bound; nothing is left listening then.
         """
         self._loop = asyncio.get_running_loop()
+        self._dispatch.clock = self._loop.time
+        self._dispatch.arm_timer = self._arm_timer
         await self.transports.start([])
         worker = self.worker
         try:
@@ -298,9 +308,20 @@ class ProxyApp:
         except BaseException:
             await self.transports.stop()
             raise
+        dispatch = self._dispatch
         if worker is not None:
-            self._handoff = Handoff(self._loop, worker.index, worker.handoff, self._on_handed_over)
-        self.core = core
+            self._handoff = Handoff(
+                self._loop,
+                worker.index,
+                worker.handoff,
+                dispatch.on_handed_over,
+                on_batch_end=dispatch.on_batch_end,
+            )
+            dispatch.handoff = self._handoff
+            dispatch.worker_index = worker.index
+            dispatch.worker_count = worker.count
+            dispatch.own_addresses = self._own_addresses
+        self.core = dispatch.core = core
         self._started_at = self._now()
         for address in bound:
             log.info("listening on %s", _address_text(address))
@@ -577,30 +598,6 @@ class ProxyApp:
         assert self._loop is not None  # noqa: S101 - set in start()
         return self._loop.time()
 
-    def _on_message(self, data: bytes, source: Address, local: Address) -> None:
-        core = self.core
-        if core is None:
-            return
-        worker = self.worker
-        if worker is not None and source.transport == "UDP" and local not in self._own_addresses:
-            # Another worker may hold this datagram's transaction: pass it on unread.  (What
-            # comes to this worker's own port answers its own requests: no need to look.)
-            target = owner(data, worker.count)
-            if target is not None and target != worker.index and self._handoff is not None:
-                self._handoff.send(target, data, source, local)
-                return
-        core.receive(data, source, self._now(), stream=source.reliable)
-        self._flush()
-
-    def _on_handed_over(self, data: bytes, source: Address, local: Address) -> None:
-        """A datagram another worker received for a transaction of this one."""
-        del local
-        core = self.core
-        if core is None:
-            return
-        core.receive(data, source, self._now())
-        self._flush()
-
     def _on_transport_error(self, destination: Address, error: OSError | str) -> None:
         del error
         if self.core is None:
@@ -616,7 +613,7 @@ class ProxyApp:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._timer_at = None
+        self._dispatch.timer_at = None
         if self.core is None:
             return
         # Messages already received come before timeouts: under load an OPTIONS answer
@@ -630,45 +627,22 @@ class ProxyApp:
 
     def _flush(self) -> None:
         """Send what the core produced and arm the timer for its next deadline."""
-        core = self.core
-        if core is None:
-            return
-        for event in core.drain_events():
-            if event.event_id is not None:
-                log.warning("event %d: %s", event.event_id, event.message)
-            else:
-                log.info("%s", event.message)
-            self.telemetry.record_event(event)
-        transports = self.transports
-        count_final = self.telemetry.count_final
-        for action in core.drain():
-            destination = action.destination
-            message = action.message
-            if action.key is not None and type(message) is Response and message.status >= 200:  # noqa: PLR2004
-                # A final response of a server transaction: one transaction answered (/metrics).
-                with contextlib.suppress(SipParseError):
-                    count_final(message.cseq.method, message.status)
-            if (
-                destination.reliable
-                and isinstance(message, Response)
-                and not transports.has_connection(destination)
-            ):
-                # §18.2.2: the request's connection is gone: "the server SHOULD open a
-                # connection to the IP address in the received parameter ... using the port
-                # in the sent-by value".
-                with contextlib.suppress(SipParseError):
-                    destination = response_fallback_destination(message.top_via, destination)
-            transports.send(message.to_bytes(), destination)
-        deadline = core.next_deadline()
-        if deadline is None:
-            return
-        if self._timer_at is not None and self._timer_at <= deadline:
-            return  # the armed timer fires first; it re-arms for what is left
+        self._dispatch.flush()
+
+    def _arm_timer(self, deadline: float) -> None:
+        """(Re-)arm the core's one timer at ``deadline`` (the dispatcher's flush asks)."""
         if self._timer is not None:
             self._timer.cancel()
         assert self._loop is not None  # noqa: S101 - set in start()
-        self._timer_at = deadline
         self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _log_event(self, event: HaEvent) -> None:
+        """A pair monitor event: the log, and the dashboard's recent events."""
+        if event.event_id is not None:
+            log.warning("event %d: %s", event.event_id, event.message)
+        else:
+            log.info("%s", event.message)
+        self.telemetry.record_event(event)
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -68,7 +68,8 @@ class TransportManager:
     datagrams we sent, failed TCP connects and connections reset or dropped
     with data queued.  ``on_bad_stream(error, source)``, if given, is called
     on a stream framing error before the connection is closed, so the core
-    can answer 400/513 on it.
+    can answer 400/513 on it.  ``on_batch_end()``, if given, is called after
+    each batch of datagrams a UDP socket delivered (one wakeup's reads).
     """
 
     def __init__(
@@ -88,8 +89,10 @@ class TransportManager:
         udp_queue_limit: int = DEFAULT_UDP_QUEUE,
         udp_reuse_address: bool = True,
         resolver: Resolver | None = None,
+        on_batch_end: Callable[[], None] | None = None,
     ) -> None:
         self._on_message = on_message
+        self._on_batch_end = on_batch_end
         self._on_transport_error = on_transport_error
         self._on_bad_stream = on_bad_stream
         self._limits = limits
@@ -181,6 +184,7 @@ class TransportManager:
             stats=self.stats,
             batch=self._udp_batch,
             queue_limit=self._udp_queue_limit,
+            on_batch_end=self._on_batch_end,
         )
         endpoint.start()
         self._udp.append(endpoint)

@@ -116,6 +116,7 @@ class UdpEndpoint:
         "_batch",
         "_fd",
         "_loop",
+        "_on_batch_end",
         "_on_error",
         "_on_message",
         "_queue",
@@ -139,6 +140,7 @@ class UdpEndpoint:
         stats: TransportStats,
         batch: int,
         queue_limit: int,
+        on_batch_end: Callable[[], None] | None = None,
     ) -> None:
         self._loop = loop
         self.sock = sock
@@ -148,6 +150,7 @@ class UdpEndpoint:
         self.recverr = recverr
         self._on_message = on_message
         self._on_error = on_error
+        self._on_batch_end = on_batch_end
         self._stats = stats
         self._batch = batch
         self._queue_limit = queue_limit
@@ -183,7 +186,11 @@ class UdpEndpoint:
         self.read(self._batch)
 
     def read(self, limit: int) -> int:
-        """Read and hand over up to ``limit`` datagrams already received; return how many."""
+        """Read and hand over up to ``limit`` datagrams already received; return how many.
+
+        ``on_batch_end`` (if any) is called once after them: the caller sends what the
+        whole batch produced at once.
+        """
         recvfrom = self.sock.recvfrom
         on_message = self._on_message
         local = self.local
@@ -219,6 +226,8 @@ class UdpEndpoint:
             stats = self._stats
             stats.datagrams_in += count
             stats.udp_bytes_in += size
+        if count and self._on_batch_end is not None:
+            self._on_batch_end()
         return count
 
     def _source(self, peer: Any) -> Address:  # noqa: ANN401 - a socket address tuple

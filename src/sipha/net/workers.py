@@ -78,12 +78,14 @@ class Handoff:
         index: int,
         pairs: list[tuple[socket.socket, socket.socket]],
         on_message: OnHandedOver,
+        on_batch_end: Callable[[], None] | None = None,
     ) -> None:
         self.index = index
         self._loop = loop
         self._receiving = pairs[index][0]
         self._sending = [sending for _, sending in pairs]
         self._on_message = on_message
+        self._on_batch_end = on_batch_end
         self._addresses: dict[bytes, Address] = {}
         self.handed_over = 0
         """Datagrams passed to another worker."""
@@ -129,6 +131,8 @@ class Handoff:
             self._on_message(
                 data, self._address(source_host, source_port), self._address(local_host, local_port)
             )
+        if count and self._on_batch_end is not None:
+            self._on_batch_end()
         return count
 
     def _address(self, host: bytes, port: bytes) -> Address:

@@ -1,0 +1,150 @@
+"""The per-message glue between the transports and the proxy core, compiled with the core.
+
+Every datagram and every framed stream message goes through here: to another
+worker if that one holds its transaction (:func:`sipha.proxy.affinity.owner`),
+else into the core; then a *flush* sends what the core produced and re-arms the
+one timer the core needs.
+
+A UDP socket is read in batches (one wakeup, up to ``[proxy] udp-batch``
+datagrams), and the flush runs once per batch rather than once per datagram:
+the messages leave in the order the core produced them either way, a batch
+is read within microseconds, and the core's next deadline is computed once.
+Stream messages are flushed one by one (a TCP read may carry a single message
+whose answer must not wait for another read).
+
+It does no I/O of its own and keeps no clock: the transports send, and the
+application (:mod:`sipha.app`) gives ``clock`` and ``arm_timer``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from sipha.proxy.affinity import owner
+from sipha.proxy.via import response_fallback_destination
+from sipha.sip import Response, SipParseError
+
+if TYPE_CHECKING:
+    from sipha.ha import HaEvent
+    from sipha.net.workers import Handoff
+    from sipha.proxy.core import ProxyCore
+    from sipha.txn.events import Address
+
+FINAL: int = 200
+
+
+class Transports(Protocol):
+    """What the dispatcher needs of :class:`sipha.net.manager.TransportManager`."""
+
+    def send(self, data: bytes, destination: Address) -> None:
+        """Send (or queue) ``data``; failures are reported through the transport's callback."""
+
+    def has_connection(self, destination: Address) -> bool:
+        """Whether a stream connection to ``destination`` is open."""
+
+
+def _no_clock() -> float:
+    raise RuntimeError("the dispatcher has no clock yet")  # pragma: no cover - set at start
+
+
+class Dispatcher:
+    """Feed the core, hand datagrams over between workers, send, and keep the timer armed."""
+
+    def __init__(
+        self,
+        *,
+        on_event: Callable[[HaEvent], None],
+        count_final: Callable[[str, int], None],
+    ) -> None:
+        self.core: ProxyCore | None = None
+        """Set once the core is built; messages before that are dropped."""
+        self.transports: Transports | None = None
+        self.clock: Callable[[], float] = _no_clock
+        """The loop's monotonic clock (``now`` for the core)."""
+        self.arm_timer: Callable[[float], None] | None = None
+        """Called with the core's next deadline when it is earlier than the armed one."""
+        self.timer_at: float | None = None
+        """The deadline the armed timer fires at, None when none is armed."""
+        self.handoff: Handoff | None = None
+        self.worker_index = 0
+        self.worker_count = 1
+        self.own_addresses: frozenset[Address] = frozenset()
+        """A worker's own UDP addresses: what arrives there answers its own requests."""
+        self._on_event = on_event
+        self._count_final = count_final
+        self._pending = False
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_message(self, data: bytes, source: Address, local: Address) -> None:
+        """A datagram or a framed stream message from the transports."""
+        core = self.core
+        if core is None:
+            return
+        if source.transport == "UDP":
+            handoff = self.handoff
+            if handoff is not None and local not in self.own_addresses:
+                # Another worker may hold this datagram's transaction: pass it on unread.
+                # (What comes to this worker's own port answers its own requests.)
+                target = owner(data, self.worker_count)
+                if target is not None and target != self.worker_index:
+                    handoff.send(target, data, source, local)
+                    return
+            core.receive(data, source, self.clock())
+            self._pending = True  # flushed at the end of the batch (on_batch_end)
+            return
+        core.receive(data, source, self.clock(), stream=True)
+        self.flush()
+
+    def on_handed_over(self, data: bytes, source: Address, local: Address) -> None:
+        """A datagram another worker received for a transaction of this one."""
+        del local
+        core = self.core
+        if core is None:
+            return
+        core.receive(data, source, self.clock())
+        self._pending = True
+
+    def on_batch_end(self) -> None:
+        """A socket's batch of datagrams has been read: send what they produced."""
+        if self._pending:
+            self.flush()
+
+    # ------------------------------------------------------------------ output
+
+    def flush(self) -> None:
+        """Send what the core produced and arm the timer for its next deadline."""
+        self._pending = False
+        core = self.core
+        transports = self.transports
+        if core is None or transports is None:
+            return
+        if core.events:
+            for event in core.drain_events():
+                self._on_event(event)
+        for action in core.drain():
+            destination = action.destination
+            message = action.message
+            if isinstance(message, Response):
+                if action.key is not None and message.status >= FINAL:
+                    # A final response of a server transaction: one transaction answered.
+                    with contextlib.suppress(SipParseError):
+                        self._count_final(message.cseq.method, message.status)
+                if destination.reliable and not transports.has_connection(destination):
+                    # §18.2.2: the request's connection is gone: "the server SHOULD open a
+                    # connection to the IP address in the received parameter ... using the
+                    # port in the sent-by value".
+                    with contextlib.suppress(SipParseError):
+                        destination = response_fallback_destination(message.top_via, destination)
+            transports.send(message.to_bytes(), destination)
+        deadline = core.next_deadline()
+        if deadline is None:
+            return
+        timer_at = self.timer_at
+        if timer_at is not None and timer_at <= deadline:
+            return  # the armed timer fires first; it re-arms for what is left
+        self.timer_at = deadline
+        if self.arm_timer is not None:
+            self.arm_timer(deadline)

@@ -1,0 +1,115 @@
+"""The dispatcher between the transports and the core: one flush per batch of datagrams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy_support import ALICE, PRIMARY, PROXY, harness, invite, response_to
+
+from sipha.dispatch import Dispatcher
+from sipha.ha import HaEvent
+from sipha.sip import Request, parse_message
+from sipha.txn import Address
+
+ALICE_TCP = Address("TCP", "127.0.0.1", 40000)
+
+
+@dataclass
+class SentLog:
+    """What the dispatcher gave the transports, in order (the sockets' side of the glue)."""
+
+    sent: list[tuple[bytes, Address]] = field(default_factory=list)
+    connections: set[Address] = field(default_factory=set)
+
+    def send(self, data: bytes, destination: Address) -> None:
+        self.sent.append((data, destination))
+
+    def has_connection(self, destination: Address) -> bool:
+        return destination in self.connections
+
+
+@dataclass
+class Wiring:
+    dispatch: Dispatcher
+    transports: SentLog
+    armed: list[float]
+    finals: list[tuple[str, int]]
+    events: list[HaEvent]
+    now: list[float]
+
+
+def wiring() -> Wiring:
+    h = harness()
+    armed: list[float] = []
+    finals: list[tuple[str, int]] = []
+    events: list[HaEvent] = []
+    now = [10.0]
+    dispatch = Dispatcher(on_event=events.append, count_final=lambda m, s: finals.append((m, s)))
+    transports = SentLog()
+    dispatch.core = h.core
+    dispatch.transports = transports
+    dispatch.clock = lambda: now[0]
+    dispatch.arm_timer = armed.append
+    return Wiring(dispatch, transports, armed, finals, events, now)
+
+
+def test_a_batch_of_datagrams_is_sent_once_the_batch_is_read_in_order() -> None:
+    w = wiring()
+    w.dispatch.on_message(invite(call_id="one"), ALICE, PROXY)
+    w.dispatch.on_message(invite(call_id="two", branch="z9hG4bK-alice-2"), ALICE, PROXY)
+    assert w.transports.sent == []  # nothing leaves before the batch ends
+    w.dispatch.on_batch_end()
+    sent = [(data.split(b"\r\n", 1)[0], destination) for data, destination in w.transports.sent]
+    # Each INVITE: 100 Trying upstream, then the INVITE to the active member, in arrival order.
+    assert [destination for _, destination in sent] == [ALICE, PRIMARY, ALICE, PRIMARY]
+    assert b"Call-ID: one" in w.transports.sent[1][0]
+    assert b"Call-ID: two" in w.transports.sent[3][0]
+    # One timer, at the core's next deadline (Timer C, Timer A, failover-timeout, ...).
+    assert w.armed == [w.dispatch.core.next_deadline()]  # type: ignore[union-attr]
+    w.dispatch.on_batch_end()  # nothing new: nothing sent, no timer re-armed
+    assert len(w.transports.sent) == 4
+    assert len(w.armed) == 1
+
+
+def test_a_stream_message_is_sent_at_once() -> None:
+    w = wiring()
+    w.transports.connections.add(ALICE_TCP)
+    w.dispatch.on_message(invite(via_host="127.0.0.1:40000").replace(b"UDP", b"TCP"), ALICE_TCP, PROXY)
+    assert [destination for _, destination in w.transports.sent] == [ALICE_TCP, PRIMARY]
+
+
+def test_the_timer_is_re_armed_only_for_an_earlier_deadline() -> None:
+    w = wiring()
+    w.dispatch.on_message(invite(call_id="one"), ALICE, PROXY)
+    w.dispatch.on_batch_end()
+    first = w.armed[-1]
+    w.now[0] += 0.1
+    w.dispatch.on_message(invite(call_id="two", branch="z9hG4bK-alice-2"), ALICE, PROXY)
+    w.dispatch.on_batch_end()
+    assert w.armed == [first]  # the armed timer fires first; it re-arms for what is left
+    w.dispatch.timer_at = None  # it fired
+    w.dispatch.flush()
+    assert len(w.armed) == 2  # armed again for what is left
+
+
+def test_final_responses_sent_upstream_are_counted() -> None:
+    w = wiring()
+    w.dispatch.on_message(invite(), ALICE, PROXY)
+    w.dispatch.on_batch_end()
+    forwarded = harness_request(w.transports.sent[1][0])
+    w.dispatch.on_message(response_to(forwarded, 486, "Busy Here"), PRIMARY, PROXY)
+    w.dispatch.on_batch_end()
+    assert w.finals == [("INVITE", 486)]
+
+
+def test_nothing_happens_before_the_core_exists() -> None:
+    dispatch = Dispatcher(on_event=lambda _: None, count_final=lambda _m, _s: None)
+    dispatch.on_message(invite(), ALICE, PROXY)
+    dispatch.on_batch_end()
+    dispatch.flush()
+
+
+def harness_request(data: bytes) -> Request:
+    message = parse_message(data)
+    assert isinstance(message, Request)
+    return message
