@@ -8,9 +8,9 @@ with mypy in the build environment: ``make compiled`` (see the Makefile), or
 ``pip install mypy setuptools wheel && SIPHA_USE_MYPYC=1 pip install --no-build-isolation .``
 
 Not compiled: ``sipha.sip.errors`` (its exceptions override class attributes per
-subclass, which mypyc's native classes do not allow) and ``sipha.txn.events`` (its
-dataclasses name types imported for type checking only); the I/O side (app, net,
-admin) and the pair monitor, which do not run per message.
+subclass, which mypyc's native classes do not allow); the I/O side but for the UDP
+path and the per-message glue (app, tcp, admin); the pair monitor (admin subclasses
+it, and a compiled class cannot be subclassed by an interpreted one).
 """
 
 import os
@@ -25,6 +25,7 @@ COMPILED = [
     "src/sipha/sip/message.py",
     "src/sipha/sip/framer.py",
     "src/sipha/txn/timers.py",
+    "src/sipha/txn/events.py",
     "src/sipha/txn/keys.py",
     "src/sipha/txn/machines.py",
     "src/sipha/txn/layer.py",

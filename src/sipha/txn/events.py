@@ -9,11 +9,12 @@ proxy core).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
+
+from sipha.sip import Request, Response
+from sipha.txn.keys import TransactionKey
 
 if TYPE_CHECKING:
-    from sipha.sip import Request, Response
-    from sipha.txn.keys import TransactionKey
     from sipha.txn.machines import (
         ClientTransaction,
         ServerInviteTransaction,
@@ -65,19 +66,49 @@ class SendMessage:
 
 
 # ---------------------------------------------------------------------------- TU events
+#
+# Plain classes rather than dataclasses: this module is compiled with the core (mypyc),
+# and a compiled dataclass builds its field annotations when the module is imported,
+# before sipha.txn.machines (which imports this module) has defined the transaction
+# types they name.  Equality is by type and fields, as a dataclass's (the tests compare
+# outputs); events are not hashable.
 
 
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
+class _TuEvent:
+    """Equality and repr by the fields named in ``_fields``."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self._fields)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking and compared by value
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({values})"
+
+
+class RequestReceived(_TuEvent):
     """A new request created ``transaction`` (§17.2.1, §17.2.2: "passed up to the TU")."""
 
-    transaction: ServerTransaction
-    request: Request
-    source: Address
+    __slots__ = ("request", "source", "transaction")
+    _fields = ("transaction", "request", "source")
+
+    def __init__(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
+        self.transaction: Final = transaction
+        self.request: Final = request
+        self.source: Final = source
 
 
-@dataclass(frozen=True, slots=True)
-class AckReceived:
+class AckReceived(_TuEvent):
     """An ACK for the TU to handle (a proxy forwards it statelessly, §16.7 / §16.11).
 
     ``transaction`` is None for an ACK that matched no transaction: the ACK of
@@ -86,21 +117,29 @@ class AckReceived:
     the RFC 6026 Accepted state ("ACK / to TU").
     """
 
-    request: Request
-    source: Address
-    transaction: ServerInviteTransaction | None = None
+    __slots__ = ("request", "source", "transaction")
+    _fields = ("request", "source", "transaction")
+
+    def __init__(
+        self, request: Request, source: Address, transaction: ServerInviteTransaction | None = None
+    ) -> None:
+        self.request: Final = request
+        self.source: Final = source
+        self.transaction: Final = transaction
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
+class ResponseReceived(_TuEvent):
     """A response the client transaction passes up to the TU (§17.1.1.2, §17.1.2.2)."""
 
-    transaction: ClientTransaction
-    response: Response
+    __slots__ = ("response", "transaction")
+    _fields = ("transaction", "response")
+
+    def __init__(self, transaction: ClientTransaction, response: Response) -> None:
+        self.transaction: Final = transaction
+        self.response: Final = response
 
 
-@dataclass(frozen=True, slots=True)
-class StrayResponse:
+class StrayResponse(_TuEvent):
     """A response that matched no client transaction.
 
     §18.1.2: "If there are any client transactions in existence, the client
@@ -111,32 +150,45 @@ class StrayResponse:
     as updated by RFC 6026 §8.3.
     """
 
-    response: Response
+    __slots__ = ("response",)
+    _fields = ("response",)
+
+    def __init__(self, response: Response) -> None:
+        self.response: Final = response
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionTimeout:
+class TransactionTimeout(_TuEvent):
     """Timer B or F fired (client, "inform the TU that a timeout has occurred"), or H (server).
 
     §17.2.1 on Timer H: the server transaction "MUST indicate to the TU that a
     transaction failure has occurred".
     """
 
-    transaction: Transaction
+    __slots__ = ("transaction",)
+    _fields = ("transaction",)
+
+    def __init__(self, transaction: Transaction) -> None:
+        self.transaction: Final = transaction
 
 
-@dataclass(frozen=True, slots=True)
-class TransportError:
+class TransportError(_TuEvent):
     """The transport could not send a message of ``transaction`` (§17.1.4, §17.2.4)."""
 
-    transaction: Transaction
+    __slots__ = ("transaction",)
+    _fields = ("transaction",)
+
+    def __init__(self, transaction: Transaction) -> None:
+        self.transaction: Final = transaction
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionTerminated:
+class TransactionTerminated(_TuEvent):
     """``transaction`` reached Terminated and was removed from the layer."""
 
-    transaction: Transaction
+    __slots__ = ("transaction",)
+    _fields = ("transaction",)
+
+    def __init__(self, transaction: Transaction) -> None:
+        self.transaction: Final = transaction
 
 
 Event = (
