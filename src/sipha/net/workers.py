@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 HANDOFF_BUFFER: Final = 4 * 1024 * 1024
 """SO_SNDBUF/SO_RCVBUF of the hand-over sockets: a burst of 64 KiB datagrams fits."""
 _BATCH: Final = 64
+_CACHE_MAX: Final = 65536
+"""Bound of the header caches (like the UDP source cache: spoofed sources cannot grow them)."""
 
 OnHandedOver = Callable[[bytes, Address, Address], None]
 
@@ -86,7 +88,10 @@ class Handoff:
         self._sending = [sending for _, sending in pairs]
         self._on_message = on_message
         self._on_batch_end = on_batch_end
-        self._addresses: dict[bytes, Address] = {}
+        # Bounded caches, both ways, of the header naming (source, local): a worker hears
+        # from few peers, and formatting or parsing it for every datagram costs more.
+        self._headers: dict[tuple[Address, Address], bytes] = {}
+        self._addresses: dict[bytes, tuple[Address, Address]] = {}
         self.handed_over = 0
         """Datagrams passed to another worker."""
         self.received = 0
@@ -102,7 +107,12 @@ class Handoff:
 
     def send(self, owner: int, data: bytes, source: Address, local: Address) -> None:
         """Pass ``data``, received from ``source`` on ``local``, to worker ``owner``."""
-        header = f"{source.host} {source.port} {local.host} {local.port}\n".encode()
+        header = self._headers.get((source, local))
+        if header is None:
+            if len(self._headers) >= _CACHE_MAX:
+                self._headers.clear()
+            header = f"{source.host} {source.port} {local.host} {local.port}\n".encode()
+            self._headers[source, local] = header
         try:
             self._sending[owner].send(header + data)
         except OSError:
@@ -125,21 +135,24 @@ class Handoff:
             except (BlockingIOError, InterruptedError):
                 break
             count += 1
-            header, _, data = packet.partition(b"\n")
-            source_host, source_port, local_host, local_port = header.split(b" ")
+            end = packet.find(b"\n") + 1
+            header = packet[:end]
+            addresses = self._addresses.get(header)
+            if addresses is None:
+                addresses = self._parse_header(header)
             self.received += 1
-            self._on_message(
-                data, self._address(source_host, source_port), self._address(local_host, local_port)
-            )
+            self._on_message(packet[end:], addresses[0], addresses[1])
         if count and self._on_batch_end is not None:
             self._on_batch_end()
         return count
 
-    def _address(self, host: bytes, port: bytes) -> Address:
-        key = host + b" " + port
-        address = self._addresses.get(key)
-        if address is None:
-            if len(self._addresses) >= 65536:  # noqa: PLR2004 - bounded like the UDP source cache
-                self._addresses.clear()
-            address = self._addresses[key] = Address("UDP", host.decode(), int(port))
-        return address
+    def _parse_header(self, header: bytes) -> tuple[Address, Address]:
+        source_host, source_port, local_host, local_port = header.split()
+        addresses = (
+            Address("UDP", source_host.decode(), int(source_port)),
+            Address("UDP", local_host.decode(), int(local_port)),
+        )
+        if len(self._addresses) >= _CACHE_MAX:
+            self._addresses.clear()
+        self._addresses[header] = addresses
+        return addresses

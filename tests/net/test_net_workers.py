@@ -1,0 +1,67 @@
+"""The hand-over channel between worker processes: datagrams, their addresses, order, counts."""
+
+from __future__ import annotations
+
+import asyncio
+
+from net.net_support import TIMEOUT
+from sipha.net.workers import Handoff, handoff_pairs
+from sipha.txn.events import Address
+
+LISTEN = Address("UDP", "127.0.0.1", 5060)
+PHONE = Address("UDP", "192.0.2.7", 40000)
+PHONE_V6 = Address("UDP", "2001:db8::7", 40001)
+LISTEN_V6 = Address("UDP", "::1", 5060)
+
+
+async def test_datagrams_reach_their_owner_in_order_with_their_addresses() -> None:
+    loop = asyncio.get_running_loop()
+    pairs = handoff_pairs(2)
+    received: list[tuple[bytes, Address, Address]] = []
+    batches: list[int] = []
+    got_all = asyncio.Event()
+
+    def on_message(data: bytes, source: Address, local: Address) -> None:
+        received.append((data, source, local))
+
+    def on_batch_end() -> None:
+        batches.append(len(received))
+        if len(received) == 4:  # the four sent below
+            got_all.set()
+
+    reader = Handoff(loop, 0, pairs, lambda *_: None)
+    owner = Handoff(loop, 1, pairs, on_message, on_batch_end=on_batch_end)
+    try:
+        sent = [
+            (b"INVITE sip:a SIP/2.0\r\n\r\n", PHONE, LISTEN),
+            (b"ACK sip:a SIP/2.0\r\n\r\n", PHONE, LISTEN),  # the same header, from the cache
+            (b"BYE sip:b SIP/2.0\r\n\r\nwith a body\nand newlines", PHONE_V6, LISTEN_V6),
+            (b"", PHONE, LISTEN),
+        ]
+        for data, source, local in sent:
+            reader.send(1, data, source, local)
+        await asyncio.wait_for(got_all.wait(), TIMEOUT)
+        assert received == sent
+        assert batches[-1] == len(sent)
+        assert (reader.handed_over, owner.received, reader.dropped) == (4, 4, 0)
+    finally:
+        reader.close()
+        owner.close()
+        for receiving, sending in pairs:
+            receiving.close()
+            sending.close()
+
+
+async def test_a_full_channel_counts_drops_instead_of_blocking() -> None:
+    loop = asyncio.get_running_loop()
+    pairs = handoff_pairs(2)
+    reader = Handoff(loop, 0, pairs, lambda *_: None)
+    try:
+        pairs[1][0].close()  # the owner is gone: sending fails at once
+        reader.send(1, b"lost", PHONE, LISTEN)
+        assert (reader.handed_over, reader.dropped) == (0, 1)
+    finally:
+        reader.close()
+        for receiving, sending in pairs:
+            receiving.close()
+            sending.close()
