@@ -411,8 +411,11 @@ record-route = "sip:{HOST}:{self.port};lr"
 workers = {self.workers}
 
 [monitor]
-oos-check = 1
+# A member is counted out after 2 s without an answer, as Kamailio's fr_timer (2 s) does
+# with its OPTIONS probes and with a forwarded INVITE that got no provisional response.
+oos-check = 2
 oos-force = 1
+failover-timeout = 2.0
 
 [admin]
 listen = "{HOST}:{self.admin}"
