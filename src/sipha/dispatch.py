@@ -19,6 +19,7 @@ application (:mod:`sipha.app`) gives ``clock`` and ``arm_timer``.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
     from sipha.txn.events import Address
 
 FINAL: int = 200
+TIMER_GRID: float = 0.01
+"""The core's timer fires on this grid (s): however many transaction timers fall due, the
+loop wakes up for them at most 100 times a second.  The shortest SIP timer is T1 (500 ms)
+and a failover-timeout is a second or more: 10 ms late is network jitter.  With thousands
+of calls a second every call's transactions end at their own instant (Timers K, J, L, M),
+and waking for each one cost a loop iteration, a callback and a read of every socket."""
 
 
 class Transports(Protocol):
@@ -142,9 +149,11 @@ class Dispatcher:
         deadline = core.next_deadline()
         if deadline is None:
             return
+        # The next point of the grid, never before the deadline (floating-point rounding).
+        fire_at = max(math.ceil(deadline / TIMER_GRID) * TIMER_GRID, deadline)
         timer_at = self.timer_at
-        if timer_at is not None and timer_at <= deadline:
+        if timer_at is not None and timer_at <= fire_at:
             return  # the armed timer fires first; it re-arms for what is left
-        self.timer_at = deadline
+        self.timer_at = fire_at
         if self.arm_timer is not None:
-            self.arm_timer(deadline)
+            self.arm_timer(fire_at)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from proxy_support import ALICE, PRIMARY, PROXY, harness, invite, response_to
 
-from sipha.dispatch import Dispatcher
+from sipha.dispatch import TIMER_GRID, Dispatcher
 from sipha.ha import HaEvent
 from sipha.sip import Request, parse_message
 from sipha.txn import Address
@@ -64,8 +64,11 @@ def test_a_batch_of_datagrams_is_sent_once_the_batch_is_read_in_order() -> None:
     assert [destination for _, destination in sent] == [ALICE, PRIMARY, ALICE, PRIMARY]
     assert b"Call-ID: one" in w.transports.sent[1][0]
     assert b"Call-ID: two" in w.transports.sent[3][0]
-    # One timer, at the core's next deadline (Timer C, Timer A, failover-timeout, ...).
-    assert w.armed == [w.dispatch.core.next_deadline()]  # type: ignore[union-attr]
+    # One timer, at the core's next deadline (Timer A, failover-timeout, ...), on the grid.
+    deadline = w.dispatch.core.next_deadline()  # type: ignore[union-attr]
+    assert deadline is not None
+    assert len(w.armed) == 1
+    assert deadline <= w.armed[0] < deadline + TIMER_GRID
     w.dispatch.on_batch_end()  # nothing new: nothing sent, no timer re-armed
     assert len(w.transports.sent) == 4
     assert len(w.armed) == 1
@@ -90,6 +93,26 @@ def test_the_timer_is_re_armed_only_for_an_earlier_deadline() -> None:
     w.dispatch.timer_at = None  # it fired
     w.dispatch.flush()
     assert len(w.armed) == 2  # armed again for what is left
+
+
+def test_timers_due_close_together_share_one_wakeup() -> None:
+    w = wiring()
+    w.now[0] = 10.001
+    w.dispatch.on_message(invite(call_id="one"), ALICE, PROXY)
+    w.dispatch.on_batch_end()
+    w.now[0] = 10.004  # a second INVITE 3 ms later: its Timer A falls due 3 ms later
+    w.dispatch.on_message(invite(call_id="two", branch="z9hG4bK-alice-2"), ALICE, PROXY)
+    w.dispatch.on_batch_end()
+    assert len(w.armed) == 1  # one wakeup, on the grid point after both Timer A deadlines
+    fire_at = w.armed[0]
+    assert 10.504 <= fire_at < 10.501 + TIMER_GRID  # T1 after each INVITE
+    sent = len(w.transports.sent)
+    w.now[0] = fire_at
+    w.dispatch.timer_at = None
+    w.dispatch.core.handle_timers(fire_at)  # type: ignore[union-attr]
+    w.dispatch.flush()
+    retransmitted = w.transports.sent[sent:]
+    assert [destination for _, destination in retransmitted] == [PRIMARY, PRIMARY]  # both INVITEs
 
 
 def test_final_responses_sent_upstream_are_counted() -> None:
