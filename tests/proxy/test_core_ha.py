@@ -366,6 +366,64 @@ def test_issue4_any_provisional_before_failover_timeout_keeps_the_branch(status:
     assert statuses(sent) == [200]
 
 
+def test_issue4_a_member_answering_other_requests_is_not_failed_over_for_one_late_answer() -> None:
+    """failover-timeout is "without any response from the active member": a primary that answers
+    other calls meanwhile is alive; one INVITE whose answer is late (or was lost by a busy
+    proxy) keeps its branch, and the pair is not re-probed."""
+    h = active_on_primary()
+    late = distinct(requests(h.feed(invite(call_id="late", branch="z9hG4bK-late")), PRIMARY))[0]
+    h.advance(0.5)
+    other = distinct(requests(h.feed(invite(call_id="other", branch="z9hG4bK-other")), PRIMARY))[0]
+    h.feed(response_to(other, 180, "Ringing"), PRIMARY)
+    sent = h.advance(FAILOVER - 0.5 + 0.01)  # past the late INVITE's failover-timeout
+    assert h.probes(BACKUP) == []
+    assert requests(sent, BACKUP) == []
+    assert h.core.drain_events() == []
+    assert active(h) == PRIMARY_MEMBER
+    sent = h.feed(response_to(late, 180, "Ringing", to_tag="p2"), PRIMARY)
+    assert statuses(sent) == [180]  # relayed: the branch was kept
+
+
+def test_issue4_a_member_that_stops_answering_is_failed_over_one_window_later() -> None:
+    """The other calls' answers only postpone the judgement: once the member is silent for a
+    whole failover-timeout, the request is failed over as from a silent member."""
+    h = active_on_primary()
+    h.feed(invite(call_id="late", branch="z9hG4bK-late"))
+    h.advance(0.5)
+    other = distinct(requests(h.feed(invite(call_id="other", branch="z9hG4bK-other")), PRIMARY))[0]
+    h.feed(response_to(other, 180, "Ringing"), PRIMARY)  # heard at t = 0.5, then silence
+    h.advance(FAILOVER - 0.5 + 0.01)
+    assert h.core.drain_events() == []  # t = 1.01: heard 0.51 s ago, not judged silent
+    sent = h.advance(FAILOVER)  # t = 2.01: the re-judgement, silent since t = 0.5
+    events = h.core.drain_events()
+    assert kinds(events) == ["PairUnknown"]
+    assert [r.method for r in requests(sent, BACKUP)] == ["OPTIONS"]
+
+
+def test_issue4_an_answer_older_than_the_window_does_not_keep_a_branch() -> None:
+    h = active_on_primary()
+    other = distinct(requests(h.feed(invite(call_id="other", branch="z9hG4bK-other")), PRIMARY))[0]
+    h.feed(response_to(other, 180, "Ringing"), PRIMARY)  # heard at t = 0
+    h.advance(0.2)
+    h.feed(invite(call_id="late", branch="z9hG4bK-late"))  # sent at t = 0.2, never answered
+    sent = h.advance(FAILOVER + 0.01)
+    assert kinds(h.core.drain_events()) == ["PairUnknown"]
+    assert [r.method for r in requests(sent, BACKUP)] == ["OPTIONS"]
+
+
+def test_issue4_a_silent_next_hop_outside_the_pairs_is_waited_for() -> None:
+    """A request from a SIP server to a phone (its Request-URI): no member to fail over from,
+    whatever the failover-timeout; the phone is waited for (Timer B)."""
+    h = active_on_primary()
+    to_phone = invite(uri="sip:alice@127.0.0.1:5061", via_host="127.0.0.1:5070", call_id="to-phone")
+    sent = h.feed(to_phone, PRIMARY)
+    assert len(sent_requests(sent, ALICE)) == 1
+    sent = h.advance(FAILOVER + 0.01)
+    assert h.core.drain_events() == []
+    assert requests(sent, BACKUP) == []
+    assert {r.method for r in requests(sent, ALICE)} <= {"INVITE"}  # Timer A only
+
+
 def test_issue4_a_final_response_from_the_primary_is_relayed_not_failed_over() -> None:
     """Issue 4: "never sends a request to a member after that member has responded to it"."""
     h = active_on_primary()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+import math
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -191,6 +192,9 @@ class ProxyCore:
         # The member whose failure made each pair unknown, until another member takes over.
         self._suspected: dict[str, Member] = {}
         self._held: dict[str, list[ResponseContext]] = {}
+        # When each member last answered a request forwarded to it (any response; the key
+        # None gathers the next hops outside the pairs, never failed over).
+        self._heard: dict[Member | None, float] = {}
         # Branches given up on a dead member: their late responses are dropped, not relayed.
         # Branches given up on a member: branch -> (forget after, context, member).
         self._abandoned: dict[str, tuple[float, ResponseContext, Member | None]] = {}
@@ -289,6 +293,15 @@ class ProxyCore:
             if kind == "timer_c":
                 self._timer_c(context, now)
             elif kind == "failover_at":
+                if self._heard_lately(context.member, now):
+                    # failover-timeout is "without any response from the active member": this
+                    # one answered other requests within it, so this answer is late or lost
+                    # (an overloaded proxy drops datagrams too) and the branch stays, its
+                    # transaction retransmitting.  Judged again one failover-timeout later:
+                    # a member that stops answering altogether is still failed over, at
+                    # most one failover-timeout later than a silent one.
+                    self._arm(context, "failover_at", now + self.settings.failover_timeout)
+                    continue
                 self._failover(context, now)
             else:
                 self._hold_expired(context, now)
@@ -671,7 +684,10 @@ class ProxyCore:
         if client.key in self._own_cancels:
             return  # the 200 to a CANCEL we generated is hop-by-hop (§16.10)
         context = self._by_client.get(client.key)
-        if context is None or (context.final_sent and response.status >= 300):  # noqa: PLR2004
+        if context is None:
+            return
+        self._heard[context.member] = now
+        if context.final_sent and response.status >= 300:  # noqa: PLR2004
             return
         context.responded = True
         context.failover_at = None
@@ -958,6 +974,10 @@ class ProxyCore:
             and not context.cancelled
             and context.request.method != "CANCEL"
         )
+
+    def _heard_lately(self, member: Member | None, now: float) -> bool:
+        """Whether ``member`` answered a forwarded request within the last failover-timeout."""
+        return self._heard.get(member, -math.inf) > now - self.settings.failover_timeout
 
     def _failover(self, context: ResponseContext, now: float) -> None:
         """No response from the member within failover-timeout, or a transport error.
