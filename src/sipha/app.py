@@ -316,6 +316,7 @@ class ProxyApp:
                 worker.handoff,
                 dispatch.on_handed_over,
                 on_batch_end=dispatch.on_batch_end,
+                on_send=dispatch.on_handed_send,
             )
             dispatch.handoff = self._handoff
             dispatch.worker_index = worker.index

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from sipha.txn.events import Address
 
 FINAL: int = 200
+_STREAM_HOLDERS_MAX: int = 65536
+"""Bound of the table of stream peers held by other workers (like the other address caches)."""
 TIMER_GRID: float = 0.01
 """The core's timer fires on this grid (s): however many transaction timers fall due, the
 loop wakes up for them at most 100 times a second.  The shortest SIP timer is T1 (500 ms)
@@ -82,6 +84,8 @@ class Dispatcher:
         self._on_event = on_event
         self._count_final = count_final
         self._pending = False
+        self._stream_holders: dict[Address, int] = {}
+        """Stream peers whose connection another worker holds: that worker's index."""
 
     # ------------------------------------------------------------------ inputs
 
@@ -90,29 +94,51 @@ class Dispatcher:
         core = self.core
         if core is None:
             return
-        if source.transport == "UDP":
-            handoff = self.handoff
-            if handoff is not None and local not in self.own_addresses:
-                # Another worker may hold this datagram's transaction: pass it on unread.
-                # (What comes to this worker's own port answers its own requests.)
-                target = owner(data, self.worker_count)
-                if target is not None and target != self.worker_index:
-                    handoff.send(target, data, source, local)
-                    return
+        udp = source.transport == "UDP"
+        handoff = self.handoff
+        if handoff is not None and (not udp or local not in self.own_addresses):
+            # Another worker may hold this message's transaction: pass it on unread.  (What
+            # comes to this worker's own UDP port answers its own requests.)  A stream
+            # connection stays here; the owner's answers on it come back to be written.
+            target = owner(data, self.worker_count)
+            if target is not None and target != self.worker_index:
+                handoff.send(target, data, source, local)
+                return
+        if udp:
             core.receive(data, source, self.clock())
             self._pending = True  # flushed at the end of the batch (on_batch_end)
             return
         core.receive(data, source, self.clock(), stream=True)
         self.flush()
 
-    def on_handed_over(self, data: bytes, source: Address, local: Address) -> None:
-        """A datagram another worker received for a transaction of this one."""
+    def on_handed_over(self, data: bytes, source: Address, local: Address, sender: int) -> None:
+        """A message another worker (``sender``) received for a transaction of this one."""
         del local
         core = self.core
         if core is None:
             return
-        core.receive(data, source, self.clock())
+        if source.transport == "UDP":
+            core.receive(data, source, self.clock())
+        else:
+            # From a connection ``sender`` holds: what this worker sends to that peer is
+            # written there (§18.2.2: responses go back on the request's connection).
+            holders = self._stream_holders
+            if len(holders) >= _STREAM_HOLDERS_MAX:
+                holders.clear()
+            holders[source] = sender
+            core.receive(data, source, self.clock(), stream=True)
         self._pending = True
+
+    def on_handed_send(self, data: bytes, destination: Address, fallback: Address) -> None:
+        """Write what another worker sends to a peer of a connection this worker holds.
+
+        The connection may have closed meanwhile: then ``fallback``, where the sender would
+        have sent it without one (§18.2.2 for a response; the peer itself for a request).
+        """
+        transports = self.transports
+        if transports is None:
+            return
+        transports.send(data, destination if transports.has_connection(destination) else fallback)
 
     def on_batch_end(self) -> None:
         """A socket's batch of datagrams has been read: send what they produced."""
@@ -134,17 +160,25 @@ class Dispatcher:
         for action in core.drain():
             destination = action.destination
             message = action.message
-            if isinstance(message, Response):
-                if action.key is not None and message.status >= FINAL:
-                    # A final response of a server transaction: one transaction answered.
-                    with contextlib.suppress(SipParseError):
-                        self._count_final(message.cseq.method, message.status)
-                if destination.reliable and not transports.has_connection(destination):
+            response = isinstance(message, Response)
+            if response and action.key is not None and message.status >= FINAL:  # type: ignore[union-attr]
+                # A final response of a server transaction: one transaction answered.
+                with contextlib.suppress(SipParseError):
+                    self._count_final(message.cseq.method, message.status)  # type: ignore[union-attr]
+            if destination.reliable and not transports.has_connection(destination):
+                fallback = destination
+                if response:
                     # §18.2.2: the request's connection is gone: "the server SHOULD open a
                     # connection to the IP address in the received parameter ... using the
                     # port in the sent-by value".
                     with contextlib.suppress(SipParseError):
-                        destination = response_fallback_destination(message.top_via, destination)
+                        fallback = response_fallback_destination(message.top_via, destination)
+                holder = self._stream_holders.get(destination)
+                if holder is not None and self.handoff is not None:
+                    # The connection is another worker's (the request was handed over from it).
+                    self.handoff.send_out(holder, message.to_bytes(), destination, fallback)
+                    continue
+                destination = fallback
             transports.send(message.to_bytes(), destination)
         deadline = core.next_deadline()
         if deadline is None:

@@ -110,8 +110,10 @@ def test_calls_through_two_workers(tmp_path: Path) -> None:
     assert dropped == [0, 0]
 
 
-def test_tcp_calls_through_two_workers(tmp_path: Path) -> None:
-    """Over TCP a connection belongs to the worker that accepted it: calls succeed."""
+def test_tcp_calls_over_one_connection_are_spread_over_two_workers(tmp_path: Path) -> None:
+    """Over TCP a connection stays with the worker that accepted it, but its calls are spread:
+    a message for the other worker's share is handed over, and that worker's responses come
+    back to be written on the connection (SIPp checks each one arrives, in order)."""
     primary, backup = free_port(), free_port()
     with (
         sipp_server(tmp_path, primary, "-aa", "-t", "t1"),
@@ -121,8 +123,17 @@ def test_tcp_calls_through_two_workers(tmp_path: Path) -> None:
         result = run_sipp_client(
             tmp_path, f"{HOST}:{proxy.port}", "-t", "t1", "-r", "100", "-m", "200", timeout=60
         )
+        port = admin_port(proxy)
+        per_worker = [invites_answered(port), invites_answered(port + 1)]
+        handed_over = [handoff(port + index, "handoff_out") for index in (0, 1)]
+        dropped = [handoff(port + index, "handoff_drops") for index in (0, 1)]
     assert result.failed == 0, result.errors[-3000:]
     assert result.successful == 200
+    assert sum(per_worker) == 200, per_worker
+    assert min(per_worker) >= 50, f"calls per worker {per_worker}: not spread"
+    # Both ways: requests to the owner, and the owner's responses back to the connection.
+    assert min(handed_over) > 0, handed_over
+    assert dropped == [0, 0]
 
 
 def test_sigterm_drains_every_worker(tmp_path: Path) -> None:

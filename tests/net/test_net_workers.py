@@ -12,21 +12,50 @@ LISTEN = Address("UDP", "127.0.0.1", 5060)
 PHONE = Address("UDP", "192.0.2.7", 40000)
 PHONE_V6 = Address("UDP", "2001:db8::7", 40001)
 LISTEN_V6 = Address("UDP", "::1", 5060)
+PHONE_TCP = Address("TCP", "192.0.2.8", 40002)
+LISTEN_TCP = Address("TCP", "127.0.0.1", 5060)
+SERVER_TCP = Address("TCP", "127.0.0.1", 5070)
+
+
+async def test_a_message_to_write_on_another_workers_connection() -> None:
+    loop = asyncio.get_running_loop()
+    pairs = handoff_pairs(2)
+    writes: list[tuple[bytes, Address, Address]] = []
+    got = asyncio.Event()
+
+    def on_send(data: bytes, destination: Address, fallback: Address) -> None:
+        writes.append((data, destination, fallback))
+        got.set()
+
+    holder = Handoff(loop, 0, pairs, lambda *_: None, on_send=on_send)
+    owner = Handoff(loop, 1, pairs, lambda *_: None)
+    try:
+        owner.send_out(0, b"SIP/2.0 200 OK\r\n\r\n", PHONE_TCP, SERVER_TCP)
+        await asyncio.wait_for(got.wait(), TIMEOUT)
+        assert writes == [(b"SIP/2.0 200 OK\r\n\r\n", PHONE_TCP, SERVER_TCP)]
+    finally:
+        holder.close()
+        owner.close()
+        for receiving, sending in pairs:
+            receiving.close()
+            sending.close()
 
 
 async def test_datagrams_reach_their_owner_in_order_with_their_addresses() -> None:
     loop = asyncio.get_running_loop()
     pairs = handoff_pairs(2)
     received: list[tuple[bytes, Address, Address]] = []
+    senders: set[int] = set()
     batches: list[int] = []
     got_all = asyncio.Event()
 
-    def on_message(data: bytes, source: Address, local: Address) -> None:
+    def on_message(data: bytes, source: Address, local: Address, sender: int) -> None:
         received.append((data, source, local))
+        senders.add(sender)
 
     def on_batch_end() -> None:
         batches.append(len(received))
-        if len(received) == 4:  # the four sent below
+        if len(received) == 5:  # the five sent below
             got_all.set()
 
     reader = Handoff(loop, 0, pairs, lambda *_: None)
@@ -37,13 +66,15 @@ async def test_datagrams_reach_their_owner_in_order_with_their_addresses() -> No
             (b"ACK sip:a SIP/2.0\r\n\r\n", PHONE, LISTEN),  # the same header, from the cache
             (b"BYE sip:b SIP/2.0\r\n\r\nwith a body\nand newlines", PHONE_V6, LISTEN_V6),
             (b"", PHONE, LISTEN),
+            (b"OPTIONS sip:b SIP/2.0\r\n\r\n", PHONE_TCP, LISTEN_TCP),
         ]
         for data, source, local in sent:
             reader.send(1, data, source, local)
         await asyncio.wait_for(got_all.wait(), TIMEOUT)
         assert received == sent
+        assert senders == {0}
         assert batches[-1] == len(sent)
-        assert (reader.handed_over, owner.received, reader.dropped) == (4, 4, 0)
+        assert (reader.handed_over, owner.received, reader.dropped) == (5, 5, 0)
     finally:
         reader.close()
         owner.close()

@@ -6,12 +6,15 @@ kernel distributes incoming datagrams / connections" among them, one sender to
 one socket).  The parent binds them all before it starts any worker, so a bad
 listen address is refused at start, and port 0 is resolved once for all.
 
-A datagram that landed on a worker not holding its transaction
+A message that landed on a worker not holding its transaction
 (:func:`sipha.proxy.affinity.owner`) is handed over on a Unix datagram socket
-to the worker that does: the sender's address, then the datagram as received.
-One Unix datagram socket per worker, written by all the others; datagrams of one
-writer arrive in the order they were sent (unix(7): SOCK_DGRAM "is reliable and
-does not reorder datagrams").
+to the worker that does: the sender's address, then the message as received.
+That holds for datagrams and for messages framed on a TCP connection: the
+connection stays with the worker that accepted it, and the owner's answers on
+it are handed back to that worker to write.  One Unix datagram socket per
+worker, written by all the others; datagrams of one writer arrive in the order
+they were sent (unix(7): SOCK_DGRAM "is reliable and does not reorder
+datagrams").
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ _BATCH: Final = 64
 _CACHE_MAX: Final = 65536
 """Bound of the header caches (like the UDP source cache: spoofed sources cannot grow them)."""
 
-OnHandedOver = Callable[[bytes, Address, Address], None]
+OnHandedOver = Callable[[bytes, Address, Address, int], None]
+"""(data, source, local, the worker that passed it)."""
+OnHandedSend = Callable[[bytes, Address, Address], None]
+"""(data, destination, fallback destination)."""
 
 
 def bind_shared(
@@ -72,7 +78,18 @@ def handoff_pairs(workers: int) -> list[tuple[socket.socket, socket.socket]]:
 
 
 class Handoff:
-    """A worker's end of the hand-over channel: read its own socket, write the others'."""
+    """A worker's end of the hand-over channel: read its own socket, write the others'.
+
+    Two kinds of packets, each a header line then the message as it is:
+
+    * ``R``: a message received from a peer (a datagram, or a message framed on a TCP
+      connection) for the transaction the owner holds: ``on_message(data, source, local,
+      sender)``;
+    * ``S``: a message to write on a stream connection the receiving worker holds (the
+      sender's answer to a request it was handed from that connection, RFC 3261 §18.2.2):
+      ``on_send(data, destination, fallback)``, where ``fallback`` is where the sender
+      would have sent it without that connection.
+    """
 
     def __init__(
         self,
@@ -80,7 +97,9 @@ class Handoff:
         index: int,
         pairs: list[tuple[socket.socket, socket.socket]],
         on_message: OnHandedOver,
+        *,
         on_batch_end: Callable[[], None] | None = None,
+        on_send: OnHandedSend | None = None,
     ) -> None:
         self.index = index
         self._loop = loop
@@ -88,16 +107,17 @@ class Handoff:
         self._sending = [sending for _, sending in pairs]
         self._on_message = on_message
         self._on_batch_end = on_batch_end
-        # Bounded caches, both ways, of the header naming (source, local): a worker hears
-        # from few peers, and formatting or parsing it for every datagram costs more.
+        self._on_send = on_send
+        # Bounded caches, both ways, of the header naming the addresses: a worker hears
+        # from few peers, and formatting or parsing it for every message costs more.
         self._headers: dict[tuple[Address, Address], bytes] = {}
-        self._addresses: dict[bytes, tuple[Address, Address]] = {}
+        self._parsed: dict[bytes, tuple[bool, int, Address, Address]] = {}
         self.handed_over = 0
-        """Datagrams passed to another worker."""
+        """Messages passed to another worker (received ones, and ones to write for it)."""
         self.received = 0
-        """Datagrams another worker passed to this one."""
+        """Messages another worker passed to this one."""
         self.dropped = 0
-        """Datagrams that could not be passed on (the owner's socket buffer was full)."""
+        """Messages that could not be passed on (the owner's socket buffer was full)."""
         loop.add_reader(self._receiving.fileno(), self._on_readable)
 
     def close(self) -> None:
@@ -109,12 +129,28 @@ class Handoff:
         """Pass ``data``, received from ``source`` on ``local``, to worker ``owner``."""
         header = self._headers.get((source, local))
         if header is None:
-            if len(self._headers) >= _CACHE_MAX:
-                self._headers.clear()
-            header = f"{source.host} {source.port} {local.host} {local.port}\n".encode()
+            header = self._header(b"R", source, local)
             self._headers[source, local] = header
+        self._pass(owner, header + data)
+
+    def send_out(self, owner: int, data: bytes, destination: Address, fallback: Address) -> None:
+        """Ask worker ``owner``, which holds the connection to ``destination``, to write ``data``."""
+        self._pass(owner, self._header(b"S", destination, fallback) + data)
+
+    def _header(self, kind: bytes, first: Address, second: Address) -> bytes:
+        if len(self._headers) >= _CACHE_MAX:
+            self._headers.clear()
+        return (
+            kind
+            + (
+                f" {self.index} {first.transport} {first.host} {first.port}"
+                f" {second.transport} {second.host} {second.port}\n"
+            ).encode()
+        )
+
+    def _pass(self, owner: int, packet: bytes) -> None:
         try:
-            self._sending[owner].send(header + data)
+            self._sending[owner].send(packet)
         except OSError:
             # Full (BlockingIOError) or gone: lost like a datagram the kernel dropped; the
             # sender retransmits (RFC 3261 §17.1.1.2) and the count shows it in /metrics.
@@ -126,7 +162,7 @@ class Handoff:
         self.read(_BATCH)
 
     def read(self, limit: int) -> int:
-        """Hand up to ``limit`` datagrams already passed over to this worker; how many."""
+        """Hand up to ``limit`` messages already passed over to this worker; how many."""
         recv = self._receiving.recv
         count = 0
         for _ in range(limit):
@@ -137,22 +173,28 @@ class Handoff:
             count += 1
             end = packet.find(b"\n") + 1
             header = packet[:end]
-            addresses = self._addresses.get(header)
-            if addresses is None:
-                addresses = self._parse_header(header)
+            parsed = self._parsed.get(header)
+            if parsed is None:
+                parsed = self._parse_header(header)
             self.received += 1
-            self._on_message(packet[end:], addresses[0], addresses[1])
+            received, sender, first, second = parsed
+            if received:
+                self._on_message(packet[end:], first, second, sender)
+            elif self._on_send is not None:
+                self._on_send(packet[end:], first, second)
         if count and self._on_batch_end is not None:
             self._on_batch_end()
         return count
 
-    def _parse_header(self, header: bytes) -> tuple[Address, Address]:
-        source_host, source_port, local_host, local_port = header.split()
-        addresses = (
-            Address("UDP", source_host.decode(), int(source_port)),
-            Address("UDP", local_host.decode(), int(local_port)),
+    def _parse_header(self, header: bytes) -> tuple[bool, int, Address, Address]:
+        kind, sender, transport, host, port, other_transport, other_host, other_port = header.split()
+        parsed = (
+            kind == b"R",
+            int(sender),
+            Address(transport.decode(), host.decode(), int(port)),
+            Address(other_transport.decode(), other_host.decode(), int(other_port)),
         )
-        if len(self._addresses) >= _CACHE_MAX:
-            self._addresses.clear()
-        self._addresses[header] = addresses
-        return addresses
+        if len(self._parsed) >= _CACHE_MAX:
+            self._parsed.clear()
+        self._parsed[header] = parsed
+        return parsed
