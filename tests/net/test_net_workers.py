@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
 
 from net.net_support import TIMEOUT
 from sipha.net.workers import Handoff, handoff_pairs
@@ -15,11 +19,21 @@ LISTEN_V6 = Address("UDP", "::1", 5060)
 PHONE_TCP = Address("TCP", "192.0.2.8", 40002)
 LISTEN_TCP = Address("TCP", "127.0.0.1", 5060)
 SERVER_TCP = Address("TCP", "127.0.0.1", 5070)
+Pairs = list[tuple[socket.socket, socket.socket]]
 
 
-async def test_a_message_to_write_on_another_workers_connection() -> None:
+@pytest.fixture
+def pairs() -> Iterator[Pairs]:
+    """The channel's sockets of two workers, closed after the test."""
+    made = handoff_pairs(2)
+    yield made
+    for receiving, sending in made:
+        receiving.close()
+        sending.close()
+
+
+async def test_a_message_to_write_on_another_workers_connection(pairs: Pairs) -> None:
     loop = asyncio.get_running_loop()
-    pairs = handoff_pairs(2)
     writes: list[tuple[bytes, Address, Address]] = []
     got = asyncio.Event()
 
@@ -36,14 +50,10 @@ async def test_a_message_to_write_on_another_workers_connection() -> None:
     finally:
         holder.close()
         owner.close()
-        for receiving, sending in pairs:
-            receiving.close()
-            sending.close()
 
 
-async def test_datagrams_reach_their_owner_in_order_with_their_addresses() -> None:
+async def test_datagrams_reach_their_owner_in_order_with_their_addresses(pairs: Pairs) -> None:
     loop = asyncio.get_running_loop()
-    pairs = handoff_pairs(2)
     received: list[tuple[bytes, Address, Address]] = []
     senders: set[int] = set()
     batches: list[int] = []
@@ -78,14 +88,10 @@ async def test_datagrams_reach_their_owner_in_order_with_their_addresses() -> No
     finally:
         reader.close()
         owner.close()
-        for receiving, sending in pairs:
-            receiving.close()
-            sending.close()
 
 
-async def test_a_full_channel_counts_drops_instead_of_blocking() -> None:
+async def test_a_full_channel_counts_drops_instead_of_blocking(pairs: Pairs) -> None:
     loop = asyncio.get_running_loop()
-    pairs = handoff_pairs(2)
     reader = Handoff(loop, 0, pairs, lambda *_: None)
     try:
         pairs[1][0].close()  # the owner is gone: sending fails at once
@@ -93,6 +99,3 @@ async def test_a_full_channel_counts_drops_instead_of_blocking() -> None:
         assert (reader.handed_over, reader.dropped) == (0, 1)
     finally:
         reader.close()
-        for receiving, sending in pairs:
-            receiving.close()
-            sending.close()
