@@ -9,12 +9,14 @@ grammar; whatever it refuses must still be read (or refused) by the full one.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from sipha.sip import (
+    DEFAULT_LIMITS,
     NameAddr,
     SipParseError,
+    canonical_name,
     headers,
     parse_message,
     parse_name_addr,
@@ -23,6 +25,7 @@ from sipha.sip import (
     uri,
 )
 from sipha.sip.headers import _parse_name_addr_full
+from sipha.sip.message import _slow_fields
 from sipha.sip.uri import Uri, _parse_uri_full
 
 URIS = [
@@ -161,3 +164,29 @@ def test_typed_values_are_parsed_once_per_message() -> None:
     assert request.content_length == 0  # from the message's cache
     assert request.max_forwards is None
     assert request.max_forwards is None
+
+
+# Header lines made of cached names (Via, v, To, t), separators, white space, and bare or
+# paired CR and LF: folding, bare line breaks and lines without a colon all come up.
+_HEADER_ALPHABET = "Viatv:; \t\r\n=x"
+
+
+@pytest.mark.property
+@given(st.lists(st.text(_HEADER_ALPHABET, max_size=14), min_size=1, max_size=6))
+def test_header_section_fast_split_agrees_with_the_line_by_line_one(lines: list[str]) -> None:
+    """parse_message's fast split of the header lines gives what the line-by-line reader gives."""
+    for name in ("Via", "v", "To", "t"):
+        canonical_name(name)  # known names: the fast split is tried
+    text = "OPTIONS sip:x SIP/2.0\r\n" + "\r\n".join(lines)
+    data = (text + "\r\n\r\n").encode()
+    assume(data.find(b"\r\n\r\n") == len(text))  # the header section is all of ``text``
+    fields, error = _slow_fields(text, DEFAULT_LIMITS)
+    expected = ("error", str(error), fields) if error is not None else ("ok", "", fields)
+    assert _fields_or_error(data) == expected
+
+
+def _fields_or_error(data: bytes) -> tuple[str, str, object]:
+    try:
+        return ("ok", "", parse_message(data).fields)
+    except SipParseError as error:
+        return ("error", str(error), None if error.message is None else error.message.fields)

@@ -732,19 +732,15 @@ def parse_message(
                 unterminated.message = inner.message
         raise unterminated
     text = data[start:end].decode("utf-8", "surrogateescape")
-    first_end = text.find("\r\n")
-    start_line = text if first_end < 0 else text[:first_end]
+    lines = text.split("\r\n")
+    start_line = lines[0]
     error: SipParseError | None = None
     fields: list[Field] | None = None
-    crlfs = text.count("\r\n")
-    if (
-        first_end >= 0
-        and len(text) <= limits.max_header_line
-        and "\r\n " not in text
-        and "\r\n\t" not in text
-        and text.count("\n") == crlfs == text.count("\r")
-    ):
-        fields = _fast_fields(text, first_end + 2)
+    crlfs = len(lines) - 1
+    # No bare CR or LF (every CR and LF is in a CRLF); folded lines fall to the slow path
+    # by themselves, as no cached header name starts with white space.
+    if crlfs and len(text) <= limits.max_header_line and text.count("\n") == crlfs == text.count("\r"):
+        fields = _fast_fields(lines)
     if fields is None:
         fields, error = _slow_fields(text, limits)
     elif len(fields) > limits.max_headers:
@@ -788,21 +784,25 @@ def parse_message(
     return message
 
 
-def _fast_fields(text: str, offset: int) -> list[Field] | None:
+def _fast_fields(lines: list[str]) -> list[Field] | None:
     """Split well-formed, unfolded header lines whose names were seen before.
 
     Returns None when anything is unusual (a new header name, a line without a
-    colon): the slow path then parses the lines one by one and names the problem.
+    colon, a continuation line: no cached name starts with white space): the slow
+    path then parses the lines one by one and names the problem.
     """
     cache = _NAME_CACHE
-    try:
-        return [
-            (cache[name], line, value.strip(WS))
-            for line in text[offset:].split("\r\n")
-            for name, value in (line.split(":", 1),)
-        ]
-    except (KeyError, ValueError):
-        return None
+    fields: list[Field] = []
+    for index in range(1, len(lines)):
+        line = lines[index]
+        colon = line.find(":")
+        if colon <= 0:
+            return None
+        name = cache.get(line[:colon])
+        if name is None:
+            return None
+        fields.append((name, line, line[colon + 1 :].strip(WS)))
+    return fields
 
 
 def _slow_fields(text: str, limits: ParserLimits) -> tuple[list[Field], SipParseError | None]:
