@@ -1584,3 +1584,47 @@ def test_user_agent_uris_are_checked_on_use_not_by_validate(header: str, accesso
     name_addr = value[0] if isinstance(value, list) else value
     with pytest.raises(SipParseError):
         _ = name_addr.uri
+
+
+_EDITS = {
+    "add_header": lambda m: m.add_header("Route", "<sip:new;lr>"),
+    "add_header_first": lambda m: m.add_header("Via", "SIP/2.0/UDP n;branch=z9hG4bKn", first=True),
+    "remove_header": lambda m: m.remove_header("via"),
+    "remove_route": lambda m: m.remove_header("route"),
+    "set_header": lambda m: m.set_header("Route", "<sip:only;lr>"),
+    "pop_via": lambda m: m.pop_via(),
+    "pop_route": lambda m: m.pop_route(),
+    "push_via": lambda m: m.push_via("SIP/2.0/UDP p;branch=z9hG4bKp"),
+    "replace_top_via": lambda m: m.replace_top_via("SIP/2.0/UDP r;branch=z9hG4bKr"),
+    "push_record_route": lambda m: m.push_record_route("<sip:rr;lr>"),
+    "push_route": lambda m: m.push_route("<sip:pr;lr>"),
+    "set_max_forwards": lambda m: m.set_max_forwards(9),
+    "set_body": lambda m: m.set_body(b"x", "text/plain"),
+}
+
+
+@pytest.mark.parametrize("edits", [[name] for name in _EDITS] + [list(_EDITS), list(reversed(_EDITS))])
+def test_first_values_stay_right_through_edits_and_copies(edits: list[str]) -> None:
+    """``get`` (the first value of each header) agrees with ``get_all`` after any edit, on copies too."""
+    message = parse_request(
+        wire(
+            "OPTIONS sip:x SIP/2.0",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2",
+            "v: SIP/2.0/UDP c;branch=z9hG4bK3",
+            "Route: <sip:r1;lr>, <sip:r2;lr>",
+            "Route: <sip:r3;lr>",
+            "Max-Forwards: 70",
+            "Call-ID: c",
+        )
+    )
+    names = ["via", "route", "record-route", "max-forwards", "call-id", "content-length", "content-type"]
+    messages: list[Request] = [message]
+    for edit in edits:
+        for current in messages:
+            _ = current.get("via")  # the first values are looked up before the edit
+        _EDITS[edit](messages[-1])
+        messages.append(messages[-1].copy())
+    for current in messages:
+        for name in names:
+            assert current.get(name) == next(iter(current.get_all(name)), None), (edits, name)
+        assert parse_request(current.to_bytes()).headers == current.headers

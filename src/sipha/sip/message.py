@@ -114,7 +114,7 @@ class Message:
     _cache: dict[str, object]
     """Parsed values by header name, dropped for a header when it is changed."""
     _index: dict[str, str] | None
-    """The first value of each header name, built on first use and dropped on any edit."""
+    """The first value of each header name, built on first use, kept up to date by the edits and copies."""
 
     # ------------------------------------------------------------------ generic access
 
@@ -390,7 +390,15 @@ class Message:
 
     def _changed(self, name: str) -> None:
         self._raw = None
-        self._index = None
+        index = self._index
+        if index is not None:
+            # Only the first value of ``name`` can have changed: the rest of the index holds.
+            for field in self._fields:
+                if field[0] == name:
+                    index[name] = field[2]
+                    break
+            else:
+                index.pop(name, None)
         self._cache.pop(name, None)
         if name == "via":
             self._cache.pop("via:top", None)
@@ -614,6 +622,8 @@ class Request(Message):
             self.method, self.uri, list(self._fields), self.body, raw=self._raw, start_line=self.start_line
         )
         clone._uri = self._uri
+        if self._index is not None:
+            clone._index = self._index.copy()
         return clone
 
 
@@ -654,9 +664,12 @@ class Response(Message):
 
     def copy(self) -> Response:
         """An independent copy with the same fields."""
-        return Response(
+        clone = Response(
             self.status, self.reason, list(self._fields), self.body, raw=self._raw, start_line=self.start_line
         )
+        if self._index is not None:
+            clone._index = self._index.copy()
+        return clone
 
 
 # RFC 3261 §8.2.6.2: a response copies these from the request.
