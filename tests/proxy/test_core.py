@@ -29,9 +29,10 @@ from proxy_support import (
     statuses,
 )
 
-from sipha.proxy.core import MAGIC_COOKIE, ProxyCore, _better, _class_rank, _warning
+from sipha.proxy.core import MAGIC_COOKIE, ProxyCore, ProxySettings, _better, _class_rank, _warning
 from sipha.proxy.view import ConfiguredView
-from sipha.sip import Request, Response, SipParseError, make_response, parse_message
+from sipha.sip import Request, Response, SipParseError, make_response, parse_message, parse_via
+from sipha.sip.headers import _parse_via
 from sipha.txn import Address, TimerConfig
 
 T1 = TimerConfig().t1
@@ -888,3 +889,33 @@ def test_counters_count_messages(h: Harness) -> None:
     counters = h.core.counters
     assert (counters.requests_in, counters.responses_in) == (1, 1)
     assert (counters.requests_forwarded, counters.responses_forwarded) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("sent_by", "branch_tag"),
+    [(("127.0.0.1", 5060), ""), (("[2001:db8::1]", 5070), ".w3"), (("proxy.example.com", 5060), ".w1")],
+)
+def test_16_6_step8_our_via_reads_as_its_text(sent_by: tuple[str, int], branch_tag: str) -> None:
+    """The forwarded request's parsed top Via is what its text parses to (INVITE, ACK, BYE)."""
+    core = ProxyCore(
+        ProxySettings(record_route=RECORD_ROUTE, via={"UDP": sent_by}, branch_tag=branch_tag), make_view()
+    )
+    core.receive(invite(), ALICE, 0.0)
+    core.receive(invite(method="ACK", to_tag="srv1", body=b"", branch="z9hG4bK-1"), ALICE, 0.0)
+    core.receive(invite(method="BYE", cseq=2, to_tag="srv1", body=b"", branch="z9hG4bK-2"), ALICE, 0.0)
+    forwarded = [out.message for out in core.drain() if out.destination == PRIMARY]
+    assert [message.start_line.split()[0] for message in forwarded] == ["INVITE", "ACK", "BYE"]
+    for message in forwarded:
+        assert isinstance(message, Request)
+        text = message.get_all("via")[0]
+        assert text.startswith(f"SIP/2.0/UDP {sent_by[0]}:{sent_by[1]};branch=z9hG4bK")
+        assert text.endswith(f"{branch_tag};rport")
+        expected = _parse_via(text)
+        for via in (message.top_via, message.vias[0], parse_via(text)):
+            assert (via.protocol, via.transport, via.host, via.port, via.params) == (
+                expected.protocol,
+                expected.transport,
+                expected.host,
+                expected.port,
+                expected.params,
+            )

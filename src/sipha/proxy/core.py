@@ -55,6 +55,7 @@ from sipha.sip import (
     parse_uri,
 )
 from sipha.sip.grammar import split_commas
+from sipha.sip.headers import branch_via
 from sipha.txn import (
     AckReceived,
     Address,
@@ -647,7 +648,8 @@ class ProxyCore:
         # whichever pool instance forwards it (§16.11 asks the same of stateless proxies).
         tag = self.settings.branch_tag
         branch = f"{MAGIC_COOKIE}{_loop_hash(request, _top_via_text(request))}.{fork}{tag}"
-        forwarded.push_via(f"SIP/2.0/{transport} {host}:{port};branch={branch};rport")
+        via_text, via = branch_via(f"SIP/2.0/{transport} {host}:{port}", branch)
+        forwarded.push_via(via_text, via)
         return forwarded
 
     def _answer(

@@ -177,6 +177,30 @@ def parse_via(element: str) -> Via:
     return via
 
 
+def branch_via(sent_by: str, branch: str) -> tuple[str, Via | None]:
+    """The via-parm ``<sent_by>;branch=<branch>;rport`` a proxy adds (§16.6 step 8, RFC 3581).
+
+    ``sent_by`` is ``SIP/2.0/UDP host:port``: parsed once (cached by its text), the
+    value of every via-parm built on it is derived rather than parsed again, and
+    remembered for :func:`parse_via` (responses bring the text back).  Returns the
+    text and its value, exactly what ``parse_via(text)`` would give; None when
+    ``sent_by`` does not parse or the branch is not a token (the text is then parsed
+    as usual where it is read).
+    """
+    text = f"{sent_by};branch={branch};rport"
+    try:
+        base = parse_via(sent_by)
+    except SipParseError:
+        return text, None
+    if base.params or not TOKEN_RE.fullmatch(branch):
+        return text, None
+    via = _VIAS.get(text)
+    if via is None:
+        via = Via(base.protocol, base.transport, base.host, base.port, {"branch": branch, "rport": None})
+        cache_parsed(_VIAS, text, via)
+    return text, via
+
+
 def _parse_via(element: str) -> Via:
     fast = _VIA_FAST_RE.fullmatch(element)
     if fast is not None:

@@ -452,12 +452,15 @@ class Message:
                 return elements[0]
         return None
 
-    def push_via(self, value: str) -> None:
-        """Add a via-parm on top (§16.6 step 8)."""
+    def push_via(self, value: str, parsed: Via | None = None) -> None:
+        """Add a via-parm on top (§16.6 step 8); ``parsed``: its value, if known (:func:`branch_via`)."""
         self._fields.insert(0, ("via", "Via: " + value, value))
         self._raw = None
         self._cache.pop("via", None)
-        self._cache.pop("via:top", None)
+        if parsed is None:
+            self._cache.pop("via:top", None)
+        else:
+            self._cache["via:top"] = parsed
         if self._index is not None:
             self._index["via"] = value  # the new first Via; the rest of the index holds
 
