@@ -28,7 +28,7 @@ stray responses (see the package docstring of :mod:`sipha.txn`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar, Final
@@ -122,7 +122,8 @@ class Transition:
     keep: tuple[Timer, ...] = ()
 
 
-Table = Mapping[tuple[State, TableInput], Transition]
+# A dict (not a Mapping): the compiled build looks rows up with the dict primitive.
+Table = dict[tuple[State, TableInput], Transition]
 
 _S = State
 _I = Input
