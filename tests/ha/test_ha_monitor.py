@@ -29,6 +29,21 @@ def test_start_probes_the_primary_of_every_pair() -> None:
     assert monitor.next_deadline() == FORCE
 
 
+def test_pending_says_whether_drain_has_anything() -> None:
+    monitor = Monitor([(PRIMARY, BACKUP), (B_PRIMARY, B_BACKUP)], settings())
+    assert not monitor.pending()
+    monitor.start(0.0)
+    assert monitor.pending()
+    _, probe_b = of_type(monitor.drain(), Probe)
+    assert not monitor.pending()
+    assert monitor.request_from("192.0.2.1", 5060, 0.1) is None  # not a member: nothing to say
+    assert not monitor.pending()
+    monitor.probe_answered(probe_b, 200, 0.2)  # the second pair only
+    assert monitor.pending()
+    assert monitor.drain()
+    assert not monitor.pending()
+
+
 def test_results_and_requests_reach_their_pair() -> None:
     monitor = two_pairs()
     probe_a, probe_b = of_type(monitor.drain(), Probe)

@@ -93,6 +93,13 @@ class Monitor:
         """The proxy core got no response from ``member`` within failover-timeout."""
         self._pair(member.pair).suspect(member, now)
 
+    def pending(self) -> bool:
+        """Whether :meth:`drain` has anything to return (asked after every message: no lists)."""
+        for pair in self.pairs.values():  # noqa: SIM110 - no generator on the per-message path
+            if pair.pending:
+                return True
+        return False
+
     def drain(self) -> list[Output]:
         """Probes and events of every pair (each pair's in order)."""
         out: list[Output] = []

@@ -207,6 +207,11 @@ class PairMonitor:
             next_deadline=self.next_deadline(),
         )
 
+    @property
+    def pending(self) -> bool:
+        """Whether :meth:`drain` has anything to return."""
+        return bool(self._out)
+
     def drain(self) -> list[Output]:
         """The probes to send and the events to log, in the order they happened."""
         out, self._out = self._out, []

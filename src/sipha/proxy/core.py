@@ -438,9 +438,13 @@ class ProxyCore:
         """Process what the transaction layer produced, until it produces nothing more."""
         out = self._out
         txn = self.txn
+        # The monitor is pumped for what it was given before (a tick, a start), then again
+        # whenever a probe's outcome was fed to it; the other inputs pump it themselves.
+        fed = self.monitor is not None
         while True:
-            if self.monitor is not None:
+            if fed:
                 self._pump_monitor(now)
+                fed = False
             outputs = txn.drain()
             if not outputs:
                 return
@@ -449,6 +453,7 @@ class ProxyCore:
                 if type(output) is SendMessage:
                     out.append(output)
                 elif self._probes and self._probe_output(output, now):
+                    fed = True
                     continue
                 elif type(output) is RequestReceived:
                     self._on_request(output.transaction, output.request, self._source or output.source, now)
@@ -881,14 +886,14 @@ class ProxyCore:
         """
         if self.monitor is None or is_keepalive(request, self.view):
             return
-        self.monitor.request_from(member_source.host, member_source.port, now)
-        self._pump_monitor(now)
+        if self.monitor.request_from(member_source.host, member_source.port, now) is not None:
+            self._pump_monitor(now)  # else not from a member: no pair was told anything
 
     def _pump_monitor(self, now: float) -> None:
         """Send the monitor's probes; apply its events to the routing view."""
         monitor = self.monitor
-        if monitor is None:
-            return
+        if monitor is None or not monitor.pending():
+            return  # the usual case: nothing to send, nothing changed
         changed = False
         failed: list[Member] = []
         out_of_service: list[str] = []
