@@ -35,7 +35,7 @@ from sipha.sip.headers import (
     parse_tokens,
     parse_via,
 )
-from sipha.sip.uri import SipUri, Uri, parse_uri
+from sipha.sip.uri import SipUri, Uri, cache_parsed, parse_uri
 
 # One header field: (lower-case full name, the line exactly as received or rendered, unfolded value)
 Field = tuple[str, str, str]
@@ -53,6 +53,8 @@ _KNOWN_METHODS: Final = frozenset(
 # Headers that may appear only once (RFC 3261 §20; §7.3.1 allows repeats only for lists).
 # Call-ID = word [ "@" word ] (RFC 3261 §25.1)
 _CALL_ID_RE: Final = re.compile(rf"{WORD_RE.pattern}(?:@{WORD_RE.pattern})?")
+# Call-IDs recently found well-formed (bounded, sipha.sip.uri.cache_parsed).
+_CALL_IDS: dict[str, str] = {}
 _SINGLE_HEADERS: Final = frozenset(("from", "to", "call-id", "cseq", "max-forwards", "content-length"))
 # A cache of raw header names (as they appear before the colon) to canonical names.
 _NAME_CACHE: dict[str, str] = {}
@@ -258,8 +260,10 @@ class Message:
         if cached is not _MISSING:
             return cached  # type: ignore[return-value]
         value = self._required("call-id")
-        if not _CALL_ID_RE.fullmatch(value):
-            raise SipParseError(f"bad Call-ID {value[:60]!r}")
+        if value not in _CALL_IDS:
+            if not _CALL_ID_RE.fullmatch(value):
+                raise SipParseError(f"bad Call-ID {value[:60]!r}")
+            cache_parsed(_CALL_IDS, value, value)  # every message of the call carries it
         self._cache["call-id"] = value
         return value
 
@@ -350,17 +354,15 @@ class Message:
             raise error.with_message(self) from None  # type: ignore[arg-type]
 
     def _validate(self) -> None:
-        fields = self._fields
-        seen: set[str] = set()
-        for field in fields:
+        # One pass (re)builds the index of first values and finds repeated single headers.
+        index: dict[str, str] = {}
+        for field in self._fields:
             name = field[0]
-            if name in _SINGLE_HEADERS:
-                if name in seen:
-                    self._repeated()
-                seen.add(name)
-        index = self._index
-        if index is None:
-            index = self._index = {field[0]: field[2] for field in reversed(fields)}
+            if name not in index:
+                index[name] = field[2]
+            elif name in _SINGLE_HEADERS:
+                self._repeated()
+        self._index = index
         if not self.vias:
             raise SipParseError("missing Via header")
         _ = self.call_id, self.cseq, self.max_forwards
