@@ -884,7 +884,9 @@ class ProxyCore:
 
         Keepalive OPTIONS to the proxy itself are not traffic for the pair and do not count.
         """
-        if self.monitor is None or is_keepalive(request, self.view):
+        if self.monitor is None or self.view.member_at(member_source.host, member_source.port) is None:
+            return  # most requests: from user agents, not from a pair member (the view knows)
+        if is_keepalive(request, self.view):
             return
         if self.monitor.request_from(member_source.host, member_source.port, now) is not None:
             self._pump_monitor(now)  # else not from a member: no pair was told anything
