@@ -59,7 +59,7 @@ def _no_clock() -> float:
 
 
 class Dispatcher:
-    """Feed the core, hand datagrams over between workers, send, and keep the timer armed."""
+    """Feed the core, hand messages over between workers, send, and keep the timer armed."""
 
     def __init__(
         self,
@@ -160,19 +160,19 @@ class Dispatcher:
         for action in core.drain():
             destination = action.destination
             message = action.message
-            response = isinstance(message, Response)
-            if response and action.key is not None and message.status >= FINAL:  # type: ignore[union-attr]
+            response = message if isinstance(message, Response) else None
+            if response is not None and action.key is not None and response.status >= FINAL:
                 # A final response of a server transaction: one transaction answered.
                 with contextlib.suppress(SipParseError):
-                    self._count_final(message.cseq.method, message.status)  # type: ignore[union-attr]
+                    self._count_final(response.cseq.method, response.status)
             if destination.reliable and not transports.has_connection(destination):
                 fallback = destination
-                if response:
+                if response is not None:
                     # §18.2.2: the request's connection is gone: "the server SHOULD open a
                     # connection to the IP address in the received parameter ... using the
                     # port in the sent-by value".
                     with contextlib.suppress(SipParseError):
-                        fallback = response_fallback_destination(message.top_via, destination)
+                        fallback = response_fallback_destination(response.top_via, destination)
                 holder = self._stream_holders.get(destination)
                 if holder is not None and self.handoff is not None:
                     # The connection is another worker's (the request was handed over from it).
