@@ -125,6 +125,9 @@ def test_every_option_set() -> None:
         ("oos-force", "32"),
         ("failover-timeout", "0.001"),
         ("failover-timeout", "32.0"),
+        ("takeover-timeout", "0"),
+        ("takeover-timeout", "32"),
+        ("takeover-timeout", "0.5"),
     ],
 )
 def test_monitor_range_limits_accepted(option: str, value: str) -> None:
@@ -155,6 +158,9 @@ def test_one_serving_pair_and_several_non_serving() -> None:
         ("[monitor]\noos-force = 33", "monitor.oos-force", "33"),
         ("[monitor]\nfailover-timeout = 0", "monitor.failover-timeout", "0"),
         ("[monitor]\nfailover-timeout = 32.5", "monitor.failover-timeout", "32.5"),
+        ("[monitor]\ntakeover-timeout = -1", "monitor.takeover-timeout", "-1"),
+        ("[monitor]\ntakeover-timeout = 33", "monitor.takeover-timeout", "33"),
+        ('[monitor]\ntakeover-timeout = "5s"', "monitor.takeover-timeout", "'5s'"),
         ('[monitor]\nalive-codes = ["2x"]', "monitor.alive-codes", "'2x'"),
         ('[monitor]\nalive-codes = ["700"]', "monitor.alive-codes", "'700'"),
         ('[monitor]\nalive-codes = ["2XX"]', "monitor.alive-codes", "'2XX'"),
@@ -405,7 +411,8 @@ def test_render_default() -> None:
     assert text.startswith("[proxy]\nlisten = [")
     assert '\nrecord-route = "sip:127.0.0.1;lr"\n' in text
     assert (
-        '\n[monitor]\noos-check = 5\noos-force = 5\nalive-codes = ["2xx"]\nfailover-timeout = 1.0\n' in text
+        '\n[monitor]\noos-check = 5\noos-force = 5\nalive-codes = ["2xx"]\ntakeover-timeout = 5.0\n'
+        "failover-timeout = 1.0\n" in text
     )
     assert '\n[[pair]]\nname = "demo"\n' in text
     assert "\nserving = true\n" in text

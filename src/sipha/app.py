@@ -40,7 +40,15 @@ from sipha.admin.status import DemoControl
 from sipha.admin.telemetry import ObservedMonitor, Telemetry
 from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.dispatch import Dispatcher
-from sipha.ha import AliveCodes, HaEvent, Monitor, MonitorSettings, check_own_address
+from sipha.ha import (
+    AliveCodes,
+    HaEvent,
+    MemberBecameActive,
+    Monitor,
+    MonitorSettings,
+    PairUnknown,
+    check_own_address,
+)
 from sipha.net.manager import (
     DEFAULT_UDP_BUFFER,
     TransportManager,
@@ -142,8 +150,9 @@ def build_settings(config: Config, listen: Iterable[Address], *, worker: int | N
         via=via,
         failover_timeout=failover,
         # A held request waits until the pair is out of service (40001: the other member
-        # silent for oos-force too) at the latest, then gets 503; one second of margin.
-        hold_limit=failover + config.monitor.oos_force + 1.0,
+        # silent for oos-force, or the takeover window over) at the latest, then gets 503;
+        # the monitor ends the holds itself, this is the bound behind it (one second of margin).
+        hold_limit=failover + max(config.monitor.oos_force, config.monitor.takeover_timeout) + 1.0,
         overload_rate=float(config.proxy.overload_ctrl_dialog_rate),
         branch_tag="" if worker is None else worker_tag(worker),
     )
@@ -317,6 +326,7 @@ class ProxyApp:
                 dispatch.on_handed_over,
                 on_batch_end=dispatch.on_batch_end,
                 on_send=dispatch.on_handed_send,
+                on_pair=dispatch.on_pair_news,
             )
             dispatch.handoff = self._handoff
             dispatch.worker_index = worker.index
@@ -638,12 +648,20 @@ class ProxyApp:
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _log_event(self, event: HaEvent) -> None:
-        """A pair monitor event: the log, and the dashboard's recent events."""
+        """A pair monitor event: the log, the dashboard's recent events, and the other workers."""
         if event.event_id is not None:
             log.warning("event %d: %s", event.event_id, event.message)
         else:
             log.info("%s", event.message)
         self.telemetry.record_event(event)
+        handoff = self._handoff
+        if handoff is not None:
+            # A switch one worker decides holds for every worker (DESIGN.md §5: one instance,
+            # whatever `workers` is); news that came from another worker is not passed on again.
+            if isinstance(event, MemberBecameActive) and event.reason != "worker":
+                handoff.broadcast_pair(event.pair, "active", event.member.role, event.at)
+            elif isinstance(event, PairUnknown) and event.member is not None and event.reason != "worker":
+                handoff.broadcast_pair(event.pair, "lost", event.member.role, event.at)
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -693,6 +711,7 @@ def _monitor_settings(config: Config) -> MonitorSettings:
         oos_check=float(config.monitor.oos_check),
         oos_force=float(config.monitor.oos_force),
         alive_codes=AliveCodes.parse(config.monitor.alive_codes),
+        takeover_timeout=config.monitor.takeover_timeout,
     )
 
 

@@ -169,6 +169,16 @@ class MonitorSection(_Section):
         min_length=1,
         description="OPTIONS answers that mean alive: codes (200) or classes (2xx)",
     )
+    takeover_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        le=32,
+        alias="takeover-timeout",
+        description=(
+            "s a pair that lost its active member holds its requests (both members probed every 0.25 s) "
+            "before 503 and event 40001; 0 = 503 at once"
+        ),
+    )
     failover_timeout: float = Field(
         default=1.0,
         gt=0,

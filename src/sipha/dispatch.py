@@ -140,6 +140,15 @@ class Dispatcher:
             return
         transports.send(data, destination if transports.has_connection(destination) else fallback)
 
+    def on_pair_news(self, pair: str, what: str, role: str, at: float, sender: int) -> None:
+        """Another worker (``sender``) saw ``role`` of ``pair`` become ``active`` or be ``lost`` at ``at``."""
+        del sender
+        core = self.core
+        if core is None:
+            return
+        core.pair_news(pair, what, role, at, self.clock())
+        self._pending = True  # flushed at the end of the hand-over batch
+
     def on_batch_end(self) -> None:
         """A socket's batch of datagrams has been read: send what they produced."""
         if self._pending:

@@ -174,7 +174,7 @@ async def test_metrics_exposition() -> None:
         (overload,) = families["sipha_overload_rejections"].samples
         assert overload.value == 0
         states = {s.labels["state"]: s.value for s in families["sipha_pair_state"].samples}
-        assert states == {"active": 1.0, "unknown": 0.0, "out-of-service": 0.0}
+        assert states == {"active": 1.0, "takeover": 0.0, "unknown": 0.0, "out-of-service": 0.0}
         transport = {s.labels["counter"]: s.value for s in families["sipha_transport_events"].samples}
         # The OPTIONS probes that made the pair active went out and were answered over UDP.
         assert transport["datagrams_out"] >= 1

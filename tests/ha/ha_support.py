@@ -43,9 +43,12 @@ class TracingMonitor(PairMonitor):
 
 
 def settings(
-    check: float = CHECK, force: float = FORCE, codes: tuple[str, ...] = ("2xx",)
+    check: float = CHECK, force: float = FORCE, codes: tuple[str, ...] = ("2xx",), takeover: float = 0.0
 ) -> MonitorSettings:
-    return MonitorSettings(oos_check=check, oos_force=force, alive_codes=AliveCodes.parse(codes))
+    """The seed's algorithm by default (takeover-timeout 0); ``takeover`` opens the window."""
+    return MonitorSettings(
+        oos_check=check, oos_force=force, alive_codes=AliveCodes.parse(codes), takeover_timeout=takeover
+    )
 
 
 @dataclass
@@ -57,14 +60,24 @@ class Harness:
     out: list[Output] = field(default_factory=list)
 
     @classmethod
-    def make(cls, check: float = CHECK, force: float = FORCE, codes: tuple[str, ...] = ("2xx",)) -> Harness:
-        return cls(TracingMonitor(PRIMARY, BACKUP, settings(check, force, codes)))
+    def make(
+        cls,
+        check: float = CHECK,
+        force: float = FORCE,
+        codes: tuple[str, ...] = ("2xx",),
+        takeover: float = 0.0,
+    ) -> Harness:
+        return cls(TracingMonitor(PRIMARY, BACKUP, settings(check, force, codes, takeover)))
 
     @classmethod
     def started(
-        cls, check: float = CHECK, force: float = FORCE, codes: tuple[str, ...] = ("2xx",)
+        cls,
+        check: float = CHECK,
+        force: float = FORCE,
+        codes: tuple[str, ...] = ("2xx",),
+        takeover: float = 0.0,
     ) -> Harness:
-        harness = cls.make(check, force, codes)
+        harness = cls.make(check, force, codes, takeover)
         harness.start()
         return harness
 
@@ -102,6 +115,21 @@ class Harness:
         self.monitor.request_from(
             member.address.host, member.address.port if port is None else port, self.now
         )
+        return self._collect()
+
+    def claim(self, member: Member, status: int = 200) -> list[Output]:
+        """A request from ``member``, then the answer of the probe that confirms it (DESIGN.md §2)."""
+        out = self.request(member)
+        return out + self.answer(self.last_probe(member), status)
+
+    def peer_active(self, member: Member, at: float | None = None) -> list[Output]:
+        """Another worker found ``member`` active (at ``at``, default now)."""
+        self.monitor.peer_active(member, self.now if at is None else at, self.now)
+        return self._collect()
+
+    def peer_lost(self, member: Member, at: float | None = None) -> list[Output]:
+        """Another worker lost the active ``member`` (at ``at``, default now)."""
+        self.monitor.peer_lost(member, self.now if at is None else at, self.now)
         return self._collect()
 
     def suspect(self, member: Member) -> list[Output]:

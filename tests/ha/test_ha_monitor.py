@@ -53,8 +53,12 @@ def test_results_and_requests_reach_their_pair() -> None:
     assert monitor.request_from("10.0.2.11", 5070, 0.3) == B_BACKUP
     assert monitor.request_from("10.0.2.11", 5060, 0.3) is None  # not its port
     assert monitor.request_from("192.0.2.1", 5060, 0.3) is None
+    out = monitor.drain()
+    claim = of_type(out, Probe)[-1]  # the request is confirmed by a probe of its member
+    assert claim.member == B_BACKUP
+    monitor.probe_answered(claim, 200, 0.35)
     assert monitor.active_table() == {"site-a": PRIMARY, "site-b": B_BACKUP}
-    events = of_type(monitor.drain(), MemberBecameActive)
+    events = of_type(out + monitor.drain(), MemberBecameActive)
     assert [(e.pair, e.reason) for e in events] == [("site-a", "options"), ("site-b", "request")]
     monitor.suspect(PRIMARY, 1.0)
     out = monitor.drain()
@@ -110,6 +114,9 @@ def test_built_from_the_routing_view() -> None:
     view.active.update(monitor.active_table())
     assert view.active_member("site-a") == PRIMARY
     assert monitor.request_from("10.0.1.11", 5060, 1.0) == BACKUP
+    view.active.update(monitor.active_table())
+    assert view.active_member("site-a") == PRIMARY  # a claim, until the backup answers its probe
+    monitor.probe_answered(of_type(monitor.drain(), Probe)[-1], 200, 1.01)
     view.active.update(monitor.active_table())
     assert view.active_member("site-a") == BACKUP
 

@@ -260,10 +260,14 @@ def test_flapping_between_members_counts_switchovers() -> None:
 # ------------------------------------------------------------------ requests from members
 
 
-def test_a_request_from_the_inactive_member_switches_at_once_even_mid_probe() -> None:
+def test_a_request_from_the_inactive_member_switches_once_it_answers_even_mid_probe() -> None:
     harness = active_at_105()
     harness.at(106.0)
-    out = harness.request(BACKUP)
+    # The request is a claim: the backup is probed now and becomes active on its alive answer.
+    assert kinds(harness.request(BACKUP)) == ["Probe:backup"]
+    assert harness.monitor.active == PRIMARY
+    out = harness.answer(harness.last_probe(BACKUP))
+    assert kinds(out) == ["MemberBecameActive:backup"]
     event = of_type(out, MemberBecameActive)[0]
     assert (event.member, event.reason, event.previous) == (BACKUP, "request", PRIMARY)
     assert harness.monitor.active == BACKUP
@@ -291,12 +295,13 @@ def test_a_request_from_another_port_of_a_member_ip_is_not_from_the_member() -> 
 
 def test_a_request_while_unknown_or_out_of_service_makes_its_member_active() -> None:
     harness = Harness.started()
-    out = harness.request(BACKUP)
-    assert kinds(out) == ["MemberBecameActive:backup"]
+    out = harness.claim(BACKUP)
+    assert kinds(out) == ["Probe:backup", "MemberBecameActive:backup"]
+    assert of_type(out, MemberBecameActive)[0].reason == "request"
     harness = Harness.started()
     harness.advance(2 * FORCE)
-    out = harness.request(PRIMARY)
-    assert kinds(out) == ["MemberBecameActive:primary", "PairRestored:primary"]
+    out = harness.claim(PRIMARY)
+    assert kinds(out) == ["Probe:primary", "MemberBecameActive:primary", "PairRestored:primary"]
 
 
 def test_ipv6_members_match_with_or_without_brackets() -> None:
@@ -304,9 +309,15 @@ def test_ipv6_members_match_with_or_without_brackets() -> None:
     backup = Member("v6", "backup", Address("UDP", "[2001:DB8::11]", 5060))
     monitor = PairMonitor(primary, backup, settings())
     monitor.start(0.0)
+    monitor.drain()
     assert monitor.request_from("[2001:db8::11]", 5060, 0.1) == backup
+    monitor.probe_answered(of_type(monitor.drain(), Probe)[-1], 200, 0.1)  # the claim confirmed
     assert monitor.active == backup
     assert monitor.request_from("2001:db8::10", 5060, 10.0) == primary
+    claim = of_type(monitor.drain(), Probe)[-1]
+    assert claim.member == primary
+    monitor.probe_answered(claim, 200, 10.0)
+    assert monitor.active == primary
     assert "[2001:db8::10]:5060" in of_type(monitor.drain(), MemberBecameActive)[-1].message
 
 
@@ -431,7 +442,7 @@ def test_a_stale_negative_of_the_active_member_keeps_split_brain() -> None:
     harness.advance(2 * FORCE + 0.1)  # primary 100, backup 102, primary 104 (out of service)
     harness.answer(harness.last_probe(PRIMARY))  # restored on the primary at 104.1
     backup_probe = harness.probes()[1]
-    harness.request(BACKUP)  # a request from the backup switches (no split yet)...
+    harness.claim(BACKUP)  # a confirmed request from the backup switches (no split yet)...
     assert harness.monitor.active == BACKUP
     harness.request(PRIMARY)  # ...and the displaced primary's request at once is split brain
     assert harness.monitor.active == BACKUP
@@ -461,7 +472,7 @@ def test_split_brain_ends_when_the_active_member_stops_answering() -> None:
     harness = both_answering()
     harness.advance(CHECK)  # 107.5: probe; the window ends too
     harness.answer(harness.last_probe(PRIMARY))
-    harness.request(BACKUP)  # the backup... switches now, the flag being clear
+    harness.claim(BACKUP)  # the backup... switches now, the flag being clear
     assert harness.monitor.active == BACKUP
     harness.request(PRIMARY)  # flip back within the window: split brain, the backup is kept
     assert harness.monitor.active == BACKUP
@@ -473,7 +484,7 @@ def test_split_brain_ends_when_the_active_member_stops_answering() -> None:
 
 def test_two_primaries_sending_requests_do_not_flip_the_pair() -> None:
     harness = active_at_105()
-    harness.request(BACKUP)  # 105: the backup took over (the first request always switches)
+    harness.claim(BACKUP)  # 105: the backup took over (the first confirmed request always switches)
     for step in range(20):
         harness.advance(0.5)
         harness.request(PRIMARY if step % 2 == 0 else BACKUP)
@@ -490,11 +501,11 @@ def test_two_primaries_sending_requests_do_not_flip_the_pair() -> None:
 
 def test_a_request_from_the_displaced_member_after_the_window_switches_back() -> None:
     harness = active_at_105()
-    harness.request(BACKUP)
+    harness.claim(BACKUP)
     harness.advance(CHECK)  # the window (max(5, 2)) has passed
     harness.answer(harness.last_probe(BACKUP))
-    out = harness.request(PRIMARY)
-    assert kinds(out) == ["MemberBecameActive:primary"]
+    out = harness.claim(PRIMARY)
+    assert kinds(out) == ["Probe:primary", "MemberBecameActive:primary"]
     assert not harness.monitor.split_brain
 
 
@@ -535,10 +546,12 @@ def test_status_reports_rtt_counters_and_changes() -> None:
     assert (data["state"], data["active"], data["since"]) == ("unknown", None, 115.25)
 
 
-def test_forgotten_probes_no_longer_count_but_the_current_period_probe_is_kept() -> None:
-    harness = Harness(
-        type(Harness.make().monitor)(PRIMARY, BACKUP, MonitorSettings(oos_check=100.0, probe_lifetime=64.0))
-    )
+@pytest.mark.parametrize("takeover", [0.0, 5.0], ids=["seed", "takeover"])
+def test_forgotten_probes_no_longer_count_but_the_current_period_probe_is_kept(takeover: float) -> None:
+    # The lifetime is the same with or without a takeover window (the losing input differs only
+    # in where it leads: unknown, or the window).
+    monitor_settings = MonitorSettings(oos_check=100.0, probe_lifetime=64.0, takeover_timeout=takeover)
+    harness = Harness(type(Harness.make().monitor)(PRIMARY, BACKUP, monitor_settings))
     harness.start()
     first = harness.last_probe(PRIMARY)
     harness.advance(70.0)  # the alternation went on; the first probe is older than its lifetime
@@ -551,6 +564,7 @@ def test_forgotten_probes_no_longer_count_but_the_current_period_probe_is_kept()
     harness.monitor.tick(harness.now)  # prune runs: the period's probe stays
     out = harness.fail(current)
     assert kinds(out)[0] == "PairUnknown"
+    assert harness.monitor.state is (State.TAKEOVER if takeover else State.UNKNOWN)
 
 
 def test_the_members_and_name_are_exposed() -> None:
@@ -568,8 +582,8 @@ def test_every_event_has_a_message_and_only_out_of_service_has_an_id() -> None:
     harness.advance(60.0)
     harness.suspect(PRIMARY)
     harness.advance(60.0)
-    harness.request(BACKUP)
-    harness.request(PRIMARY)
+    harness.claim(BACKUP)  # restored by a confirmed request
+    harness.claim(PRIMARY, 503)  # a request from the primary, now in backup mode: not followed
     events = harness.events()
     assert {type(e).__name__ for e in events} >= {
         "PairUnknown",
@@ -577,6 +591,7 @@ def test_every_event_has_a_message_and_only_out_of_service_has_an_id() -> None:
         "SplitBrain",
         "PairOutOfService",
         "PairRestored",
+        "ClaimRejected",
     }
     for event in events:
         assert event.pair in event.message

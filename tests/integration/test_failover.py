@@ -83,6 +83,9 @@ SWITCH_BOUND = OOS_CHECK + OOS_FORCE + 1.0
 KAMAILIO = 1.2
 # How long sipha holds a request for a pair being re-probed before 503 (app.build_settings).
 HOLD_LIMIT = FAILOVER_TIMEOUT + 2 * OOS_FORCE
+# d) is the seed's algorithm: no takeover window, 503 as soon as both members were probed in
+# vain (tests/chaos/test_takeover.py covers the window, the default).
+SEED_CONFIG = HA_CONFIG + "takeover-timeout = 0\n"
 # Scheduling slack for a deadline sipha itself keeps (its timer, our socket loop).
 SLACK = 0.5
 
@@ -558,7 +561,7 @@ def test_both_members_down(tmp_path: Path, transport: str) -> None:
     primary's port then brings the pair back (OPTIONS every oos-force, alternating):
     calls succeed again.
     """
-    with ha_pair(tmp_path, transport) as (proxy, primary, backup):
+    with ha_pair(tmp_path, transport, config=SEED_CONFIG) as (proxy, primary, backup):
         killed, killed_at, calls = kill_both_and_call(
             proxy, primary, backup, FAILOVER_TIMEOUT + OOS_FORCE + SLACK, HOLD_LIMIT + 2
         )
@@ -603,7 +606,7 @@ def test_both_members_down_new_calls_refused_within_bound(tmp_path: Path, transp
     """
     oos_force = 2
     bound = FAILOVER_TIMEOUT + oos_force
-    config = HA_CONFIG.replace(f"oos-force = {OOS_FORCE}", f"oos-force = {oos_force}")
+    config = SEED_CONFIG.replace(f"oos-force = {OOS_FORCE}", f"oos-force = {oos_force}")
     with ha_pair(tmp_path, transport, config=config) as (proxy, primary, backup):
         killed, _, calls = kill_both_and_call(proxy, primary, backup, bound + 1.5, 0)
         log = proxy.log_text()

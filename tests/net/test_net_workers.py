@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from net.net_support import TIMEOUT
-from sipha.net.workers import Handoff, handoff_pairs
+from sipha.net.workers import Handoff, OnPairNews, handoff_pairs
 from sipha.txn.events import Address
 
 LISTEN = Address("UDP", "127.0.0.1", 5060)
@@ -99,3 +99,29 @@ async def test_a_full_channel_counts_drops_instead_of_blocking(pairs: Pairs) -> 
         assert (reader.handed_over, reader.dropped) == (0, 1)
     finally:
         reader.close()
+
+
+async def test_pair_news_reach_every_other_worker(pairs: Pairs) -> None:
+    """``H`` packets: a switch seen by one worker is told to all the others, not to itself."""
+    loop = asyncio.get_running_loop()
+    news: list[tuple[int, str, str, str, float, int]] = []
+    got = asyncio.Event()
+
+    def on_pair(index: int) -> OnPairNews:
+        def record(pair: str, what: str, role: str, at: float, sender: int) -> None:
+            news.append((index, pair, what, role, at, sender))
+            got.set()
+
+        return record
+
+    first = Handoff(loop, 0, pairs, lambda *_: None, on_pair=on_pair(0))
+    second = Handoff(loop, 1, pairs, lambda *_: None, on_pair=on_pair(1))
+    try:
+        first.broadcast_pair("site-a", "active", "backup", 12345.678901234)
+        await asyncio.wait_for(got.wait(), TIMEOUT)
+        await asyncio.sleep(0.05)  # nothing comes back to the sender
+        assert news == [(1, "site-a", "active", "backup", 12345.678901234, 0)]
+        assert (first.handed_over, second.received) == (1, 1)
+    finally:
+        first.close()
+        second.close()

@@ -241,17 +241,28 @@ class HaHarness(Harness):
 
 
 def ha_harness(
-    *, oos_check: float = 5.0, oos_force: float = 5.0, primary_active: bool = False, **settings: object
+    *,
+    oos_check: float = 5.0,
+    oos_force: float = 5.0,
+    takeover: float = 0.0,
+    primary_active: bool = False,
+    **settings: object,
 ) -> HaHarness:
     """A core with ``monitor=Monitor([view.members("demo")], ...)``, started at t = 0.
 
     ``primary_active``: the primary answers the first probe, so that the pair starts active on it.
+    ``takeover``: takeover-timeout (0, the default here: the seed's algorithm, 503 at once).
     """
     tokens = count(1)
     view = make_view()
     monitor = Monitor(
         [view.members("demo")],
-        MonitorSettings(oos_check=oos_check, oos_force=oos_force, alive_codes=AliveCodes.parse(["2xx"])),
+        MonitorSettings(
+            oos_check=oos_check,
+            oos_force=oos_force,
+            alive_codes=AliveCodes.parse(["2xx"]),
+            takeover_timeout=takeover,
+        ),
     )
     core = ProxyCore(
         ProxySettings(

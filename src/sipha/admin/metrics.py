@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from sipha import __version__
 from sipha.admin.status import AdminSource, address_text
 
-_STATES = ("active", "unknown", "out-of-service")
+_STATES = ("active", "takeover", "unknown", "out-of-service")
 _COUNTER_HELP = {
     "requests_in": "SIP requests received (parsed)",
     "responses_in": "SIP responses received (parsed)",
@@ -35,6 +35,7 @@ _COUNTER_HELP = {
     "responses_forwarded": "responses relayed upstream",
     "stray_responses_dropped": "responses that matched no transaction and were dropped",
     "loops_detected": "requests refused as looping (482)",
+    "reoffered": "ringing INVITEs moved from a member that died to the member that took over",
 }
 
 
@@ -137,6 +138,12 @@ class SiphaCollector(Collector):
             "OPTIONS probes answered outside alive-codes, timed out or failed",
             labels=["pair"],
         )
+        claims = CounterMetricFamily(
+            "sipha_pair_takeover_requests_rejected",
+            "requests from the member that was not active, not followed: it did not answer OPTIONS "
+            "alive (forged, or sent in backup mode)",
+            labels=["pair"],
+        )
         last_rtt = GaugeMetricFamily(
             "sipha_pair_options_last_rtt_seconds",
             "round trip of the member's last answered OPTIONS",
@@ -171,7 +178,9 @@ class SiphaCollector(Collector):
                 sent.add_metric([name], status.counters.probes_sent)
                 answered.add_metric([name], status.counters.probes_answered)
                 failed.add_metric([name], status.counters.probes_failed)
-        yield from (active, up, state, split, changed, switchovers, sent, answered, failed, last_rtt, rtt)
+                claims.add_metric([name], status.counters.claims_rejected)
+        yield from (active, up, state, split, changed, switchovers, sent, answered, failed, claims)
+        yield from (last_rtt, rtt)
 
 
 def build_registry(source: AdminSource) -> CollectorRegistry:

@@ -66,6 +66,7 @@ from sipha.ha.events import (
     EVENT_OWN_ADDRESS_NOT_FOUND,
     EVENT_PAIR_UNAVAILABLE,
     ActivationReason,
+    ClaimRejected,
     HaEvent,
     MemberBecameActive,
     Output,
@@ -78,19 +79,22 @@ from sipha.ha.events import (
     SplitBrain,
     UnknownReason,
 )
-from sipha.ha.machine import TABLE, Input, Op, State, Transition
+from sipha.ha.machine import TABLE, TAKEOVER_ROWS, Input, Op, State, Transition, table_for
 from sipha.ha.monitor import Monitor
 from sipha.ha.options import build_options, check_own_address, member_uri
 from sipha.ha.pair import PairCounters, PairMonitor, PairStatus
-from sipha.ha.settings import PROBE_LIFETIME, AliveCodes, MonitorSettings
+from sipha.ha.settings import PROBE_LIFETIME, TAKEOVER_PROBE_INTERVAL, AliveCodes, MonitorSettings
 
 __all__ = [
     "EVENT_OWN_ADDRESS_NOT_FOUND",
     "EVENT_PAIR_UNAVAILABLE",
     "PROBE_LIFETIME",
     "TABLE",
+    "TAKEOVER_PROBE_INTERVAL",
+    "TAKEOVER_ROWS",
     "ActivationReason",
     "AliveCodes",
+    "ClaimRejected",
     "HaEvent",
     "Input",
     "MemberBecameActive",
@@ -114,4 +118,5 @@ __all__ = [
     "build_options",
     "check_own_address",
     "member_uri",
+    "table_for",
 ]

@@ -18,15 +18,17 @@ from sipha.txn import Address
 EVENT_OWN_ADDRESS_NOT_FOUND: Final = 40000
 EVENT_PAIR_UNAVAILABLE: Final = 40001
 
-ActivationReason = Literal["options", "request", "start"]
-"""Why a member became active: it answered an OPTIONS, it sent a request, or the
-pair starts with OPTIONS monitoring off (the configured primary is taken)."""
+ActivationReason = Literal["options", "request", "start", "worker"]
+"""Why a member became active: it answered an OPTIONS, it sent a request, the
+pair starts with OPTIONS monitoring off (the configured primary is taken), or
+another worker process of this instance found it active (``[proxy] workers``)."""
 
-UnknownReason = Literal["start", "no-answer", "not-alive", "probe-failed", "suspect"]
+UnknownReason = Literal["start", "no-answer", "not-alive", "probe-failed", "suspect", "worker"]
 """Why a pair became unknown: it starts so (DESIGN.md §2); its active member let
 oos-check expire without an answer; answered with a code outside alive-codes;
 its probe failed (transport error, transaction timeout); or the proxy core
-suspected it (failover-timeout, DESIGN.md §5)."""
+suspected it (failover-timeout, DESIGN.md §5); or another worker process of this
+instance lost it."""
 
 
 def describe(member: Member) -> str:
@@ -91,6 +93,7 @@ class MemberBecameActive(PairEvent):
             "options": "answered OPTIONS",
             "request": "sent a request",
             "start": "configured primary, OPTIONS monitoring off",
+            "worker": "found by another worker",
         }[self.reason]
         was = "" if self.previous is None else f", was {describe(self.previous)}"
         return f"pair {self.pair}: {describe(self.member)} is active ({how}{was})"
@@ -103,6 +106,8 @@ class PairUnknown(PairEvent):
     reason: UnknownReason
     member: Member | None
     """The member that was active (None at start)."""
+    hold: float | None = None
+    """The takeover window (takeover-timeout) during which its requests are held, if one opens."""
 
     @property
     def message(self) -> str:
@@ -113,9 +118,11 @@ class PairUnknown(PairEvent):
             "not-alive": "answered with a code outside alive-codes",
             "probe-failed": "OPTIONS failed (transport error or timeout)",
             "suspect": "a forwarded request got no response (failover-timeout)",
+            "worker": "lost by another worker",
         }[self.reason]
         who = "" if self.member is None else f" from {describe(self.member)}"
-        return f"pair {self.pair}: no active member, probing both ({why}{who})"
+        hold = "" if self.hold is None else f"; holding its requests for up to {self.hold:g} s"
+        return f"pair {self.pair}: no active member, probing both ({why}{who}){hold}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +157,29 @@ class PairRestored(PairEvent):
         return (
             f"SIP Server HA pair available again: pair {self.pair}, {describe(self.member)} "
             f"after {self.at - self.down_since:.1f} s"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRejected(PairEvent):
+    """A request came from the member that is not active, but it did not answer its probe alive.
+
+    The pair was not switched: the request was forged (one UDP datagram with the
+    member's address is enough), or the member sent it while in backup mode.
+    """
+
+    member: Member
+    active: Member
+    claims: int
+    """Such requests not followed since the last report (the report is rate-limited)."""
+
+    @property
+    def message(self) -> str:
+        """One log line."""
+        return (
+            f"pair {self.pair}: a request from {describe(self.member)} was not followed: it did not "
+            f"answer OPTIONS alive (forged, or sent in backup mode); keeping {describe(self.active)} "
+            f"({self.claims} such request(s) since the last report)"
         )
 
 

@@ -30,8 +30,12 @@ class State(Enum):
     """Before :meth:`PairMonitor.start`: the source of the entering transition."""
     UNKNOWN = "unknown"
     """No member is known to be active; alternating oos-force probes (§2)."""
+    TAKEOVER = "takeover"
+    """The active member was lost: requests are held while both members are probed every
+    quarter of a second, until one answers or takeover-timeout ends the window (40001)."""
     OUT_OF_SERVICE = "out-of-service"
-    """Unknown, and both members were probed and silent: event 40001; probing goes on."""
+    """No member answered (a round of probes while unknown, or a whole takeover window):
+    event 40001; probing goes on."""
     ACTIVE = "active"
     """One member is active; oos-check probes to it (none when monitoring is off)."""
 
@@ -52,7 +56,14 @@ class Input(Enum):
     NEGATIVE_OTHER = "a probe of a member that is not active answered outside alive-codes or failed"
     NEGATIVE_STALE = "an older probe of the active member answered outside alive-codes or failed"
     REQUEST_ACTIVE = "request from the active member"
-    REQUEST_OTHER = "request from a member that is not active"
+    REQUEST_OTHER = "request from a member that is not active, oos-check = 0"
+    REQUEST_CLAIM = "request from a member that is not active: it claims to be primary (to confirm)"
+    CLAIM_CONFIRMED = "alive answer from a member whose request claimed it is primary"
+    CLAIM_REJECTED = "a member whose request claimed it is primary failed its probe or answered not alive"
+    PEER_ACTIVE = "another worker of this instance found a member active (not the active one here)"
+    PEER_LOST = "another worker of this instance lost the member active here"
+    TAKEOVER_PROBE = "the takeover window's probe interval expired"
+    TAKEOVER_END = "the takeover window ended and no member answered"
     REQUEST_OTHER_SPLIT = "request from the member that is not active, while both act as primary"
     SUSPECT_ACTIVE = "the proxy core suspects the active member"
     SUSPECT_OTHER = "the proxy core suspects a member that is not active"
@@ -67,6 +78,9 @@ class Op(Enum):
     PROBE_OTHER_FIRST = "probe the member that was not active now; next alternate probe after oos-force"
     PROBE_NEXT = "probe the next member in the alternation now; next one after oos-force"
     PROBE_ACTIVE = "probe the active member now; it must answer within oos-check"
+    PROBE_CLAIMANT = "probe the member that sent the request now (one probe per probe interval)"
+    START_TAKEOVER = "open the takeover window (takeover-timeout): probe both members now"
+    PROBE_BOTH = "probe both members now; again after the takeover probe interval"
     MARK_ANSWERED = "the active member answered in this oos-check period"
     ACTIVATE_PRIMARY = "the configured primary becomes active"
     ACTIVATE_SOURCE = "the member that answered or sent the request becomes active"
@@ -74,6 +88,7 @@ class Op(Enum):
     EMIT_UNKNOWN = "report PairUnknown"
     EMIT_OUT_OF_SERVICE = "report PairOutOfService (event 40001)"
     EMIT_RESTORED = "report PairRestored"
+    EMIT_CLAIM_REJECTED = "report ClaimRejected (a forged request, or a backup not in primary mode)"
     SPLIT_EVIDENCE = "the non-active member acts as primary: set the split-brain flag (report once)"
     SPLIT_END = "clear the split-brain flag (report once, if it was set)"
 
@@ -149,7 +164,49 @@ _BY_REQUEST = (
     "§2: A request that arrives from the member that is not active makes that member active at once "
     "(the backup has taken over). seed: SIP Proxy receives a SIP request from the backup SIP Server."
 )
-_RESTORED_BY_REQUEST = _BY_REQUEST + " Decision: an out-of-service pair reports it is restored."
+_CLAIM = (
+    _BY_REQUEST + " Decision: 'at once' is one OPTIONS round trip: the member is probed now and "
+    "becomes active when it answers alive, so that one forged UDP datagram with the backup's address "
+    "cannot move the pair to a member in backup mode (docs: forged takeover requests)."
+)
+_CLAIM_CONFIRMED = (
+    _BY_REQUEST + " Decision: the member that sent it has now answered an OPTIONS alive: it is "
+    "primary, the request was its own."
+)
+_CLAIM_RESTORED = _CLAIM_CONFIRMED + " An out-of-service pair reports it is restored."
+_CLAIM_REJECTED = (
+    "§2: A backup in backup mode does not answer, or answers with a code outside alive-codes. "
+    "Decision: a request that seemed to come from it is not followed (forged, or sent in backup "
+    "mode); reported, and the split brain (if any) is over."
+)
+_TAKEOVER = (
+    "DESIGN §2: when a pair that had an active member loses it, its requests are held (and the other "
+    "member probed at a fast cadence) for up to takeover-timeout seconds and sent to the first member "
+    "that answers. Decision: both members are probed (a suspected member is re-probed before the pair "
+    "can go out of service: one unanswered request is not an outage)."
+)
+_TAKEOVER_PROBE = (
+    "DESIGN §2: the other member probed at a fast cadence. Decision: both members, every quarter of a "
+    "second: an ICMP error or a refused connection from a member still starting up costs a quarter "
+    "of a second, not an oos-force period."
+)
+_TAKEOVER_FOUND = (
+    "DESIGN §2: ... sent to the first member that answers. §2: that member becomes active and the "
+    "oos-check cycle restarts on it."
+)
+_TAKEOVER_END = (
+    "DESIGN §2: 40001 and the 503s come when that window ends with no member. REFERENCES.md: A pair "
+    "with no answering member is out of service ..., while the pinging continues (every oos-force, "
+    "alternating)."
+)
+_PEER = (
+    "DESIGN §5: a sipha instance with workers = N is still one instance: one pair state, and a "
+    "switch seen by one worker holds for all. Decision: the news carries when it happened; a worker "
+    "takes it unless it knows of a later change of its own."
+)
+_PEER_RESTORED = _PEER + " An out-of-service pair reports it is restored."
+_PEER_LOST = _PEER + " The worker that lost the member re-probes the pair; so does this one."
+_TAKEOVER_QUIET = "decision: a negative probe result or a suspicion changes nothing; fast probing goes on."
 _REQUEST_ACTIVE = "§2: only a request from the member that is not active switches; nothing else does."
 _SPLIT_ANSWER = (
     "task: split brain (both members answer OPTIONS with alive codes): keep the current active member "
@@ -203,7 +260,23 @@ TABLE: Final[Mapping[tuple[State, Input], Transition]] = {
     # ------------------------------------------------------------------ active: the other member
     (_S.ACTIVE, _I.REQUEST_ACTIVE): Transition(_S.ACTIVE, (), _REQUEST_ACTIVE),
     (_S.ACTIVE, _I.REQUEST_OTHER): Transition(
-        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _BY_REQUEST, activation="request"
+        _S.ACTIVE,
+        (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD),
+        _BY_REQUEST + " Decision: with oos-check = 0 no probe can confirm it: the rule as it stands.",
+        activation="request",
+    ),
+    (_S.ACTIVE, _I.REQUEST_CLAIM): Transition(_S.ACTIVE, (_O.PROBE_CLAIMANT,), _CLAIM),
+    (_S.ACTIVE, _I.CLAIM_CONFIRMED): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _CLAIM_CONFIRMED, activation="request"
+    ),
+    (_S.ACTIVE, _I.CLAIM_REJECTED): Transition(
+        _S.ACTIVE, (_O.SPLIT_END, _O.EMIT_CLAIM_REJECTED), _CLAIM_REJECTED
+    ),
+    (_S.ACTIVE, _I.PEER_ACTIVE): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _PEER, activation="worker"
+    ),
+    (_S.ACTIVE, _I.PEER_LOST): Transition(
+        _S.UNKNOWN, (_O.SPLIT_END, _O.EMIT_UNKNOWN, _O.PROBE_OTHER_FIRST), _PEER_LOST, unknown="worker"
     ),
     (_S.ACTIVE, _I.REQUEST_OTHER_SPLIT): Transition(_S.ACTIVE, (_O.SPLIT_EVIDENCE,), _SPLIT_REQUEST),
     (_S.ACTIVE, _I.ALIVE_OTHER): Transition(_S.ACTIVE, (_O.SPLIT_EVIDENCE,), _SPLIT_ANSWER),
@@ -217,8 +290,12 @@ TABLE: Final[Mapping[tuple[State, Input], Transition]] = {
     (_S.UNKNOWN, _I.ALIVE_OTHER): Transition(
         _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _FOUND_BY_OPTIONS, activation="options"
     ),
-    (_S.UNKNOWN, _I.REQUEST_OTHER): Transition(
-        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _BY_REQUEST, activation="request"
+    (_S.UNKNOWN, _I.REQUEST_CLAIM): Transition(_S.UNKNOWN, (_O.PROBE_CLAIMANT,), _CLAIM),
+    (_S.UNKNOWN, _I.CLAIM_CONFIRMED): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _CLAIM_CONFIRMED, activation="request"
+    ),
+    (_S.UNKNOWN, _I.PEER_ACTIVE): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _PEER, activation="worker"
     ),
     (_S.UNKNOWN, _I.NEGATIVE_OTHER): Transition(_S.UNKNOWN, (), _NEGATIVE_UNKNOWN),
     (_S.UNKNOWN, _I.SUSPECT_OTHER): Transition(_S.UNKNOWN, (), _SUSPECT_IGNORED),
@@ -230,12 +307,58 @@ TABLE: Final[Mapping[tuple[State, Input], Transition]] = {
         _RESTORED_BY_OPTIONS,
         activation="options",
     ),
-    (_S.OUT_OF_SERVICE, _I.REQUEST_OTHER): Transition(
+    (_S.OUT_OF_SERVICE, _I.REQUEST_CLAIM): Transition(_S.OUT_OF_SERVICE, (_O.PROBE_CLAIMANT,), _CLAIM),
+    (_S.OUT_OF_SERVICE, _I.CLAIM_CONFIRMED): Transition(
         _S.ACTIVE,
         (_O.ACTIVATE_SOURCE, _O.EMIT_RESTORED, _O.WAIT_PERIOD),
-        _RESTORED_BY_REQUEST,
+        _CLAIM_RESTORED,
         activation="request",
+    ),
+    (_S.OUT_OF_SERVICE, _I.PEER_ACTIVE): Transition(
+        _S.ACTIVE,
+        (_O.ACTIVATE_SOURCE, _O.EMIT_RESTORED, _O.WAIT_PERIOD),
+        _PEER_RESTORED,
+        activation="worker",
     ),
     (_S.OUT_OF_SERVICE, _I.NEGATIVE_OTHER): Transition(_S.OUT_OF_SERVICE, (), _NEGATIVE_UNKNOWN),
     (_S.OUT_OF_SERVICE, _I.SUSPECT_OTHER): Transition(_S.OUT_OF_SERVICE, (), _SUSPECT_IGNORED),
 }
+
+_LOST: Final = (_I.PERIOD_SILENT, _I.NOT_ALIVE_CYCLE, _I.FAILED_CYCLE, _I.SUSPECT_ACTIVE, _I.PEER_LOST)
+"""The inputs by which an active pair loses its member."""
+
+TAKEOVER_ROWS: Final[Mapping[tuple[State, Input], Transition]] = {
+    # ------------------------------------------------------------------ losing the active member
+    **{
+        (_S.ACTIVE, lost): Transition(
+            _S.TAKEOVER,
+            (_O.SPLIT_END, _O.EMIT_UNKNOWN, _O.START_TAKEOVER),
+            TABLE[_S.ACTIVE, lost].source + " " + _TAKEOVER,
+            unknown=TABLE[_S.ACTIVE, lost].unknown,
+        )
+        for lost in _LOST
+    },
+    # ------------------------------------------------------------------ the takeover window
+    (_S.TAKEOVER, _I.TAKEOVER_PROBE): Transition(_S.TAKEOVER, (_O.PROBE_BOTH,), _TAKEOVER_PROBE),
+    (_S.TAKEOVER, _I.TAKEOVER_END): Transition(
+        _S.OUT_OF_SERVICE, (_O.EMIT_OUT_OF_SERVICE, _O.PROBE_NEXT), _TAKEOVER_END
+    ),
+    (_S.TAKEOVER, _I.ALIVE_OTHER): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _TAKEOVER_FOUND, activation="options"
+    ),
+    (_S.TAKEOVER, _I.REQUEST_CLAIM): Transition(_S.TAKEOVER, (_O.PROBE_CLAIMANT,), _CLAIM),
+    (_S.TAKEOVER, _I.CLAIM_CONFIRMED): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _CLAIM_CONFIRMED, activation="request"
+    ),
+    (_S.TAKEOVER, _I.PEER_ACTIVE): Transition(
+        _S.ACTIVE, (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _PEER, activation="worker"
+    ),
+    (_S.TAKEOVER, _I.NEGATIVE_OTHER): Transition(_S.TAKEOVER, (), _TAKEOVER_QUIET),
+    (_S.TAKEOVER, _I.SUSPECT_OTHER): Transition(_S.TAKEOVER, (), _TAKEOVER_QUIET),
+}
+"""With takeover-timeout > 0 these rows replace (ACTIVE, loss) and add the TAKEOVER state."""
+
+
+def table_for(*, takeover: bool) -> Mapping[tuple[State, Input], Transition]:
+    """The seed's table, or with ``takeover`` (takeover-timeout > 0) the takeover window's rows over it."""
+    return {**TABLE, **TAKEOVER_ROWS} if takeover else TABLE

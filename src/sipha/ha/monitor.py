@@ -93,6 +93,14 @@ class Monitor:
         """The proxy core got no response from ``member`` within failover-timeout."""
         self._pair(member.pair).suspect(member, now)
 
+    def peer_active(self, member: Member, at: float, now: float) -> None:
+        """Another worker found ``member`` active at ``at`` (see :meth:`PairMonitor.peer_active`)."""
+        self._pair(member.pair).peer_active(member, at, now)
+
+    def peer_lost(self, member: Member, at: float, now: float) -> None:
+        """Another worker lost the active ``member`` at ``at`` (see :meth:`PairMonitor.peer_lost`)."""
+        self._pair(member.pair).peer_lost(member, at, now)
+
     def pending(self) -> bool:
         """Whether :meth:`drain` has anything to return (asked after every message: no lists)."""
         for pair in self.pairs.values():  # noqa: SIM110 - no generator on the per-message path

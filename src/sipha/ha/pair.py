@@ -12,10 +12,12 @@ expires", DESIGN.md §2).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sipha.ha.events import (
+    ClaimRejected,
     MemberBecameActive,
     Output,
     PairOutOfService,
@@ -24,12 +26,15 @@ from sipha.ha.events import (
     Probe,
     SplitBrain,
 )
-from sipha.ha.machine import TABLE, Input, Op, State, Transition
-from sipha.ha.settings import MonitorSettings
+from sipha.ha.machine import TAKEOVER_ROWS, Input, Op, State, Transition, table_for
+from sipha.ha.settings import TAKEOVER_PROBE_INTERVAL, MonitorSettings
 from sipha.proxy.routing import Member
 
 # FORCE_ROUND: both members have had one probe of their own since the pair became unknown.
 _ROUND: int = 2
+CLAIM_REPORT_INTERVAL: Final = 10.0
+"""Requests from the non-active member that it did not confirm are reported at most this often
+(a forger can send thousands a second; the counter has them all)."""
 
 
 def host_key(host: str) -> str:
@@ -49,6 +54,8 @@ class PairCounters:
     """Final responses outside alive-codes, transport errors and timeouts (all "no answer")."""
     switchovers: int = 0
     """Times the active member became a different member than the one active before."""
+    claims_rejected: int = 0
+    """Requests from the member that was not active, not followed: it did not answer its probe alive."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +64,7 @@ class PairStatus:
 
     pair: str
     state: str
-    """``active``, ``unknown`` or ``out-of-service`` (``initial`` before start)."""
+    """``active``, ``takeover``, ``unknown`` or ``out-of-service`` (``initial`` before start)."""
     active: Member | None
     monitoring: bool
     """False when oos-check is 0: no OPTIONS are sent."""
@@ -93,6 +100,7 @@ class PairStatus:
             "probes_answered": self.counters.probes_answered,
             "probes_failed": self.counters.probes_failed,
             "switchovers": self.counters.switchovers,
+            "claims_rejected": self.counters.claims_rejected,
             "next_deadline": self.next_deadline,
         }
 
@@ -116,6 +124,16 @@ class PairMonitor:
         self.backup = backup
         self.settings = settings or MonitorSettings()
         self.counters = PairCounters()
+        # TAKEOVER: when the window ends (40001 then), and the member that was lost.
+        self._window: float | None = None
+        # Probes sent to confirm a request from the member that is not active (its claim to
+        # be primary): seq -> probe.  Rejected claims not reported yet, and when last reported.
+        self._claims: dict[int, Probe] = {}
+        # When each member's last claim probe went out (answered or not: the rate limit holds
+        # even when the probes fail at once).
+        self._claimed_at: dict[Member, float] = {}
+        self._claims_unreported = 0
+        self._claims_reported_at = -math.inf
         self._state = State.INITIAL
         self._active: Member | None = None
         self._last_active: Member | None = None
@@ -141,6 +159,16 @@ class PairMonitor:
         self._out: list[Output] = []
 
     # ------------------------------------------------------------------ reading
+
+    @property
+    def settings(self) -> MonitorSettings:
+        """The ``[monitor]`` settings (a reload may replace them: the table follows)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: MonitorSettings) -> None:
+        self._settings = settings
+        self._table = table_for(takeover=settings.takeover)
 
     @property
     def name(self) -> str:
@@ -182,6 +210,9 @@ class PairMonitor:
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must be called next, or None (monitoring off, nothing pending)."""
         deadline = self._timer
+        window = self._window
+        if window is not None and (deadline is None or window < deadline):
+            deadline = window
         split = self._split_deadline()
         if split is not None and (deadline is None or split < deadline):
             return split
@@ -203,6 +234,7 @@ class PairMonitor:
                 self.counters.probes_answered,
                 self.counters.probes_failed,
                 self.counters.switchovers,
+                self.counters.claims_rejected,
             ),
             next_deadline=self.next_deadline(),
         )
@@ -265,7 +297,8 @@ class PairMonitor:
 
         ``port`` is the one DESIGN.md §2 compares: the UDP source port, the top
         Via sent-by port on TCP/TLS (the proxy core computes it).  A request from
-        the member that is not active makes it active at once; nothing else does.
+        the member that is not active makes it active as soon as it answers the
+        OPTIONS sent to it now (with monitoring off: at once); nothing else does.
         """
         member = self.member_at(host, port)
         if member is None:
@@ -275,8 +308,10 @@ class PairMonitor:
             self._run(Input.REQUEST_ACTIVE, now, member)
         elif self._state is State.ACTIVE and (self._split or self._displaced_recently(member, now)):
             self._run(Input.REQUEST_OTHER_SPLIT, now, member)
-        else:
+        elif not self.monitoring:
             self._run(Input.REQUEST_OTHER, now, member)
+        else:
+            self._run(Input.REQUEST_CLAIM, now, member)
         return member
 
     def suspect(self, member: Member, now: float) -> None:
@@ -296,15 +331,46 @@ class PairMonitor:
         else:
             self._run(Input.SUSPECT_OTHER, now, member)
 
+    def peer_active(self, member: Member, at: float, now: float) -> None:
+        """Another worker of this instance found ``member`` active at ``at`` (``[proxy] workers``).
+
+        Taken unless ``member`` is already active here, or this monitor changed state
+        after ``at`` (its own later news wins; the other worker hears of it too).
+        """
+        self._advance(now)
+        if self._state is State.ACTIVE and member == self._active:
+            return
+        if self._since is not None and self._since > at:
+            return
+        self._run(Input.PEER_ACTIVE, now, member)
+
+    def peer_lost(self, member: Member, at: float, now: float) -> None:
+        """Another worker of this instance lost the active member ``member`` at ``at``.
+
+        Taken when ``member`` is the active one here and became so before ``at``: the
+        pair loses it here too (the takeover window opens, probes go out).
+        """
+        self._advance(now)
+        if self._state is not State.ACTIVE or member != self._active:
+            return
+        if self._since is not None and self._since > at:
+            return
+        self._run(Input.PEER_LOST, now, member)
+
     # ------------------------------------------------------------------ classification
 
     def _advance(self, now: float) -> None:
         if self._state is State.INITIAL:
             raise RuntimeError(f"pair {self.name}: not started")
-        if self._timer is not None and self._timer <= now:
+        if self._window is not None and self._window <= now:
+            self._window = self._timer = None
+            self._run(Input.TAKEOVER_END, now)
+        elif self._timer is not None and self._timer <= now:
             self._timer = None
             if self._state is State.ACTIVE:
                 self._run(Input.PERIOD_ANSWERED if self._answered else Input.PERIOD_SILENT, now)
+            elif self._state is State.TAKEOVER:
+                self._run(Input.TAKEOVER_PROBE, now)
             elif self._state is State.UNKNOWN and self._round_probes >= _ROUND:
                 self._run(Input.FORCE_ROUND, now)
             else:
@@ -317,6 +383,7 @@ class PairMonitor:
             # This period's probe stays until its result, whatever the lifetime.
             if probe.sent_at + lifetime <= now and seq != self._cycle_seq:
                 del self._outstanding[seq]
+                self._claims.pop(seq, None)
 
     def _settle(self, probe: Probe) -> bool:
         """Take ``probe`` off the outstanding ones; False if it is not one of them (late, repeated)."""
@@ -330,6 +397,11 @@ class PairMonitor:
         member = probe.member
         if self._state is not State.ACTIVE or member != self._active:
             # While unknown no member is active: every member is "the other" one.
+            if self._claims.pop(probe.seq, None) is not None:
+                if alive:
+                    return Input.CLAIM_CONFIRMED
+                if self._state is State.ACTIVE:
+                    return Input.CLAIM_REJECTED
             return Input.ALIVE_OTHER if alive else Input.NEGATIVE_OTHER
         if alive:
             return Input.ALIVE_ACTIVE
@@ -351,12 +423,17 @@ class PairMonitor:
     # ------------------------------------------------------------------ the table
 
     def _run(self, event: Input, now: float, source: Member | None = None) -> None:
-        row = TABLE.get((self._state, event))
+        row = self._table.get((self._state, event))
+        if row is None and self._state is State.TAKEOVER:
+            # The settings turned the window off during one: the window opened runs to its end.
+            row = TAKEOVER_ROWS.get((self._state, event))
         if row is None:
             return  # an input this state ignores (the table lists what it does not)
         active_before = self._active
         for op in row.ops:
             self._do(op, row, now, source)
+        if row.target is not State.TAKEOVER:
+            self._window = None
         if row.target is not State.ACTIVE:
             self._active = None
             self._displaced = None
@@ -379,6 +456,18 @@ class PairMonitor:
             self._probe_alternate(self._other(self._require_active()), now)
         elif op is Op.PROBE_NEXT:
             self._probe_alternate(self._next_target, now)
+        elif op is Op.START_TAKEOVER:
+            # Both members, the one that was not active first (the likelier new primary);
+            # the lost one too, since one unanswered request is not an outage.  After the
+            # window, the oos-force alternation starts with the member that was not active.
+            self._window = now + self.settings.takeover_timeout
+            self._next_target = self._other(self._require_active())
+            self._probe_both(now)
+        elif op is Op.PROBE_BOTH:
+            self._probe_both(now)
+        elif op is Op.PROBE_CLAIMANT:
+            assert source is not None  # noqa: S101 - a claim comes from a member
+            self._probe_claimant(source, now)
         elif op is Op.PROBE_ACTIVE:
             probe = self._send(self._require_active(), now)
             self._cycle_seq = probe.seq
@@ -398,11 +487,21 @@ class PairMonitor:
         elif op is Op.EMIT_UNKNOWN:
             assert row.unknown is not None  # noqa: S101 - every EMIT_UNKNOWN row names a reason
             self._down_since = now
-            self._out.append(PairUnknown(self.name, now, row.unknown, self._active))
+            hold = self.settings.takeover_timeout if row.target is State.TAKEOVER else None
+            self._out.append(PairUnknown(self.name, now, row.unknown, self._active, hold))
         elif op is Op.EMIT_OUT_OF_SERVICE:
             self._out.append(PairOutOfService(self.name, now, (self.primary, self.backup)))
         elif op is Op.EMIT_RESTORED:
             self._out.append(PairRestored(self.name, now, self._require_active(), self._down_since))
+        elif op is Op.EMIT_CLAIM_REJECTED:
+            assert source is not None  # noqa: S101 - a probe result names its member
+            self.counters.claims_rejected += 1
+            self._claims_unreported += 1
+            if now - self._claims_reported_at >= CLAIM_REPORT_INTERVAL:
+                active = self._require_active()
+                self._out.append(ClaimRejected(self.name, now, source, active, self._claims_unreported))
+                self._claims_unreported = 0
+                self._claims_reported_at = now
         elif op is Op.SPLIT_EVIDENCE:
             assert source is not None  # noqa: S101 - evidence comes from a member
             self._other_seen = now
@@ -427,6 +526,8 @@ class PairMonitor:
             self.counters.switchovers += 1
         self._active = member
         self._last_active = member
+        # Its pending claims are settled: it is active now, whatever their probes say later.
+        self._claims = {seq: claim for seq, claim in self._claims.items() if claim.member != member}
         self._out.append(MemberBecameActive(self.name, now, member, row.activation, previous))
 
     def _probe_alternate(self, target: Member, now: float) -> None:
@@ -435,6 +536,21 @@ class PairMonitor:
         self._round_probes += 1
         self._next_target = self._other(target)
         self._timer = now + self.settings.oos_force
+
+    def _probe_both(self, now: float) -> None:
+        """One round of the takeover window: both members now, the next round one interval later."""
+        first = self._next_target
+        self._send(first, now)
+        self._send(self._other(first), now)
+        self._timer = now + TAKEOVER_PROBE_INTERVAL
+
+    def _probe_claimant(self, member: Member, now: float) -> None:
+        """Probe ``member`` to confirm its request, unless a claim probe of it went out within an interval."""
+        if now - self._claimed_at.get(member, -math.inf) < TAKEOVER_PROBE_INTERVAL:
+            return  # a burst of requests (or of forged datagrams) costs one probe per interval
+        probe = self._send(member, now)
+        self._claims[probe.seq] = probe
+        self._claimed_at[member] = now
 
     def _send(self, member: Member, now: float) -> Probe:
         self._seq += 1

@@ -15,6 +15,14 @@ OOS_FORCE_MAX: Final = 32.0
 # (T1 = 500 ms).  A probe is forgotten after twice that: by then its transaction has ended
 # and the caller has reported it, so only a caller that lost the result is covered.
 PROBE_LIFETIME: Final = 64.0
+TAKEOVER_MAX: Final = 32.0
+"""takeover-timeout's ceiling: a caller gives an INVITE up after Timer B = 64*T1 = 32 s
+(RFC 3261 §17.1.1.2), so a request held longer is lost anyway."""
+TAKEOVER_PROBE_INTERVAL: Final = 0.25
+"""During a takeover window, both members are probed this often: the backup is found within
+a quarter of a second of answering, and a member still binding its port (ICMP port
+unreachable, connection refused) is asked again a quarter of a second later, not one
+oos-force period later."""
 # RFC 3261 §21: status codes are 100-699; only final ones (200-699) answer an OPTIONS.
 _FINAL_MIN: Final = 200
 _CODE_RE: Final = re.compile(r"([1-6])([0-9]{2}|xx)", re.IGNORECASE)
@@ -67,12 +75,18 @@ class MonitorSettings:
     alive_codes: AliveCodes = field(default_factory=lambda: AliveCodes.parse(["2xx"]))
     probe_lifetime: float = PROBE_LIFETIME
     """How long an unanswered probe may still bring an answer (then it is forgotten)."""
+    takeover_timeout: float = 5.0
+    """How long a pair that lost its active member holds its requests while both members are
+    probed every :data:`TAKEOVER_PROBE_INTERVAL`, before event 40001; 0 = the seed's
+    algorithm (the oos-force alternation, 503 at once)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.oos_check <= OOS_CHECK_MAX:
             raise ValueError(f"oos-check = {self.oos_check}: expected 0 to 300 s (0 = no OPTIONS)")
         if not OOS_FORCE_MIN <= self.oos_force <= OOS_FORCE_MAX:
             raise ValueError(f"oos-force = {self.oos_force}: expected 1 to 32 s")
+        if not 0 <= self.takeover_timeout <= TAKEOVER_MAX:
+            raise ValueError(f"takeover-timeout = {self.takeover_timeout}: expected 0 to 32 s (0: none)")
         if self.probe_lifetime <= 0:
             raise ValueError(f"probe_lifetime = {self.probe_lifetime}: expected > 0 s")
 
@@ -80,6 +94,11 @@ class MonitorSettings:
     def monitoring(self) -> bool:
         """Whether OPTIONS monitoring is on (DESIGN.md §2: "0 turns OPTIONS monitoring off")."""
         return self.oos_check > 0
+
+    @property
+    def takeover(self) -> bool:
+        """Whether a pair that loses its active member holds its requests for a takeover window."""
+        return self.monitoring and self.takeover_timeout > 0
 
     @property
     def split_brain_window(self) -> float:

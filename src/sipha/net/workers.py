@@ -40,6 +40,8 @@ OnHandedOver = Callable[[bytes, Address, Address, int], None]
 """(data, source, local, the worker that passed it)."""
 OnHandedSend = Callable[[bytes, Address, Address], None]
 """(data, destination, fallback destination)."""
+OnPairNews = Callable[[str, str, str, float, int], None]
+"""(pair, what: ``active`` or ``lost``, member role, when it happened, the worker that saw it)."""
 
 
 def bind_shared(
@@ -89,6 +91,10 @@ class Handoff:
       sender's answer to a request it was handed from that connection, RFC 3261 §18.2.2):
       ``on_send(data, destination, fallback)``, where ``fallback`` is where the sender
       would have sent it without that connection.
+    * ``H``: news of a pair, sent to every other worker (:meth:`broadcast_pair`): a member
+      became active, or the active member was lost, at a given time: ``on_pair(pair, what,
+      role, at, sender)``.  The workers of an instance thus route a pair one way: a switch
+      one of them decides holds for all within a hand-over's latency (well under 1 ms).
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class Handoff:
         *,
         on_batch_end: Callable[[], None] | None = None,
         on_send: OnHandedSend | None = None,
+        on_pair: OnPairNews | None = None,
     ) -> None:
         self.index = index
         self._loop = loop
@@ -108,6 +115,7 @@ class Handoff:
         self._on_message = on_message
         self._on_batch_end = on_batch_end
         self._on_send = on_send
+        self._on_pair = on_pair
         # Bounded caches, both ways, of the header naming the addresses: a worker hears
         # from few peers, and formatting or parsing it for every message costs more.
         self._headers: dict[tuple[Address, Address], bytes] = {}
@@ -136,6 +144,13 @@ class Handoff:
     def send_out(self, owner: int, data: bytes, destination: Address, fallback: Address) -> None:
         """Ask worker ``owner``, which holds the connection to ``destination``, to write ``data``."""
         self._pass(owner, self._header(b"S", destination, fallback) + data)
+
+    def broadcast_pair(self, pair: str, what: str, role: str, at: float) -> None:
+        """Tell every other worker that ``role`` of ``pair`` became ``active`` or was ``lost`` at ``at``."""
+        packet = f"H {self.index} {pair} {what} {role} {at!r}\n".encode()
+        for index in range(len(self._sending)):
+            if index != self.index:
+                self._pass(index, packet)
 
     def _header(self, kind: bytes, first: Address, second: Address) -> bytes:
         if len(self._headers) >= _CACHE_MAX:
@@ -173,6 +188,10 @@ class Handoff:
             count += 1
             end = packet.find(b"\n") + 1
             header = packet[:end]
+            if header.startswith(b"H "):
+                self.received += 1
+                self._pair_news(header)
+                continue
             parsed = self._parsed.get(header)
             if parsed is None:
                 parsed = self._parse_header(header)
@@ -185,6 +204,15 @@ class Handoff:
         if count and self._on_batch_end is not None:
             self._on_batch_end()
         return count
+
+    def _pair_news(self, header: bytes) -> None:
+        try:
+            _, sender, pair, what, role, at = header.decode().split()
+            news = (pair, what, role, float(at), int(sender))
+        except ValueError:  # pragma: no cover - written by a worker of this process group
+            return
+        if self._on_pair is not None:
+            self._on_pair(*news)
 
     def _parse_header(self, header: bytes) -> tuple[bool, int, Address, Address]:
         kind, sender, transport, host, port, other_transport, other_host, other_port = header.split()

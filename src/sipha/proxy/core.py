@@ -113,7 +113,8 @@ class ProxySettings:
     """s without any response from a pair member (INVITE: without a provisional one) before
     the pair is re-probed at once and the request held for the member that answers."""
     hold_limit: float = 11.0
-    """How long a held request waits for a pair to get an active member before 503."""
+    """How long a held request waits for a pair to get an active member before 503: a bound
+    behind the pair monitor's own (40001 ends every hold at once)."""
     overload_rate: float = 0.0
     """``overload-ctrl-dialog-rate``: new INVITEs per second (token bucket, burst = the rate,
     at least 1); over it, 503 with Retry-After.  0 = no limit."""
@@ -154,6 +155,11 @@ class ResponseContext:
     """Branches of this request given up on (forgotten with the context)."""
     resumed: str | None = None
     """A given-up branch that answered after all, while the request was still held."""
+    suspended: bool = False
+    """Held with its branch still live: failover-timeout fired, but nothing says the member is
+    dead, so its transaction goes on retransmitting while the pair is re-probed.  The branch
+    continues if that member is found active again (never a second copy to it), and is given
+    up if another member is."""
 
 
 @dataclass(slots=True)
@@ -172,6 +178,8 @@ class Counters:
     """New INVITEs refused with 503 by overload-ctrl-dialog-rate."""
     drain_rejections: int = 0
     """New out-of-dialog requests refused with 503 while draining (SIGTERM)."""
+    reoffered: int = 0
+    """Ringing INVITEs moved from a member that died to the member that took over."""
 
 
 class ProxyCore:
@@ -196,6 +204,9 @@ class ProxyCore:
         # When each member last answered a request forwarded to it (any response; the key
         # None gathers the next hops outside the pairs, never failed over).
         self._heard: dict[Member | None, float] = {}
+        # When a transport error (ICMP, refused or reset connection) last came from each member:
+        # later than anything heard from it, it confirms the member is gone (not just silent).
+        self._unreachable: dict[Member, float] = {}
         # Branches given up on a dead member: their late responses are dropped, not relayed.
         # Branches given up on a member: branch -> (forget after, context, member).
         self._abandoned: dict[str, tuple[float, ResponseContext, Member | None]] = {}
@@ -272,6 +283,9 @@ class ProxyCore:
         §17.1.4: client transactions waiting on that destination are told; the ones
         that have had any response are alive and left alone.
         """
+        member = self.view.member_at(destination.host, destination.port)
+        if member is not None and member.address == destination:
+            self._unreachable[member] = now
         for context in list(self._by_client.values()):
             client = context.client
             if client is not None and context.destination == destination and not context.responded:
@@ -279,6 +293,27 @@ class ProxyCore:
         for key, probe in list(self._probes.items()):
             if probe.member.address == destination:
                 self.txn.transport_error(key, now)
+        self._run(now)
+
+    def pair_news(self, pair: str, what: str, role: str, at: float, now: float) -> None:
+        """What another worker of this instance saw happen to a pair at ``at`` (``[proxy] workers``).
+
+        ``what`` is ``active`` (``role`` became the active member) or ``lost`` (the active
+        member ``role`` was lost: the takeover window opens here too).  The pair monitor
+        takes it unless it knows of something later; its events are not passed on again.
+        """
+        monitor = self.monitor
+        pair_monitor = None if monitor is None else monitor.pairs.get(pair)
+        if monitor is None or pair_monitor is None:
+            return
+        members = {member.role: member for member in pair_monitor.members()}
+        member = members.get(role)
+        if member is None:
+            return
+        if what == "active":
+            monitor.peer_active(member, at, now)
+        elif what == "lost":
+            monitor.peer_lost(member, at, now)
         self._run(now)
 
     def handle_timers(self, now: float) -> None:
@@ -303,7 +338,7 @@ class ProxyCore:
                     # most one failover-timeout later than a silent one.
                     self._arm(context, "failover_at", now + self.settings.failover_timeout)
                     continue
-                self._failover(context, now)
+                self._failover(context, now, dead=False)
             else:
                 self._hold_expired(context, now)
         if self._abandoned and now >= self._abandoned_pruned + 1.0:
@@ -694,6 +729,10 @@ class ProxyCore:
         if context is None:
             return
         self._heard[context.member] = now
+        if context.suspended:
+            # Held with its branch live, and the member answered: the branch goes on.
+            context.suspended = False
+            self._unhold(context)
         if context.final_sent and response.status >= 300:  # noqa: PLR2004
             return
         context.responded = True
@@ -786,10 +825,10 @@ class ProxyCore:
         if not isinstance(transaction, ClientTransaction):
             return  # a server transaction's Timer H: nothing left to send
         context = self._by_client.get(transaction.key)
-        if context is None or context.final_sent:
+        if context is None or context.final_sent or context.client is not transaction:
             return
         if self._can_fail_over(context):
-            self._failover(context, now)
+            self._failover(context, now, dead=True)
             return
         # §16.8: a timeout is a 408; §16.7: a transport error "as if a 503" (then step 6 turns
         # a selected 503 into a 500).
@@ -832,9 +871,11 @@ class ProxyCore:
         self.txn.respond(server, make_response(cancel, 200, "OK", to_tag=self._token()), now)
         if context.final_sent or context.cancelled:
             return
-        if context.client is None:
-            # Held for a pair being re-probed: nothing was sent downstream, answer it here.
+        if context.client is None or context.suspended:
+            # Held for a pair being re-probed: nothing was sent downstream (or a branch that
+            # never answered, so no CANCEL may be sent on it, §9.1): answer it here.
             self._unhold(context)
+            self._abandon_branch(context, now)
             self._answer(context, 487, "Request Terminated", now=now)
             return
         context.cancelled = True
@@ -897,7 +938,7 @@ class ProxyCore:
         if monitor is None or not monitor.pending():
             return  # the usual case: nothing to send, nothing changed
         changed = False
-        failed: list[Member] = []
+        failed: list[tuple[Member, bool]] = []
         out_of_service: list[str] = []
         for output in monitor.drain():
             if isinstance(output, Probe):
@@ -912,17 +953,19 @@ class ProxyCore:
             elif isinstance(output, MemberBecameActive):
                 gone = self._suspected.pop(output.pair, None) or output.previous
                 if gone is not None and gone != output.member:
-                    failed.append(gone)
+                    # Gone for sure when the other member took over by a request, or when a
+                    # transport error is the last thing heard from it.
+                    failed.append((gone, output.reason == "request" or self._unreachable_last(gone)))
             elif isinstance(output, PairOutOfService):
                 out_of_service.append(output.pair)
                 gone = self._suspected.pop(output.pair, None)
                 if gone is not None:
-                    failed.append(gone)
+                    failed.append((gone, False))
         if changed:
             self.view.active.update(monitor.active_table())
             self._release_held(now)
-            for member in failed:
-                self._end_ringing_on(member, now)
+            for member, dead in failed:
+                self._end_ringing_on(member, now, gone=dead)
             for pair in out_of_service:
                 for context in list(self._held.get(pair, ())):
                     self._hold_expired(context, now)  # 40001: the caller gets 503 now
@@ -955,6 +998,9 @@ class ProxyCore:
         if key is None or probe is None or self.monitor is None:
             return False
         if isinstance(output, ResponseReceived):
+            # Any answer to an OPTIONS shows the member is alive (DESIGN.md §2: a member that
+            # answered anything since a request went unanswered is alive).
+            self._heard[probe.member] = now
             self.monitor.probe_answered(probe, output.response.status, now)
         elif isinstance(output, TransactionTimeout | TransportError):
             self.monitor.probe_failed(probe, now)
@@ -965,7 +1011,10 @@ class ProxyCore:
     def _probing(self, pair: str) -> bool:
         """Whether ``pair`` has no active member but is still being probed (not yet 40001)."""
         monitor = self.monitor
-        return monitor is not None and pair in monitor.pairs and monitor.pairs[pair].state is State.UNKNOWN
+        if monitor is None or pair not in monitor.pairs:
+            return False
+        state = monitor.pairs[pair].state
+        return state is State.UNKNOWN or state is State.TAKEOVER
 
     def _can_fail_over(self, context: ResponseContext) -> bool:
         """A branch to a pair member that never answered: its request can still be saved.
@@ -984,20 +1033,46 @@ class ProxyCore:
             and context.request.method != "CANCEL"
         )
 
+    def _unreachable_last(self, member: Member) -> bool:
+        """Whether a transport error is the last thing heard from ``member`` (it is gone)."""
+        return self._unreachable.get(member, -math.inf) > self._heard.get(member, -math.inf)
+
     def _heard_lately(self, member: Member | None, now: float) -> bool:
         """Whether ``member`` answered a forwarded request within the last failover-timeout."""
         return self._heard.get(member, -math.inf) > now - self.settings.failover_timeout
 
-    def _failover(self, context: ResponseContext, now: float) -> None:
-        """No response from the member within failover-timeout, or a transport error.
+    def _failover(self, context: ResponseContext, now: float, *, dead: bool) -> None:
+        """No response from the member within failover-timeout, or its branch failed (``dead``).
 
-        The branch is given up (its late responses are dropped, never relayed), the pair
-        is re-probed at once, and the request is held for the member that answers: it is
-        never sent to both members at once.
+        The pair is re-probed at once and the request held for the member that answers: it is
+        never sent to both members at once.  A branch that failed (transport error, Timer B/F)
+        is given up now (its late responses are dropped, never relayed).  A branch that is only
+        late stays live, retransmitting, while the request is held (``suspended``): if the same
+        member is found active again the branch simply goes on, so a member that received the
+        request never gets a second copy of it.
         """
         context.failover_at = None
         client = context.client
         if client is None or context.final_sent or not self._can_fail_over(context):
+            return
+        if context.suspended:
+            if dead:
+                self._abandon_branch(context, now)  # still held: the member is gone after all
+            return
+        if dead:
+            self._abandon_branch(context, now)
+        else:
+            context.suspended = True
+        if context.member is not None and self.monitor is not None:
+            self.monitor.suspect(context.member, now)
+        self._pump_monitor(now)  # the routing view first: the pair has no active member now
+        self._hold(context, now)
+
+    def _abandon_branch(self, context: ResponseContext, now: float) -> None:
+        """Give up the context's branch: its late responses are dropped; it stops retransmitting."""
+        client = context.client
+        context.suspended = False
+        if client is None:
             return
         self._by_client.pop(client.key, None)
         context.client = None
@@ -1009,12 +1084,8 @@ class ProxyCore:
                 forget = now + self.settings.timer_c + 64 * self.settings.timers.t1
                 self._abandoned[branch] = (forget, context, context.member)
                 context.abandoned.append(branch)
-        self.txn.transport_error(client.key, now)  # stop retransmitting to the dead member
-        if context.member is not None and self.monitor is not None:
-            self.monitor.suspect(context.member, now)
         context.attempt += 1
-        self._hold(context, now)
-        self._pump_monitor(now)
+        self.txn.transport_error(client.key, now)  # stop retransmitting to the member
 
     def _hold(self, context: ResponseContext, now: float) -> None:
         """Keep ``context`` until its pair has an active member (bounded by hold-limit)."""
@@ -1027,11 +1098,23 @@ class ProxyCore:
             self._hold_expired(context, now)
             return
         active = self.view.active_member(pair)
-        if active is not None and active != context.member and active not in context.responded_members:
-            self._forward(context, Forward(active.address, pair), now)
-            return
+        if active is not None and active not in context.responded_members:
+            if context.client is not None and active == context.member:
+                self._resume(context, now)  # suspended, and its member is still the active one
+                return
+            if active != context.member:
+                self._abandon_branch(context, now)
+                self._forward(context, Forward(active.address, pair), now)
+                return
         self._arm(context, "held_until", context.hold_deadline)
         self._held.setdefault(pair, []).append(context)
+
+    def _resume(self, context: ResponseContext, now: float) -> None:
+        """A suspended branch's member is active (again): the branch goes on, judged again later."""
+        context.suspended = False
+        context.held_until = None
+        if self.settings.failover_timeout > 0:
+            self._arm(context, "failover_at", now + self.settings.failover_timeout)
 
     def _unhold(self, context: ResponseContext) -> None:
         context.held_until = None
@@ -1040,7 +1123,7 @@ class ProxyCore:
             held.remove(context)
 
     def _release_held(self, now: float) -> None:
-        """A pair got an active member: forward what waited for it."""
+        """A pair got an active member: forward what waited for it (or let a live branch go on)."""
         for pair, contexts in list(self._held.items()):
             active = self.view.active_member(pair)
             if active is None or not contexts:
@@ -1054,8 +1137,13 @@ class ProxyCore:
                 if context in kept:
                     continue
                 context.held_until = None
-                if not context.final_sent and not context.cancelled:
-                    self._forward(context, Forward(active.address, pair), now)
+                if context.final_sent or context.cancelled:
+                    continue
+                if context.client is not None and active == context.member:
+                    self._resume(context, now)
+                    continue
+                self._abandon_branch(context, now)
+                self._forward(context, Forward(active.address, pair), now)
 
     def _late_response(
         self, branch: str, context: ResponseContext, member: Member | None, response: Response, now: float
@@ -1093,25 +1181,47 @@ class ProxyCore:
         context.failover_at = None
         context.held_until = None
 
-    def _end_ringing_on(self, member: Member, now: float) -> None:
-        """End the INVITEs ringing on a member that lost its pair (taken over, or both down).
+    def _end_ringing_on(self, member: Member, now: float, *, gone: bool) -> None:
+        """The INVITEs ringing on a member that lost its pair (taken over, or both down).
 
-        The member got them (and said so with a provisional response), so they are never
-        re-sent elsewhere; rather than leave the caller ringing until Timer C (§16.8,
-        3 minutes), they get the 408 Timer C would give, now, and the branch a CANCEL in
-        case the member is alive after all.
+        The member got them and said so with a provisional response.  When it is known to be
+        ``gone`` (a transport error is the last we heard of it, or the other member took over
+        by a request) and the pair has an active member, each is re-offered there: the dead
+        branch gets a CANCEL (in case), a new branch goes to the active member, and the caller
+        sees a new early dialog (serial forking, RFC 3261 §16.6, §16.7).  When it is only
+        silent (a partition: it may still have the call, and answer it), a second copy could
+        make two calls: the caller gets the 408 Timer C would give (§16.8), now rather than
+        three minutes later, and the branch a CANCEL.
         """
         for context in list(self._by_client.values()):
             if context.member != member or not context.provisional or context.final_sent:
+                continue
+            pair = context.pair
+            active = None if pair is None else self.view.active_member(pair)
+            if gone and not context.cancelled and pair is not None and active not in (None, member):
+                assert active is not None  # noqa: S101 - checked just above
+                self._reoffer(context, active, pair, now)
                 continue
             if not context.cancelled:
                 context.cancelled = True
                 self._send_cancel(context, now)
             self._answer(context, 408, "Request Timeout", now=now)
 
+    def _reoffer(self, context: ResponseContext, active: Member, pair: str, now: float) -> None:
+        """Move a ringing INVITE from a dead member's branch to a new branch to ``active``."""
+        self._send_cancel(context, now)  # §9.1: it had a provisional response, so it may be
+        self._abandon_branch(context, now)
+        context.provisional = context.responded = False
+        context.cancel_pending = context.cancel_sent = context.timer_c_fired = False
+        context.timer_c = None  # §16.6 step 11: the new branch gets its own Timer C
+        context.best = None
+        self.counters.reoffered += 1
+        self._forward(context, Forward(active.address, pair), now)
+
     def _hold_expired(self, context: ResponseContext, now: float) -> None:
         """No member became active in time: only now does the caller get 503 (§21.5.4)."""
         self._unhold(context)
+        self._abandon_branch(context, now)  # a suspended branch: its member is not coming back
         if not context.final_sent:
             retry = [("Retry-After", str(RETRY_AFTER_SECONDS))]
             self._answer(context, 503, "Service Unavailable", retry, now=now)
