@@ -5,7 +5,7 @@ PYTHON    ?= python3
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
 COMPILED  ?= .venv-compiled
-DEB_DEPS  := sip-tester chromium
+DEB_DEPS  := sip-tester chromium nftables
 HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: setup deb-deps demo test lint typecheck pytest compiled pytest-compiled bench clean
@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# Debian packages the tests use (SIPp; Chromium for the dashboard test).  Installed only when missing.
+# Debian packages the tests use (SIPp; Chromium for the dashboard test; nftables for the fault bed
+# of tests/chaos, with iproute2's ip netns).  Installed only when missing.
 deb-deps:
 	@missing=""; for p in $(DEB_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -20,7 +20,7 @@ import pytest
 
 from integration.support import free_port
 from sipha.cli import main
-from sipha.simulator import ALLOW, SimulatedServer
+from sipha.simulator import ALLOW, SimulatedServer, drop_counts
 from sipha.sip import Request, Response, make_response, parse_message
 from sipha.txn import Address, TimerConfig
 
@@ -461,6 +461,82 @@ async def test_send_request_over_tcp_names_the_listening_port() -> None:
     assert f"Via: SIP/2.0/TCP {HOST}:{server.address('TCP').port};".encode() in head
 
 
+# ---------------------------------------------------------------------------- dropped requests (drop)
+
+
+async def test_drop_first_invite_and_its_retransmissions(
+    peer: UdpPeer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sipha.simulator")
+    async with running(drop={"invite": 1}) as server:
+        port = udp_port(server)
+        first = peer.request("INVITE", port)
+        peer.send(first, port)
+        assert await peer.recv(QUIET) is None
+        peer.send(first, port)  # its retransmission (same transaction, §17.2.3): dropped too
+        assert await peer.recv(QUIET) is None
+        alive = await options(peer, server)  # otherwise healthy: OPTIONS answered meanwhile
+        assert alive is not None
+        assert alive.status == 200
+        second = peer.request("INVITE", port)
+        peer.send(second, port)
+        ringing, ok = await peer.response(), await peer.response()
+        assert (ringing.status, ok.status) == (180, 200)
+        assert ok.call_id == second.call_id
+        peer.send(peer.request("ACK", port, call_id=second.call_id, to_tag=ok.to.tag), port)
+        # The dropped INVITE never made a transaction: its CANCEL matches nothing (§9.2: 481).
+        cancel = peer.request(
+            "CANCEL", port, call_id=first.call_id, branch=first.top_via.branch, cseq_method="CANCEL"
+        )
+        peer.send(cancel, port)
+        assert (await peer.response()).status == 481
+    assert server.drop == {"INVITE": 1}
+    assert server.stats.dropped == 2
+    assert server.stats.invites_answered == 1
+    drops = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropping")]
+    assert drops == [
+        f"dropping INVITE 1 of 1 (Call-ID {first.call_id}): not answered",
+        f"dropping a retransmission of INVITE (Call-ID {first.call_id}): not answered",
+    ]
+
+
+async def test_drop_counts_per_method_in_primary_mode_only(peer: UdpPeer) -> None:
+    async with running(mode="backup", backup_answer=503, drop={"REGISTER": 2, "MESSAGE": 1}) as server:
+        port = udp_port(server)
+        peer.send(peer.request("REGISTER", port), port)
+        assert (await peer.response()).status == 503  # backup mode: answered, not counted
+        server.set_mode("primary")
+        for _ in range(2):
+            peer.send(peer.request("REGISTER", port), port)  # a new transaction each time
+            assert await peer.recv(QUIET) is None
+        peer.send(peer.request("REGISTER", port), port)
+        assert (await peer.response()).status == 200
+        peer.send(peer.request("MESSAGE", port), port)
+        assert await peer.recv(QUIET) is None
+        peer.send(peer.request("MESSAGE", port), port)
+        assert (await peer.response()).status == 200
+    assert server.stats.dropped == 3
+    assert server.stats.other_answered == 2
+    assert server.stats.backup_answered == 1
+
+
+def test_drop_settings() -> None:
+    assert drop_counts([]) == {}
+    assert drop_counts(["invite", "REGISTER:3", "INVITE:2", " info : 1 "]) == {
+        "INVITE": 3,
+        "REGISTER": 3,
+        "INFO": 1,
+    }
+    for bad in ("INVITE:0", ":2", "INVITE:x", "IN VITE", "INVITE:-1", ""):
+        with pytest.raises(ValueError, match="--drop"):
+            drop_counts([bad])
+    with pytest.raises(ValueError, match="drop"):
+        SimulatedServer([("udp", HOST, 0)], drop={"INVITE": 0})
+    with pytest.raises(ValueError, match="drop"):
+        SimulatedServer([("udp", HOST, 0)], drop={"": 1})
+    assert SimulatedServer([("udp", HOST, 0)], drop={"bye": 2, "BYE": 1}).drop == {"BYE": 3}
+
+
 # ---------------------------------------------------------------------------- SIPp, the real peer
 
 
@@ -510,6 +586,12 @@ def test_cli_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate-server", "--listen", "udp:127.0.0.1:5070", "--backup-answer", "200"]) == 2
     assert "backup_answer" in capsys.readouterr().err
     assert main(["simulate-server", "--listen", "sctp:127.0.0.1:5070"]) == 2
+    assert main(["simulate-server", "--listen", "udp:127.0.0.1:5070", "--drop", "INVITE:0"]) == 2
+    assert "--drop 'INVITE:0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["simulate-server", "--listen", "udp:127.0.0.1:5070", "--listen-delay", "-1"])
+    assert refused.value.code == 2
+    assert "0 to 86400 seconds" in capsys.readouterr().err
 
 
 @pytest.mark.integration
@@ -573,3 +655,78 @@ async def test_cli_subprocess_signals(peer: UdpPeer, tmp_path: Path) -> None:
     assert "mode primary -> backup" in text
     assert "mode backup -> primary" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.integration
+async def test_cli_listen_delay_and_drop(peer: UdpPeer, tmp_path: Path) -> None:
+    """--listen-delay: the port stays closed until then; --drop OPTIONS:1: the first OPTIONS vanishes."""
+    port = free_port()
+    delay = 1.5
+    log_path = tmp_path / "sim.log"
+    started = time.monotonic()
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "sipha", "simulate-server", "--listen", f"udp:{HOST}:{port}",
+                "--listen-delay", str(delay), "--drop", "OPTIONS:1",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+
+    def log_text() -> str:
+        return log_path.read_text(encoding="utf-8", errors="replace")
+
+    try:
+        await until(lambda: "listening in 1.500 s" in log_text() or process.poll() is not None, timeout=10.0)
+        listening = f"simulated server listening on udp:{HOST}:{port} in primary mode"
+        if listening not in log_text():  # not yet bound: nothing answers (the datagram is refused)
+            peer.send(peer.request("OPTIONS", port), port)
+            assert await peer.recv(QUIET) is None or listening in log_text()
+        await until(lambda: listening in log_text() or process.poll() is not None, timeout=10.0)
+        assert time.monotonic() - started >= delay
+        dropped = peer.request("OPTIONS", port)
+        peer.send(dropped, port)
+        assert await peer.recv(QUIET) is None
+        peer.send(peer.request("OPTIONS", port), port)
+        answered = await peer.response()
+        assert answered.status == 200
+        assert f"dropping OPTIONS 1 of 1 (Call-ID {dropped.call_id}): not answered" in log_text()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 10.0) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in log_text()
+
+
+@pytest.mark.integration
+async def test_cli_stopped_before_it_listens(tmp_path: Path) -> None:
+    """SIGTERM during --listen-delay: exit 0 at once, never bound."""
+    log_path = tmp_path / "sim.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "sipha", "simulate-server", "--listen", f"udp:{HOST}:{free_port()}",
+                "--listen-delay", "30",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    text = ""
+    try:
+        await until(
+            lambda: "listening in 30.000 s" in log_path.read_text() or process.poll() is not None, 10.0
+        )
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 5.0) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        text = log_path.read_text()
+    assert "stopping" in text
+    assert "simulated server listening on" not in text

@@ -661,7 +661,9 @@ class ProxyApp:
             if isinstance(event, MemberBecameActive) and event.reason != "worker":
                 handoff.broadcast_pair(event.pair, "active", event.member.role, event.at)
             elif isinstance(event, PairUnknown) and event.member is not None and event.reason != "worker":
-                handoff.broadcast_pair(event.pair, "lost", event.member.role, event.at)
+                core = self.core
+                what = "gone" if core is not None and core.gone(event.member) else "lost"
+                handoff.broadcast_pair(event.pair, what, event.member.role, event.at)
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -140,15 +140,41 @@ def _build_parser() -> argparse.ArgumentParser:
         "--answer-delay", type=float, default=0.0, metavar="SECONDS", help="time between 180 and 200"
     )
     simulate.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="METHOD[:N]",
+        help="in primary mode drop the first N (default 1) requests of METHOD unanswered, their "
+        "retransmissions too (one log line per drop); repeat for several methods",
+    )
+    simulate.add_argument(
+        "--listen-delay",
+        type=_delay_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="bind the listen addresses SECONDS after start (a member that comes up late: its ports "
+        "are closed until then); default 0",
+    )
+    simulate.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log threshold"
     )
     return parser
 
 
+def _delay_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds, a number") from None
+    if not 0.0 <= value <= 86400.0:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r}: 0 to 86400 seconds")
+    return value
+
+
 def _simulate_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from sipha.config import parse_address  # noqa: PLC0415 - only for this command
-    from sipha.simulator import SimulatedServer, serve  # noqa: PLC0415 - asyncio and sockets
+    from sipha.simulator import SimulatedServer, drop_counts, serve  # noqa: PLC0415 - asyncio and sockets
     from sipha.txn import Address  # noqa: PLC0415
 
     try:
@@ -157,7 +183,11 @@ def _simulate_server(args: argparse.Namespace) -> int:
             parsed = parse_address(args.proxy)
             proxy = Address(parsed.transport.upper(), parsed.host, parsed.port)
         server = SimulatedServer(
-            args.listen, args.mode, backup_answer=args.backup_answer, answer_delay=args.answer_delay
+            args.listen,
+            args.mode,
+            backup_answer=args.backup_answer,
+            answer_delay=args.answer_delay,
+            drop=drop_counts(args.drop),
         )
     except ValueError as error:  # pydantic's ValidationError is a ValueError
         print(f"sipha: simulate-server: {error}", file=sys.stderr)
@@ -165,7 +195,7 @@ def _simulate_server(args: argparse.Namespace) -> int:
     try:
         from sipha.app import run_loop  # noqa: PLC0415 - asyncio and sockets only when serving
 
-        run_loop(serve(server, proxy))
+        run_loop(serve(server, proxy, listen_delay=args.listen_delay))
     except (OSError, ValueError) as error:
         print(f"sipha: cannot start: {error}", file=sys.stderr)
         return EXIT_CANNOT_START

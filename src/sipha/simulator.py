@@ -11,12 +11,17 @@ It is a small RFC 3261 UAS built on the same layers as the proxy: sockets from
 * **backup** mode: silent (the request never reaches the transaction layer),
   or, with ``backup_answer``, every request is answered with that code
   (DESIGN.md §2 allows both).
+* ``drop``: in primary mode the first N requests of a method are dropped
+  silently, retransmissions included (one unanswered request from an otherwise
+  healthy server, for the HA tests); other methods (OPTIONS) are answered.
 * :meth:`SimulatedServer.send_request` sends a request (OPTIONS by default)
   from the listening socket, so that a proxy sees the member's address as the
   source ("switch on a request from the backup", DESIGN.md §2).
 
 The mode is switched with :meth:`SimulatedServer.set_mode`; ``sipha
-simulate-server`` maps SIGUSR1/SIGUSR2 to it and SIGHUP to ``send_request``.
+simulate-server`` maps SIGUSR1/SIGUSR2 to it and SIGHUP to ``send_request``,
+and with ``--listen-delay`` binds its ports only some time after it started
+(a member that comes up late: until then its ports are closed).
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -60,6 +66,8 @@ _DEFAULT_SIP_PORT: Final = 5060
 _SUCCESS_MIN: Final = 200
 _ERROR_MIN: Final = 300
 _STATUS_MAX: Final = 699
+_METHOD_RE: Final = re.compile(r"[A-Z][A-Z0-9_.!%*+`'~-]*")
+"""A SIP method (RFC 3261 §25.1 ``token``), upper case, as ``drop`` names them."""
 _REASONS: Final = {
     180: "Ringing",
     200: "OK",
@@ -126,6 +134,8 @@ class SimulatorStats:
     requests_sent: int = 0
     """Requests sent with :meth:`SimulatedServer.send_request`."""
     mode_changes: int = 0
+    dropped: int = 0
+    """Request datagrams dropped by ``drop`` (retransmissions of a dropped request included)."""
 
 
 @dataclass
@@ -179,6 +189,9 @@ class SimulatedServer:
     request gets in backup mode.  ``answer_delay``: seconds between the 180 and
     the 200 of an INVITE (0: at once), so that a CANCEL can be tried.
     ``timers``: T1/T2 of the transactions and of the 2xx retransmissions.
+    ``drop``: method -> N: in primary mode the first N requests of that method
+    are dropped before the transaction layer (never answered), and so are their
+    retransmissions (same transaction, §17.2.3; every ACK counts as a request).
     """
 
     def __init__(
@@ -190,6 +203,7 @@ class SimulatedServer:
         answer_delay: float = 0.0,
         timers: TimerConfig | None = None,
         user: str = DEFAULT_USER,
+        drop: Mapping[str, int] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: primary or backup")
@@ -197,6 +211,13 @@ class SimulatedServer:
             raise ValueError(f"backup_answer {backup_answer}: a final error code, 300-699")
         if answer_delay < 0:
             raise ValueError(f"answer_delay {answer_delay}: not negative")
+        self.drop: dict[str, int] = {}
+        """Method -> how many of its first requests are dropped (primary mode)."""
+        for method, count in (drop or {}).items():
+            name = method.upper()
+            if not _METHOD_RE.fullmatch(name) or count < 1:
+                raise ValueError(f"drop {method}:{count}: a method name and a count of at least 1")
+            self.drop[name] = self.drop.get(name, 0) + count
         self._listen = [_listen_tuple(spec) for spec in listen]
         if not self._listen:
             raise ValueError("at least one listen address is needed")
@@ -215,6 +236,8 @@ class SimulatedServer:
         self._dialogs: dict[tuple[str, str], _Dialog] = {}
         self._pending: dict[TransactionKey, _Pending] = {}
         self._bound: list[Address] = []
+        self._drop_left = dict(self.drop)
+        self._dropped_keys: set[TransactionKey] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -381,6 +404,8 @@ class SimulatedServer:
             self.stats.ignored += 1
             return
         del local
+        if self.drop and self._mode == "primary" and self._drops(request):
+            return
         peer = _response_peer(request, source)
         existing = None if request.method == "ACK" else self.txn.get(server_key(request))
         transaction = self.txn.receive_request(request, peer, now)
@@ -393,6 +418,35 @@ class SimulatedServer:
                 dialog = self._dialogs.get((request.call_id, _sent_tag(existing) or ""))
                 if dialog is not None and dialog.ok is not None and not dialog.acked:
                     self.txn.respond(existing, dialog.ok, now)
+
+    def _drops(self, request: Request) -> bool:
+        """``drop``: whether ``request`` vanishes (one of the first N of its method, or a retransmission).
+
+        Logs one line per dropped datagram.  A retransmission is a request of the same
+        server transaction (§17.2.3); an ACK never is one (each ACK counts on its own).
+        """
+        method = request.method
+        key = None if method == "ACK" else server_key(request)
+        if key is not None and key in self._dropped_keys:
+            self.stats.dropped += 1
+            log.info("dropping a retransmission of %s (Call-ID %s): not answered", method, request.call_id)
+            return True
+        left = self._drop_left.get(method, 0)
+        if left <= 0:
+            return False
+        self._drop_left[method] = left - 1
+        if key is not None:
+            self._dropped_keys.add(key)
+        self.stats.dropped += 1
+        total = self.drop[method]
+        log.info(
+            "dropping %s %d of %d (Call-ID %s): not answered",
+            method,
+            total - left + 1,
+            total,
+            request.call_id,
+        )
+        return True
 
     # ------------------------------------------------------------------ events from the transaction layer
 
@@ -666,6 +720,9 @@ def install_signals(server: SimulatedServer, proxy: Address | None, stop: asynci
         if proxy is None:
             log.warning("SIGHUP: no --proxy to send a request to")
             return
+        if not server.listen_addresses:
+            log.warning("SIGHUP: not listening yet, no request sent")
+            return
         status = await server.send_request(proxy)
         where = f"{proxy.transport.lower()}:{_host_text(proxy.host)}:{proxy.port}"
         log.info("OPTIONS to %s: %s", where, "no answer" if status is None else status)
@@ -682,16 +739,48 @@ def install_signals(server: SimulatedServer, proxy: Address | None, stop: asynci
         loop.add_signal_handler(signum, stop.set)
 
 
-async def serve(server: SimulatedServer, proxy: Address | None = None) -> None:
-    """Run ``server`` until SIGTERM or SIGINT, with the mode and probe signals installed."""
+async def serve(server: SimulatedServer, proxy: Address | None = None, *, listen_delay: float = 0.0) -> None:
+    """Run ``server`` until SIGTERM or SIGINT, with the mode and probe signals installed.
+
+    ``listen_delay``: seconds to wait before binding the listen addresses (a member
+    that comes up late: until then nothing listens on its ports, so a UDP peer gets
+    ICMP port unreachable and a TCP peer a refused connection).  The signals work
+    meanwhile (a mode set then holds from the start).
+    """
+    if listen_delay < 0:
+        raise ValueError(f"listen_delay {listen_delay}: not negative")
     stop = asyncio.Event()
-    await server.start()
+    install_signals(server, proxy, stop)
     try:
-        install_signals(server, proxy, stop)
-        await stop.wait()
+        if listen_delay > 0:
+            log.info("simulated server %s: listening in %.3f s", server.name, listen_delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), listen_delay)
+        if not stop.is_set():
+            await server.start()
+            await stop.wait()
         log.info("simulated server %s stopping", server.name)
     finally:
         for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
                 asyncio.get_running_loop().remove_signal_handler(signum)
         await server.stop()
+
+
+def drop_counts(specs: Iterable[str]) -> dict[str, int]:
+    """``--drop METHOD[:N]`` values as method -> N (N defaults to 1; a method given twice adds up).
+
+    Raises ValueError naming the value that is not ``METHOD`` or ``METHOD:N`` with N >= 1.
+    """
+    counts: dict[str, int] = {}
+    for spec in specs:
+        method, colon, count_text = spec.partition(":")
+        method = method.strip().upper()
+        count_text = count_text.strip()
+        valid = bool(_METHOD_RE.fullmatch(method)) and (
+            not colon or (count_text.isascii() and count_text.isdigit() and int(count_text) >= 1)
+        )
+        if not valid:
+            raise ValueError(f"--drop {spec!r}: METHOD or METHOD:N with N >= 1 (e.g. INVITE:2)")
+        counts[method] = counts.get(method, 0) + (int(count_text) if colon else 1)
+    return counts

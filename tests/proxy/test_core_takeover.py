@@ -183,3 +183,32 @@ def test_cancel_of_a_held_live_branch_is_answered_here() -> None:
     sent = h.answer_probes(PRIMARY)
     assert invites(sent, PRIMARY) == []
     assert invites(h.advance(4.0), PRIMARY) == []
+
+
+def test_news_from_another_worker_that_the_member_is_gone_moves_its_ringing_calls() -> None:
+    """With workers, the worker that got the ICMP tells the others the member is gone (not just
+    lost): their ringing calls move to the new member too, instead of getting 408."""
+    h = takeover_harness()
+    forwarded = invites(h.feed(invite(call_id="r", branch="z9hG4bK-r")), PRIMARY)[0]
+    h.feed(response_to(forwarded, 180, "Ringing"), PRIMARY)
+    h.advance(0.1)  # later, another worker gets ICMP from the primary
+    h.core.pair_news("demo", "gone", "primary", h.now, h.now)
+    h._collect()
+    assert active(h) is None
+    assert "lost by another worker" in h.core.drain_events()[0].message
+    h.core.pair_news("demo", "active", "backup", h.now, h.now)
+    sent = h._collect()
+    assert active(h) == BACKUP_MEMBER
+    assert len(invites(sent, BACKUP)) == 1
+    assert 408 not in statuses(h.sent)
+
+
+def test_news_that_the_member_was_only_lost_ends_its_ringing_calls_with_408() -> None:
+    h = takeover_harness()
+    forwarded = invites(h.feed(invite(call_id="r", branch="z9hG4bK-r")), PRIMARY)[0]
+    h.feed(response_to(forwarded, 180, "Ringing"), PRIMARY)
+    h.core.pair_news("demo", "lost", "primary", h.now, h.now)
+    h.core.pair_news("demo", "active", "backup", h.now, h.now)
+    sent = h._collect()
+    assert invites(sent, BACKUP) == []
+    assert statuses(h.sent) == [100, 180, 408]

@@ -57,6 +57,21 @@ Where DESIGN.md and the seed are silent, these choices were made:
   across a switchover can raise the flag for one window: the monitor only
   probes the active member (the seed's algorithm), so it cannot tell the two
   cases apart.
+* **The takeover window** (``takeover-timeout`` > 0, the default 5 s): an
+  active pair that loses its member does not go *unknown* with the seed's
+  slow alternation but *takeover*: both members are probed at once and every
+  :data:`TAKEOVER_PROBE_INTERVAL`, the first alive answer makes its member
+  active, and only the end of the window makes the pair out of service
+  (40001).  The proxy core holds the pair's requests meanwhile.  With
+  ``takeover-timeout`` = 0 the seed's rows apply unchanged (:func:`table_for`).
+* **A request from the member that is not active is a claim**, confirmed by
+  a probe sent at once: its alive answer switches (reason ``request``), a
+  negative one is reported (:class:`ClaimRejected`, rate-limited) and changes
+  nothing.  One forged datagram cannot move the pair; with monitoring off
+  the request switches at once, as the seed says.
+* **Worker processes share news** (:meth:`PairMonitor.peer_active`,
+  :meth:`PairMonitor.peer_lost`): what one worker's monitor decides, the
+  others take, unless they changed state after it (the latest wins).
 * **Results are reported per probe**, not per member: ``probe_answered`` and
   ``probe_failed`` take the :class:`Probe` the monitor issued, so that the
   failure of an older probe is not taken for the current one.

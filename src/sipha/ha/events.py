@@ -117,7 +117,7 @@ class PairUnknown(PairEvent):
             "no-answer": "no answer within oos-check",
             "not-alive": "answered with a code outside alive-codes",
             "probe-failed": "OPTIONS failed (transport error or timeout)",
-            "suspect": "a forwarded request got no response (failover-timeout)",
+            "suspect": "a forwarded request got no response within failover-timeout, or a transport error",
             "worker": "lost by another worker",
         }[self.reason]
         who = "" if self.member is None else f" from {describe(self.member)}"

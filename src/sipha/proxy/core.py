@@ -298,8 +298,9 @@ class ProxyCore:
     def pair_news(self, pair: str, what: str, role: str, at: float, now: float) -> None:
         """What another worker of this instance saw happen to a pair at ``at`` (``[proxy] workers``).
 
-        ``what`` is ``active`` (``role`` became the active member) or ``lost`` (the active
-        member ``role`` was lost: the takeover window opens here too).  The pair monitor
+        ``what`` is ``active`` (``role`` became the active member), ``lost`` (the active
+        member ``role`` was lost: the takeover window opens here too) or ``gone`` (lost,
+        and a transport error is the last thing heard from it: its ringing calls may move).  The pair monitor
         takes it unless it knows of something later; its events are not passed on again.
         """
         monitor = self.monitor
@@ -312,7 +313,9 @@ class ProxyCore:
             return
         if what == "active":
             monitor.peer_active(member, at, now)
-        elif what == "lost":
+        elif what in ("lost", "gone"):
+            if what == "gone":
+                self._unreachable[member] = max(at, self._unreachable.get(member, at))
             monitor.peer_lost(member, at, now)
         self._run(now)
 
@@ -1032,6 +1035,10 @@ class ProxyCore:
             and not context.cancelled
             and context.request.method != "CANCEL"
         )
+
+    def gone(self, member: Member) -> bool:
+        """Whether ``member`` is known to be gone, not just silent (for the other workers)."""
+        return self._unreachable_last(member)
 
     def _unreachable_last(self, member: Member) -> bool:
         """Whether a transport error is the last thing heard from ``member`` (it is gone)."""
