@@ -24,14 +24,18 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _positive_seconds(text: str) -> float:
+def _seconds(text: str, minimum: float) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: seconds, a number") from None
-    if not 1.0 <= value <= 86400.0:  # noqa: PLR2004
-        raise argparse.ArgumentTypeError(f"{text!r}: 1 to 86400 seconds")
+    if not minimum <= value <= 86400.0:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r}: {minimum:g} to 86400 seconds")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _seconds(text, 1.0)
 
 
 def _rate(text: str) -> float:
@@ -162,13 +166,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _delay_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: seconds, a number") from None
-    if not 0.0 <= value <= 86400.0:  # noqa: PLR2004
-        raise argparse.ArgumentTypeError(f"{text!r}: 0 to 86400 seconds")
-    return value
+    return _seconds(text, 0.0)
 
 
 def _simulate_server(args: argparse.Namespace) -> int:

@@ -49,6 +49,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+import pytest
+
 from integration.support import SIPP, RunningProxy, SippResult
 from integration.test_failover import Traced, log_lines, sipp_trace, wait_for
 
@@ -115,6 +117,16 @@ def unusable() -> str | None:
 
 
 # ---------------------------------------------------------------------------- the namespace
+
+
+def chaos_marks() -> list[pytest.MarkDecorator]:
+    """The ``pytestmark`` of a fault-bed test module: integration, chaos, skipped where unusable."""
+    reason = unusable()
+    return [
+        pytest.mark.integration,
+        pytest.mark.chaos,
+        pytest.mark.skipif(reason is not None, reason=str(reason)),
+    ]
 
 
 def _ip(*args: str, check: bool = True, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:

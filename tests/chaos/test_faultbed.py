@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from chaos.faultbed import (
     BACKUP_IP,
     IP,
@@ -25,15 +23,11 @@ from chaos.faultbed import (
     SIP_PORT,
     SIPHA_IP,
     Namespace,
+    chaos_marks,
     reap_stale,
-    unusable,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.chaos,
-    pytest.mark.skipif(unusable() is not None, reason=str(unusable())),
-]
+pytestmark = chaos_marks()
 
 FORGE = Path(__file__).resolve().parent / "forge.py"
 

@@ -78,23 +78,19 @@ from chaos.faultbed import (
     active_line,
     answered_by,
     calls_of,
+    chaos_marks,
     longest_post_dial_delay,
     seconds,
     sleep_until,
     start_member,
     start_sipha,
     start_uac,
-    unusable,
     wait_count,
 )
 from integration.support import RunningProxy, SippResult
 from integration.test_failover import PyCall, calls_while_down, first_503, log_lines, wait_for_line
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.chaos,
-    pytest.mark.skipif(unusable() is not None, reason=str(unusable())),
-]
+pytestmark = chaos_marks()
 
 REPEATED = True
 """In long mode (SIPHA_CHAOS_LONG=1) every test here runs 5 times (conftest.pytest_generate_tests)."""
