@@ -19,6 +19,7 @@ from setuptools import setup
 
 COMPILED = [
     "src/sipha/sip/__init__.py",
+    "src/sipha/sip/address.py",
     "src/sipha/sip/grammar.py",
     "src/sipha/sip/headers.py",
     "src/sipha/sip/uri.py",

@@ -29,7 +29,7 @@ from sipha.app import build_settings, build_view, tune_gc
 from sipha.config import load_config_text
 from sipha.proxy.core import ProxyCore
 from sipha.sip import Request, Response, parse_message
-from sipha.txn import Address
+from sipha.sip.address import Address
 
 PROXY = Address("UDP", "127.0.0.1", 5060)
 UAC = Address("UDP", "127.0.0.1", 5090)

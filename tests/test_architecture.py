@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md §6, checked on the sources.
+"""The layering of docs/design.md §6, checked on the sources.
 
 The protocol core (sip, txn, proxy, ha) is sans-IO: it imports no I/O module
 and no clock.  The transport layer (net) does not depend on the proxy core or

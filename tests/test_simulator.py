@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from integration.support import free_port
 from sipha.cli import main
 from sipha.simulator import ALLOW, SimulatedServer, drop_counts
 from sipha.sip import Request, Response, make_response, parse_message
-from sipha.txn import Address, TimerConfig
+from sipha.sip.address import Address
+from sipha.txn import TimerConfig
+from tests.integration.support import free_port
 
 HOST = "127.0.0.1"
 SIPP = "/usr/bin/sipp" if os.access("/usr/bin/sipp", os.X_OK) else shutil.which("sipp")
@@ -416,7 +417,7 @@ async def test_send_request_reaches_the_proxy_from_the_listening_port(peer: UdpP
         assert isinstance(request, Request)
         assert request.method == "OPTIONS"
         assert request.uri == f"sip:probe@{HOST}:{peer.port}"
-        # DESIGN.md §2: the proxy matches the member by source IP and port.
+        # docs/design.md §2: the proxy matches the member by source IP and port.
         assert peer.last_source == (HOST, udp_port(server))
         assert request.top_via.sent_by == f"{HOST}:{udp_port(server)}"
         assert request.top_via.branch.startswith("z9hG4bK")  # type: ignore[union-attr]
@@ -457,7 +458,7 @@ async def test_send_request_over_tcp_names_the_listening_port() -> None:
         tcp_server.close()
         await tcp_server.wait_closed()
     assert status == 200
-    # TCP: the proxy matches on the top Via sent-by port (DESIGN.md §2).
+    # TCP: the proxy matches on the top Via sent-by port (docs/design.md §2).
     assert f"Via: SIP/2.0/TCP {HOST}:{server.address('TCP').port};".encode() in head
 
 

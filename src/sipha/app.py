@@ -11,7 +11,7 @@ The admin HTTP server (:mod:`sipha.admin`) runs in the same loop and reads the
 core's state when asked; the only per-message work done for it is counting the
 final responses sent upstream by method and class (a dict increment).
 
-Lifecycle (DESIGN.md §4): SIGTERM/SIGINT drain (new out-of-dialog requests get 503,
+Lifecycle (docs/design.md §4): SIGTERM/SIGINT drain (new out-of-dialog requests get 503,
 transactions and calls under way finish, bounded by :data:`DRAIN_LIMIT`, exit 0); a
 second one stops at once.  SIGHUP reloads the configuration file; a bad one is refused
 and the running configuration kept.
@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import enum
 import gc
-import ipaddress
 import logging
 import os
 import signal
@@ -61,7 +60,7 @@ from sipha.proxy.affinity import worker_tag
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.view import ConfiguredView, PairSpec
 from sipha.sip import SipParseError, SipUri, parse_uri
-from sipha.txn import Address
+from sipha.sip.address import SIP_PORT, Address, is_wildcard
 
 log = logging.getLogger("sipha")
 
@@ -82,13 +81,6 @@ then cannot reload (rather than reload something else)."""
 
 ConfigPath = Path | None | Literal[_Source.UNKNOWN]
 """A configuration file, None for the embedded default, or :data:`UNKNOWN_SOURCE`."""
-
-
-def _is_wildcard(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
 
 
 def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
@@ -119,7 +111,7 @@ def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
 
 
 def build_monitor(config: Config, view: ConfiguredView, telemetry: Telemetry | None = None) -> Monitor:
-    """The pair monitor of DESIGN.md §2 over every configured pair.
+    """The pair monitor of docs/design.md §2 over every configured pair.
 
     With ``telemetry``, each OPTIONS round trip is also recorded there (for /metrics).
     """
@@ -138,7 +130,7 @@ def build_settings(config: Config, listen: Iterable[Address], *, worker: int | N
     via: dict[str, tuple[str, int]] = {}
     for address in listen:
         host = config.proxy.sip_address or address.host
-        if _is_wildcard(host):
+        if is_wildcard(host):
             problem = f"proxy.sip-address = {config.proxy.sip_address!r}: needed to listen on {address.host}"
             raise ConfigError("proxy.sip-address", [problem])
         if ":" in host and not host.startswith("["):
@@ -363,7 +355,7 @@ class ProxyApp:
         return listen if port == "0" else f"{host}:{int(port) + worker.index}"
 
     async def _check_own_address(self, bound: list[Address]) -> None:
-        """Event 40000 when this instance is not among the pool's addresses (the seed's check).
+        """Event 40000 when this instance is not among the pool's addresses (docs/design.md §4).
 
         The pool is what the record-route host (the pool FQDN) resolves to, at the
         record-route port (5060 by default); this instance is its listen addresses and
@@ -377,7 +369,7 @@ class ProxyApp:
         except OSError as error:
             log.warning("event 40000: cannot resolve the pool address %s: %s", record_route.host, error)
             return
-        port = record_route.port or 5060
+        port = record_route.port or SIP_PORT
         pool = [Address("UDP", host, port) for host in hosts]
         ours = list(bound)
         if self.config.proxy.sip_address:
@@ -656,7 +648,7 @@ class ProxyApp:
         self.telemetry.record_event(event)
         handoff = self._handoff
         if handoff is not None:
-            # A switch one worker decides holds for every worker (DESIGN.md §5: one instance,
+            # A switch one worker decides holds for every worker (docs/design.md §5: one instance,
             # whatever `workers` is); news that came from another worker is not passed on again.
             if isinstance(event, MemberBecameActive) and event.reason != "worker":
                 handoff.broadcast_pair(event.pair, "active", event.member.role, event.at)

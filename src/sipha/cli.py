@@ -1,4 +1,4 @@
-"""The ``sipha`` command line (DESIGN.md §4)."""
+"""The ``sipha`` command line (docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def _simulate_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from sipha.config import parse_address  # noqa: PLC0415 - only for this command
     from sipha.simulator import SimulatedServer, drop_counts, serve  # noqa: PLC0415 - asyncio and sockets
-    from sipha.txn import Address  # noqa: PLC0415
+    from sipha.sip.address import Address  # noqa: PLC0415
 
     try:
         proxy = None
@@ -201,7 +201,7 @@ def _simulate_server(args: argparse.Namespace) -> int:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the seed's event id."""
+    """One JSON object per line: time, level, logger, message, and the event id of docs/design.md §4."""
 
     def format(self, record: logging.LogRecord) -> str:  # noqa: D102
         message = record.getMessage()

@@ -1,4 +1,4 @@
-"""Configuration (DESIGN.md §5): TOML read with tomllib, validated by a typed model.
+"""Configuration (docs/design.md §5): TOML read with tomllib, validated by a typed model.
 
 Every option has a default, a range and a one-line description (the ``description``
 of its field).  A bad file is refused as a whole, with one line per problem naming
@@ -8,7 +8,6 @@ the key, the value and what is allowed.
 from __future__ import annotations
 
 import ipaddress
-import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -16,10 +15,11 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sipha.ha.settings import AliveCodes
 from sipha.sip import SipParseError, SipUri, parse_uri
+from sipha.sip.address import is_wildcard
 
 _TRANSPORTS: Final = ("udp", "tcp", "tls")
-_ALIVE_CODE_RE: Final = re.compile(r"[1-6](?:[0-9]{2}|xx)")
 
 
 class ConfigError(Exception):
@@ -29,13 +29,6 @@ class ConfigError(Exception):
         super().__init__(f"{source}: " + "; ".join(problems))
         self.source = source
         self.problems = problems
-
-
-def _is_wildcard(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
 
 
 def _split_address(text: str, *, need_transport: bool) -> tuple[str, str, int]:
@@ -132,7 +125,7 @@ class ProxySection(_Section):
 
     @model_validator(mode="after")
     def _via_address(self) -> ProxySection:
-        wildcard = [item for item in self.listen if _is_wildcard(parse_address(item).host)]
+        wildcard = [item for item in self.listen if is_wildcard(parse_address(item).host)]
         if wildcard and not self.sip_address:
             raise ValueError(
                 f"sip-address is required when listening on a wildcard address ({', '.join(wildcard)}): "
@@ -155,7 +148,7 @@ class ProxySection(_Section):
 
 
 class MonitorSection(_Section):
-    """[monitor]: the seed's two-timer OPTIONS algorithm (DESIGN.md §2)."""
+    """[monitor]: the classic two-timer OPTIONS algorithm (docs/design.md §2)."""
 
     oos_check: Annotated[int, Field(ge=0, le=300)] = Field(
         default=5, alias="oos-check", description="OPTIONS period and answer timeout, s; 0 = no OPTIONS"
@@ -190,9 +183,9 @@ class MonitorSection(_Section):
     @field_validator("alive_codes")
     @classmethod
     def _check_codes(cls, value: list[str]) -> list[str]:
-        for code in value:
-            if not _ALIVE_CODE_RE.fullmatch(code):
-                raise ValueError(f"{code!r}: expected a status code (200) or class (2xx)")
+        # One definition of what an entry may be: the monitor's own parser (codes and classes,
+        # "2xx" or "2XX"), so that the configuration accepts exactly what the monitor reads.
+        AliveCodes.parse(value)
         return value
 
 
@@ -401,7 +394,7 @@ def render_reference() -> str:
         "",
         "Generated from the configuration model (`sipha.config`) by",
         "`python -m sipha config-reference`; a test fails when this file and the model differ.",
-        "A configuration is TOML (DESIGN.md §5). Every option has a default; a bad file is",
+        "A configuration is TOML (docs/design.md §5). Every option has a default; a bad file is",
         "refused as a whole, each problem named by key, value and what is allowed",
         "(`sipha check-config FILE`).",
         "",

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from sipha.ha import HaEvent
     from sipha.net.workers import Handoff
     from sipha.proxy.core import ProxyCore
-    from sipha.txn.events import Address
+    from sipha.sip.address import Address
 
 FINAL: int = 200
 _STREAM_HOLDERS_MAX: int = 65536

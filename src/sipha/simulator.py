@@ -10,13 +10,13 @@ It is a small RFC 3261 UAS built on the same layers as the proxy: sockets from
   retransmits its 2xx until the ACK arrives (§13.3.1.4).
 * **backup** mode: silent (the request never reaches the transaction layer),
   or, with ``backup_answer``, every request is answered with that code
-  (DESIGN.md §2 allows both).
+  (docs/design.md §2 allows both).
 * ``drop``: in primary mode the first N requests of a method are dropped
   silently, retransmissions included (one unanswered request from an otherwise
   healthy server, for the HA tests); other methods (OPTIONS) are answered.
 * :meth:`SimulatedServer.send_request` sends a request (OPTIONS by default)
   from the listening socket, so that a proxy sees the member's address as the
-  source ("switch on a request from the backup", DESIGN.md §2).
+  source ("switch on a request from the backup", docs/design.md §2).
 
 The mode is switched with :meth:`SimulatedServer.set_mode`; ``sipha
 simulate-server`` maps SIGUSR1/SIGUSR2 to it and SIGHUP to ``send_request``,
@@ -38,9 +38,9 @@ from typing import Final, Literal
 
 from sipha.net.manager import TransportManager
 from sipha.sip import Request, Response, SipParseError, make_response, parse_message
+from sipha.sip.address import Address, default_port
 from sipha.txn import (
     AckReceived,
-    Address,
     RequestReceived,
     ResponseReceived,
     SendMessage,
@@ -62,7 +62,6 @@ Mode = Literal["primary", "backup"]
 MODES: Final[tuple[Mode, ...]] = ("primary", "backup")
 ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, INFO, NOTIFY"
 DEFAULT_USER: Final = "sipha-sim"
-_DEFAULT_SIP_PORT: Final = 5060
 _SUCCESS_MIN: Final = 200
 _ERROR_MIN: Final = 300
 _STATUS_MAX: Final = 699
@@ -399,7 +398,7 @@ class SimulatedServer:
 
     def _receive_request(self, request: Request, source: Address, local: Address, now: float) -> None:
         if self._mode == "backup" and self.backup_answer is None:
-            # A SIP server in backup mode does not answer (DESIGN.md §2): the request
+            # A SIP server in backup mode does not answer (docs/design.md §2): the request
             # never reaches the transaction layer, so no transaction waits on the TU.
             self.stats.ignored += 1
             return
@@ -705,7 +704,7 @@ def _response_peer(request: Request, source: Address) -> Address:
     via = request.top_via
     if via.rport is not None:
         return source
-    return Address(source.transport, source.host, via.port or _DEFAULT_SIP_PORT)
+    return Address(source.transport, source.host, via.port or default_port(source.transport))
 
 
 # ---------------------------------------------------------------------------- command line

@@ -1,4 +1,4 @@
-"""The admin HTTP of a real ProxyApp (issue 5): /healthz, /status, /metrics, token, the dashboard page.
+"""The admin HTTP of a real ProxyApp: /healthz, /status, /metrics, token, the dashboard page.
 
 Two in-process simulated servers form the pair; the monitor runs with oos-check 1 and
 oos-force 1, so every switchover below settles within a few seconds (each wait is bounded).
@@ -11,16 +11,16 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from admin_support import HOST, Running, config_for, eventually, running_proxy
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from integration.support import free_port
 from sipha import __version__
 from sipha.admin.server import build_app
 from sipha.app import ProxyApp
 from sipha.simulator import SimulatedServer
-from sipha.txn import Address
+from sipha.sip.address import Address
+from tests.admin.support import HOST, Running, config_for, eventually, running_proxy
+from tests.integration.support import free_port
 
 
 async def metric_samples(running: Running) -> dict[str, list[tuple[dict[str, str], float]]]:

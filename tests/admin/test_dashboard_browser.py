@@ -1,4 +1,4 @@
-"""The dashboard in a real headless Chromium (issue 5), driven over the DevTools protocol.
+"""The dashboard in a real headless Chromium, driven over the DevTools protocol.
 
 ``sipha demo`` runs as a process; Chromium opens the dashboard once, then the test
 presses the page's own "Switch over" button and watches the page (never reloaded)
@@ -23,7 +23,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from admin_support import HOST, WAIT, demo_process
+
+from tests.admin.support import HOST, WAIT, demo_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

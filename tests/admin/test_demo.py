@@ -1,4 +1,4 @@
-"""``sipha demo`` as a process (issue 5): starts, serves the dashboard, switches over, exits 0 on SIGTERM."""
+"""``sipha demo`` as a process: starts, serves the dashboard, switches over, exits 0 on SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from admin_support import HOST, DemoProcess, demo_process, wait_until
 
-from integration.support import free_port
 from sipha.admin.demo import DemoOptions, demo_config
+from tests.admin.support import HOST, DemoProcess, demo_process, wait_until
+from tests.integration.support import free_port
 
 
 def test_demo_config_is_the_embedded_default_with_demo_timers() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.faultbed import REPEATS, Namespace, unusable
+from tests.chaos.faultbed import REPEATS, Namespace, unusable
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -51,8 +51,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 import pytest
 
-from integration.support import SIPP, RunningProxy, SippResult
-from integration.test_failover import Traced, log_lines, sipp_trace, wait_for
+from tests.integration.support import SIPP, RunningProxy, SippResult
+from tests.integration.test_failover import Traced, log_lines, sipp_trace, wait_for
 
 IP = shutil.which("ip")
 NFT = shutil.which("nft")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from chaos.faultbed import (
+from tests.chaos.faultbed import (
     BACKUP_IP,
     IP,
     OWNERS,

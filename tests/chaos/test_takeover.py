@@ -64,7 +64,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.faultbed import (
+from tests.chaos.faultbed import (
     BACKUP_IP,
     LONG,
     PRIMARY_IP,
@@ -87,8 +87,8 @@ from chaos.faultbed import (
     start_uac,
     wait_count,
 )
-from integration.support import RunningProxy, SippResult
-from integration.test_failover import PyCall, calls_while_down, first_503, log_lines, wait_for_line
+from tests.integration.support import RunningProxy, SippResult
+from tests.integration.test_failover import PyCall, calls_while_down, first_503, log_lines, wait_for_line
 
 pytestmark = chaos_marks()
 

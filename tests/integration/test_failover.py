@@ -1,14 +1,14 @@
-"""High availability end to end (issue 4): SIPp calls through sipha while a pair member fails.
+"""High availability end to end: SIPp calls through sipha while a pair member fails.
 
 The pair is two ``sipha simulate-server`` processes (primary and backup mode,
 switched with SIGUSR1 / SIGUSR2, SIGHUP: one OPTIONS through ``--proxy``); the
 caller is SIPp or a Python socket.  The monitor runs with oos-check = 1,
-oos-force = 1, failover-timeout = 1.0 (DESIGN.md §2, §5), so that every bound
+oos-force = 1, failover-timeout = 1.0 (docs/design.md §2, §5), so that every bound
 below is short:
 
 * a) primary SIGKILLed under 200 calls/s, backup switched to primary mode: no
   call fails (but the one call, if any, that the primary had answered 180 and
-  not yet 200 when it died: that INVITE is not moved, DESIGN.md §5); the first
+  not yet 200 when it died: that INVITE is not moved, docs/design.md §5); the first
   call answered by the backup comes within oos-check + oos-force + 1 s at
   worst, and with ICMP (UDP) or a refused connection (TCP) well under
   Kamailio's 1.2 s.
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.support import (
+from tests.integration.support import (
     HOST,
     SIPP,
     START_TIMEOUT,
@@ -83,7 +83,7 @@ SWITCH_BOUND = OOS_CHECK + OOS_FORCE + 1.0
 KAMAILIO = 1.2
 # How long sipha holds a request for a pair being re-probed before 503 (app.build_settings).
 HOLD_LIMIT = FAILOVER_TIMEOUT + 2 * OOS_FORCE
-# d) is the seed's algorithm: no takeover window, 503 as soon as both members were probed in
+# d) is the classic algorithm: no takeover window, 503 as soon as both members were probed in
 # vain (tests/chaos/test_takeover.py covers the window, the default).
 SEED_CONFIG = HA_CONFIG + "takeover-timeout = 0\n"
 # Scheduling slack for a deadline sipha itself keeps (its timer, our socket loop).
@@ -358,7 +358,7 @@ def fault_under_load(tmp_path: Path, transport: str, fault: signal.Signals, *, w
     by_primary = answers.by(primary.port)
     # The simulator sends 180 and 200 back to back; a fault between the two leaves that one call
     # ringing on the failed member.  It cannot be moved (the INVITE had a provisional response:
-    # DESIGN.md §5, failover-timeout) and fails; at most one call can be in that window.
+    # docs/design.md §5, failover-timeout) and fails; at most one call can be in that window.
     stranded = ringing_only(trace, answers, primary.port)
     switched = next(
         (line for line in log_lines(proxy) if active_pattern("backup", backup) in line.message), None
@@ -626,7 +626,7 @@ def test_bye_to_old_primary_reaches_new_primary(tmp_path: Path, transport: str) 
     """e) 5 calls answered by the primary; during the calls it dies and the backup takes over.
 
     Each BYE's Request-URI is the old primary's Contact (uac_long_call.xml, rrs):
-    sipha sends it to the active member (DESIGN.md §3 rule 2), which answers 200.
+    sipha sends it to the active member (docs/design.md §3 rule 2), which answers 200.
     """
     with ha_pair(tmp_path, transport) as (proxy, primary, backup), ThreadPoolExecutor(1) as pool:
         running = pool.submit(
@@ -667,7 +667,7 @@ def test_request_from_member_ip_other_port_does_not_switch(tmp_path: Path) -> No
     """f) OPTIONS and INVITE from 127.0.0.1 (the backup's IP) on another port, Via naming the backup's port.
 
     Over UDP a request is from a member only if its source port is the member's
-    (DESIGN.md §2): no switch, and calls keep going to the primary.
+    (docs/design.md §2): no switch, and calls keep going to the primary.
     """
     with (
         ha_pair(tmp_path, "udp") as (proxy, primary, backup),

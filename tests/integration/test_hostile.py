@@ -31,7 +31,6 @@ import random
 import re
 import select
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,14 +40,9 @@ from typing import Literal, Protocol
 
 import pytest
 
-from integration.support import HOST, Pair, RunningProxy, free_port, run_sipha
 from sipha.sip import Request, Response, SipParseError, make_response, parse_message
-
-_SIP_TESTS = str(Path(__file__).resolve().parent.parent / "sip")
-if _SIP_TESTS not in sys.path:  # the corpus table lives beside the parser tests
-    sys.path.insert(0, _SIP_TESTS)
-
-from rfc4475_cases import CASES, TortureCase  # noqa: E402
+from tests.integration.support import HOST, Pair, RunningProxy, free_port, run_sipha
+from tests.sip.rfc4475_cases import CASES, TortureCase
 
 pytestmark = pytest.mark.integration
 
@@ -523,7 +517,7 @@ def probe(rig: Rig, client: Client | None = None) -> Received:
 
 
 def own_request(item: Received) -> bool:
-    """A request sipha made itself (one Via: its own), e.g. a pair monitor's OPTIONS (DESIGN.md §2)."""
+    """A request sipha made itself (one Via: its own), e.g. a pair monitor's OPTIONS (docs/design.md §2)."""
     message = item.message
     return isinstance(message, Request) and len(message.get_elements("via")) == 1
 
@@ -611,7 +605,7 @@ def expectation(case: TortureCase, transport: Transport) -> Expect:
     if case.name in ("wsinv", "mpart01"):
         # Valid, but each carries a Route to a host that is neither sipha nor a pair member
         # (wsinv: <sip:services.example.com;lr>, mpart01: <sip:127.0.0.1:5080>).  From an
-        # endpoint that is relaying to a third party: DESIGN.md §3 (rule 2 and the "not an
+        # endpoint that is relaying to a third party: docs/design.md §3 (rule 2 and the "not an
         # open relay" policy of routing.decide) refuses it with 403, which RFC 3261 §16.3/§16.5
         # leave to proxy policy.  wsinv is in-dialog (To tag); the policy does not care.
         return Expect("answer", 403)
@@ -931,7 +925,7 @@ def test_orphan_cancel_forwarded(rig: Rig) -> None:
 def test_route_to_third_party_refused(rig: Rig, third_party: str) -> None:
     """An endpoint's INVITE with a Route to a third party: 403, and nothing sent anywhere.
 
-    DESIGN.md §3: requests from outside the pairs are not relayed to third parties.
+    docs/design.md §3: requests from outside the pairs are not relayed to third parties.
     The loopback variant listens on the third party's address to prove nothing went
     there; 203.0.113.9 (TEST-NET-3) is the address of the brief.
     """
@@ -988,7 +982,7 @@ def test_random_datagrams(udp: Rig) -> None:
     client.send(request_bytes("OPTIONS", f"sip:{HOST}:{udp.port}", via=client.via(), call_id=keepalive_id))
     answer = final_response(client, keepalive_id)
     assert answer is not None
-    assert answer.status == 200  # answered by sipha itself (DESIGN.md §3 rule 1)
+    assert answer.status == 200  # answered by sipha itself (docs/design.md §3 rule 1)
     assert udp.alive()
     assert [item.raw[:80] for item in udp.server.since(mark) if b"fuzz" in item.raw] == []
 

@@ -1,4 +1,4 @@
-"""Lifecycle under SIPp load (issue 5 items 5 and 6): SIGHUP reload, SIGTERM drain, overload.
+"""Lifecycle under SIPp load: SIGHUP reload, SIGTERM drain, overload.
 
 Real processes on loopback: ``sipha run --config FILE``, SIPp's uac (tests/scenarios/
 uac_drain.xml: a 503 ends a call without failing it, so FailedCall counts only calls
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.support import (
+from tests.integration.support import (
     HOST,
     SIPP,
     Pair,

@@ -5,7 +5,7 @@ Every test is bounded in time (SIPp's own ``-timeout``, socket timeouts) and eve
 process it starts is stopped at the end of its ``with`` block (see support.py).
 The SIPp scenarios are in tests/scenarios/; the README's "Try it by hand" section
 runs the same commands.  SIPp servers run with ``-aa``: they answer out-of-call
-OPTIONS 200, as a pair member answers the pair monitor's probes (DESIGN.md §2).
+OPTIONS 200, as a pair member answers the pair monitor's probes (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.support import (
+from tests.integration.support import (
     HOST,
     SIPP,
     Pair,
@@ -330,7 +330,7 @@ def stray_200(top_via: str, upstream: socket.socket, call_id: str) -> bytes:
 def keepalive_answer(proxy: RunningProxy, sock: socket.socket) -> int:
     """The status of the proxy's answer to a keepalive OPTIONS (no user part, to the proxy).
 
-    200 when a pair has an active member, 503 when none has (DESIGN.md §3 rule 1):
+    200 when a pair has an active member, 503 when none has (docs/design.md §3 rule 1):
     either way the proxy is up and answering.
     """
     uri = f"sip:{HOST}:{proxy.port}"

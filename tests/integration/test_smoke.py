@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.support import SIPP, Pair, free_port, run_sipha, run_sipp_client, sipp_server
+from tests.integration.support import SIPP, Pair, free_port, run_sipha, run_sipp_client, sipp_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(SIPP is None, reason="sipp not installed")]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.support import (
+from tests.integration.support import (
     HOST,
     SIPP,
     Pair,

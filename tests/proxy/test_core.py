@@ -1,6 +1,6 @@
 """Unit tests of the RFC 3261 §16 stateful proxy core, driven on a fake clock.
 
-Every test names the RFC 3261 section (or DESIGN.md rule) it checks.  The core
+Every test names the RFC 3261 section (or docs/design.md rule) it checks.  The core
 is sans-IO: :class:`proxy_support.Harness` feeds it bytes and moves the clock;
 what it sends is parsed back from the bytes it would put on the wire.
 """
@@ -8,7 +8,14 @@ what it sends is parsed back from the bytes it would put on the wire.
 from __future__ import annotations
 
 import pytest
-from proxy_support import (
+
+from sipha.proxy.core import MAGIC_COOKIE, ProxyCore, ProxySettings, _better, _class_rank, _warning
+from sipha.proxy.view import ConfiguredView
+from sipha.sip import Request, Response, SipParseError, make_response, parse_message, parse_via
+from sipha.sip.address import Address
+from sipha.sip.headers import _parse_via
+from sipha.txn import TimerConfig
+from tests.proxy.support import (
     ALICE,
     BACKUP,
     PRIMARY,
@@ -28,12 +35,6 @@ from proxy_support import (
     responses,
     statuses,
 )
-
-from sipha.proxy.core import MAGIC_COOKIE, ProxyCore, ProxySettings, _better, _class_rank, _warning
-from sipha.proxy.view import ConfiguredView
-from sipha.sip import Request, Response, SipParseError, make_response, parse_message, parse_via
-from sipha.sip.headers import _parse_via
-from sipha.txn import Address, TimerConfig
 
 T1 = TimerConfig().t1
 TIMER_B = 64 * T1  # §17.1.1.2: 64*T1 = 32 s with T1 = 0.5 s
@@ -360,7 +361,7 @@ def test_16_6_step8_via_transport_follows_the_destination(h: Harness) -> None:
 
 
 def test_tcp_request_from_member_is_recognised_by_its_via_port(h: Harness) -> None:
-    """DESIGN §2: on TCP a member is recognised by the top Via sent-by port, not the source port."""
+    """§2: on TCP a member is recognised by the top Via sent-by port, not the source port."""
     tcp = Address("TCP", "127.0.0.1", 40000)
     data = invite(uri="sip:alice@127.0.0.1:5061", via_host="127.0.0.1:5070")
     h.core.receive(data, tcp, h.now, stream=True)
@@ -370,7 +371,7 @@ def test_tcp_request_from_member_is_recognised_by_its_via_port(h: Harness) -> No
 
 
 def test_udp_request_naming_a_member_port_in_via_is_not_from_the_member(h: Harness) -> None:
-    """DESIGN §2: on UDP only the source port counts; this endpoint's request goes to the pair."""
+    """§2: on UDP only the source port counts; this endpoint's request goes to the pair."""
     data = invite(uri="sip:alice@127.0.0.1:5061", via_host="127.0.0.1:5070")
     sent = h.feed(data, Address("UDP", "127.0.0.1", 40000))
     assert len(requests(sent, PRIMARY)) == 1

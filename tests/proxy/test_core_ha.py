@@ -1,8 +1,8 @@
-"""Unit tests of the proxy core's high availability (DESIGN.md §2-§3, issue 4), on a fake clock.
+"""Unit tests of the proxy core's high availability (docs/design.md §2-§3), on a fake clock.
 
 The core runs with a real :class:`sipha.ha.Monitor` for the one pair ``demo``
 (primary 127.0.0.1:5070, backup 127.0.0.1:5080).  Each test names the rule it
-checks: ``s2``/``s3`` for DESIGN.md §2/§3, ``issue4`` for "No lost calls during
+checks: ``s2``/``s3`` for docs/design.md §2/§3, ``issue4`` for "No lost calls during
 detection" (failover-timeout, hold, hold-limit).  Known bugs are kept as strict
 xfails whose reason starts with ``BUG:``.
 """
@@ -10,7 +10,23 @@ xfails whose reason starts with ``BUG:``.
 from __future__ import annotations
 
 import pytest
-from proxy_support import (
+
+from sipha.ha import (
+    EVENT_PAIR_UNAVAILABLE,
+    HaEvent,
+    Member,
+    MemberBecameActive,
+    PairOutOfService,
+    PairRestored,
+    PairUnknown,
+    SplitBrain,
+)
+from sipha.proxy.core import MAGIC_COOKIE
+from sipha.proxy.routing import RETRY_AFTER_SECONDS
+from sipha.sip import Request, Response
+from sipha.sip.address import Address
+from sipha.txn import SendMessage, TimerConfig
+from tests.proxy.support import (
     ALICE,
     BACKUP,
     PRIMARY,
@@ -29,22 +45,8 @@ from proxy_support import (
     statuses,
 )
 
-from sipha.ha import (
-    EVENT_PAIR_UNAVAILABLE,
-    HaEvent,
-    MemberBecameActive,
-    PairOutOfService,
-    PairRestored,
-    PairUnknown,
-    SplitBrain,
-)
-from sipha.proxy.core import MAGIC_COOKIE
-from sipha.proxy.routing import RETRY_AFTER_SECONDS, Member
-from sipha.sip import Request, Response
-from sipha.txn import Address, SendMessage, TimerConfig
-
 PRIMARY_MEMBER, BACKUP_MEMBER = make_view().members("demo")
-FAILOVER = 1.0  # DESIGN.md §5 failover-timeout default
+FAILOVER = 1.0  # docs/design.md §5 failover-timeout default
 HOLD = 11.0  # ProxySettings.hold_limit default
 T1 = TimerConfig().t1
 TIMER_F = 64 * T1
@@ -284,7 +286,7 @@ def test_s2_request_from_backup_while_unknown_makes_it_active_and_releases_held_
     assert len(sent_requests(sent, BACKUP)) == 1  # the held INVITE
 
 
-# ====================================================================== issue 4: failover
+# ====================================================================== failover
 
 
 def test_issue4_failover_timeout_invite_reprobes_at_once_and_goes_to_the_member_that_answers() -> None:
@@ -541,7 +543,7 @@ def test_issue4_hold_limit_non_invite_503() -> None:
 
 @pytest.mark.parametrize("when", ["at-start", "after-failover"])
 def test_issue4_cancel_of_held_invite_gets_200_and_487_nothing_downstream(when: str) -> None:
-    """§16.10 / issue 4: a held INVITE was sent nowhere: the CANCEL is answered here, the INVITE 487."""
+    """§16.10: a held INVITE was sent nowhere: the CANCEL is answered here, the INVITE 487."""
     h = ha_harness() if when == "at-start" else active_on_primary()
     if when == "at-start":
         h.feed(invite())
@@ -615,7 +617,7 @@ def test_issue4_failover_timeout_zero_turns_the_timer_off() -> None:
 
 
 def test_issue4_cancelled_invite_is_not_failed_over() -> None:
-    """§9.1 / issue 4: a caller that CANCELled has nothing left to save: the request is not re-sent."""
+    """§9.1: a caller that CANCELled has nothing left to save: the request is not re-sent."""
     h = active_on_primary()
     h.feed(invite())
     h.advance(0.3)

@@ -1,4 +1,4 @@
-"""Unit tests of the core's lifecycle parts (issue 5 items 5 and 6), on a fake clock.
+"""Unit tests of the core's lifecycle parts, on a fake clock.
 
 * ``overload-ctrl-dialog-rate``: a token bucket of new INVITEs (burst = the rate); over
   it, 503 with Retry-After: 1, counted in ``Counters.overload_rejections``.
@@ -14,7 +14,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from proxy_support import (
+
+from sipha.ha import AliveCodes, Monitor, MonitorSettings, State
+from sipha.proxy.core import DRAIN_RETRY_AFTER, OVERLOAD_RETRY_AFTER, ProxySettings
+from sipha.proxy.view import ConfiguredView, PairSpec
+from sipha.sip.address import Address
+from tests.proxy.support import (
     ALICE,
     BACKUP,
     PRIMARY,
@@ -32,11 +37,6 @@ from proxy_support import (
     responses,
     statuses,
 )
-
-from sipha.ha import AliveCodes, Monitor, MonitorSettings, State
-from sipha.proxy.core import DRAIN_RETRY_AFTER, OVERLOAD_RETRY_AFTER, ProxySettings
-from sipha.proxy.view import ConfiguredView, PairSpec
-from sipha.txn import Address
 
 SITE_B_PRIMARY = Address("UDP", "127.0.0.1", 5090)
 SITE_B_BACKUP = Address("UDP", "127.0.0.1", 5091)

@@ -1,4 +1,4 @@
-"""The takeover window in the proxy core (DESIGN.md §2, ``takeover-timeout``), on the fake clock.
+"""The takeover window in the proxy core (docs/design.md §2, ``takeover-timeout``), on the fake clock.
 
 A pair that loses its active member holds its requests (held ones and new ones)
 while both members are probed every quarter of a second, and sends them to the
@@ -10,7 +10,12 @@ member that took over when the old one is known to be gone.
 
 from __future__ import annotations
 
-from proxy_support import (
+from sipha.ha import Member, MemberBecameActive, PairOutOfService, PairUnknown
+from sipha.proxy.routing import RETRY_AFTER_SECONDS
+from sipha.sip import Request
+from sipha.sip.address import Address
+from sipha.txn import SendMessage
+from tests.proxy.support import (
     ALICE,
     BACKUP,
     PRIMARY,
@@ -22,11 +27,6 @@ from proxy_support import (
     response_to,
     statuses,
 )
-
-from sipha.ha import MemberBecameActive, PairOutOfService, PairUnknown
-from sipha.proxy.routing import RETRY_AFTER_SECONDS, Member
-from sipha.sip import Request
-from sipha.txn import Address, SendMessage
 
 PRIMARY_MEMBER, BACKUP_MEMBER = make_view().members("demo")
 FAILOVER = 1.0

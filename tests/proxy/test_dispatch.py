@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proxy_support import ALICE, PRIMARY, PROXY, harness, invite, response_to
-
 from sipha.dispatch import TIMER_GRID, Dispatcher
 from sipha.ha import HaEvent
 from sipha.sip import Request, parse_message
-from sipha.txn import Address
+from sipha.sip.address import Address
+from tests.proxy.support import ALICE, PRIMARY, PROXY, harness, invite, response_to
 
 ALICE_TCP = Address("TCP", "127.0.0.1", 40000)
 

@@ -13,7 +13,8 @@ import gc
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import (
+
+from tests.proxy.support import (
     ALICE,
     PRIMARY,
     Harness,

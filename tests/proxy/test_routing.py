@@ -1,4 +1,4 @@
-"""Unit tests of the routing decision (DESIGN.md §3) and the configured routing view.
+"""Unit tests of the routing decision (docs/design.md §3) and the configured routing view.
 
 :func:`sipha.proxy.routing.decide` is called directly with a
 :class:`ConfiguredView` and hand-built requests; the end-to-end tests at the
@@ -8,7 +8,13 @@ bottom go through the proxy core on the :class:`proxy_support.Harness`.
 from __future__ import annotations
 
 import pytest
-from proxy_support import (
+
+from sipha.ha import Member
+from sipha.proxy.routing import RETRY_AFTER_SECONDS, Answer, Forward, decide, uri_address
+from sipha.proxy.view import ConfiguredView, PairSpec
+from sipha.sip import Request, SipUri, parse_uri
+from sipha.sip.address import Address
+from tests.proxy.support import (
     ALICE,
     BACKUP,
     PRIMARY,
@@ -22,11 +28,6 @@ from proxy_support import (
     responses,
     statuses,
 )
-
-from sipha.proxy.routing import RETRY_AFTER_SECONDS, Answer, Forward, Member, decide, uri_address
-from sipha.proxy.view import ConfiguredView, PairSpec
-from sipha.sip import Request, SipUri, parse_uri
-from sipha.txn import Address
 
 EDGE = Address("UDP", "192.0.2.50", 5060)  # an endpoint or gateway, not a member
 
@@ -187,7 +188,7 @@ def test_rule3_request_from_a_member_follows_its_route(view: ConfiguredView) -> 
 
 
 def test_rule3_source_port_must_match_the_member(view: ConfiguredView) -> None:
-    """DESIGN §2: same IP, other port: not the member; an endpoint's R-URI is not followed."""
+    """§2: same IP, other port: not the member; an endpoint's R-URI is not followed."""
     decision = decide(req("INVITE", "sip:alice@127.0.0.1:5061"), Address("UDP", "127.0.0.1", 5071), view)
     assert decision == Forward(PRIMARY, "demo")
 

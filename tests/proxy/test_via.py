@@ -6,8 +6,8 @@ import pytest
 
 from sipha.proxy.via import response_destination, response_fallback_destination, stamp_received
 from sipha.sip import Request, parse_message, parse_via
+from sipha.sip.address import Address
 from sipha.sip.grammar import split_commas
-from sipha.txn.events import Address
 
 UDP_SOURCE = Address("UDP", "192.0.2.1", 9988)
 TCP_SOURCE = Address("TCP", "192.0.2.1", 40123)

@@ -7,7 +7,6 @@ that response; invalid responses raise too (a proxy drops them).
 """
 
 import pytest
-from rfc4475_cases import CASES, TortureCase
 
 from sipha.sip import (
     Frame,
@@ -18,6 +17,7 @@ from sipha.sip import (
     make_response,
     parse_message,
 )
+from tests.sip.rfc4475_cases import CASES, TortureCase
 
 VALID = [case for case in CASES if case.valid]
 INVALID = [case for case in CASES if not case.valid]

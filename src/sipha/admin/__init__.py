@@ -1,4 +1,4 @@
-"""sipha.admin: the admin HTTP surface (DESIGN.md §5 ``[admin]``) and ``sipha demo``.
+"""sipha.admin: the admin HTTP surface (docs/design.md §5 ``[admin]``) and ``sipha demo``.
 
 * :mod:`sipha.admin.server`: aiohttp app and server: /healthz, /status, /metrics, the dashboard.
 * :mod:`sipha.admin.status`: the /status and /healthz content, read at request time.

@@ -8,9 +8,9 @@ from typing import Any, Protocol
 
 from sipha import __version__
 from sipha.admin.telemetry import Telemetry, iso
+from sipha.ha import Member
 from sipha.proxy.core import ProxyCore
-from sipha.proxy.routing import Member
-from sipha.txn import Address
+from sipha.sip.address import Address
 
 
 class AdminSource(Protocol):

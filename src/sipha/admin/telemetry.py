@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from sipha.ha import (
     HaEvent,
+    Member,
     MemberBecameActive,
     Monitor,
     MonitorSettings,
@@ -34,7 +35,6 @@ from sipha.ha import (
     SplitBrain,
 )
 from sipha.ha.events import describe
-from sipha.proxy.routing import Member
 
 EVENT_HISTORY: Final = 100
 """HA events kept in memory for /status and the dashboard."""

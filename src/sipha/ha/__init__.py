@@ -1,4 +1,4 @@
-"""sipha.ha: the pair monitor, sans-IO (DESIGN.md §2, "the seed's algorithm, exactly").
+"""sipha.ha: the pair monitor, sans-IO (docs/design.md §2, "the classic algorithm, exactly").
 
 The current time goes in as ``now``; :class:`Probe` actions, events and the
 next deadline come out.  The monitor sends nothing itself: the app turns each
@@ -6,14 +6,14 @@ probe into an OPTIONS (:func:`build_options`) in a client transaction and
 reports its result back.  The state machine is the table in
 :mod:`sipha.ha.machine`, one row per transition, each citing its source.
 
-Where DESIGN.md and the seed are silent, these choices were made:
+Where docs/design.md §2 is silent, these choices were made:
 
 * **oos-check = 0** (monitoring off): no OPTIONS ever; the configured primary
   is active from the start (reason ``start``) until a request arrives from the
   backup, and a request from the member that is not active switches as usual.
   With no probe to decide, :meth:`PairMonitor.suspect` changes nothing.
 * **First probe after the pair becomes unknown** goes out at once, to the
-  member that was *not* active.  The seed says "alternatively to both
+  member that was *not* active.  The classic algorithm says "alternatively to both
   servers": the failed member has just had its probe (a whole oos-check
   window), so alternation continues with the other one, which is also the
   likelier new primary.  Later probes alternate every oos-force.  The same
@@ -34,7 +34,8 @@ Where DESIGN.md and the seed are silent, these choices were made:
   Probes are forgotten after :data:`~sipha.ha.settings.PROBE_LIFETIME`
   (twice Timer F) in case a result is never reported.
 * **Becoming active restarts the oos-check period from that moment**, counted
-  as answered: the seed "resets the oos-check timeout" when a server answers;
+  as answered: the classic algorithm "resets the oos-check timeout" (docs/design.md
+  §2.1) when a server answers;
   the next probe goes out oos-check later.  The same after a switch by request.
 * **Out of service (event 40001)**: once the pair, unknown, has probed both
   members and each stayed silent for its oos-force period (the second
@@ -55,20 +56,20 @@ Where DESIGN.md and the seed are silent, these choices were made:
   one window (max(oos-check, oos-force)), or when the pair becomes unknown.
   An alive answer, or a request from the old primary, that was in flight
   across a switchover can raise the flag for one window: the monitor only
-  probes the active member (the seed's algorithm), so it cannot tell the two
+  probes the active member (the classic algorithm), so it cannot tell the two
   cases apart.
 * **The takeover window** (``takeover-timeout`` > 0, the default 5 s): an
-  active pair that loses its member does not go *unknown* with the seed's
+  active pair that loses its member does not go *unknown* with the classic
   slow alternation but *takeover*: both members are probed at once and every
   :data:`TAKEOVER_PROBE_INTERVAL`, the first alive answer makes its member
   active, and only the end of the window makes the pair out of service
   (40001).  The proxy core holds the pair's requests meanwhile.  With
-  ``takeover-timeout`` = 0 the seed's rows apply unchanged (:func:`table_for`).
+  ``takeover-timeout`` = 0 the classic rows apply unchanged (:func:`table_for`).
 * **A request from the member that is not active is a claim**, confirmed by
   a probe sent at once: its alive answer switches (reason ``request``), a
   negative one is reported (:class:`ClaimRejected`, rate-limited) and changes
   nothing.  One forged datagram cannot move the pair; with monitoring off
-  the request switches at once, as the seed says.
+  the request switches at once, as the classic algorithm says (docs/design.md §2.1).
 * **Worker processes share news** (:meth:`PairMonitor.peer_active`,
   :meth:`PairMonitor.peer_lost`): what one worker's monitor decides, the
   others take, unless they changed state after it (the latest wins).
@@ -95,6 +96,7 @@ from sipha.ha.events import (
     UnknownReason,
 )
 from sipha.ha.machine import TABLE, TAKEOVER_ROWS, Input, Op, State, Transition, table_for
+from sipha.ha.member import Member
 from sipha.ha.monitor import Monitor
 from sipha.ha.options import build_options, check_own_address, member_uri
 from sipha.ha.pair import PairCounters, PairMonitor, PairStatus
@@ -112,6 +114,7 @@ __all__ = [
     "ClaimRejected",
     "HaEvent",
     "Input",
+    "Member",
     "MemberBecameActive",
     "Monitor",
     "MonitorSettings",

@@ -3,7 +3,7 @@
 Nothing here does I/O.  The caller drains these from :meth:`PairMonitor.drain`
 (or :meth:`Monitor.drain`), turns each :class:`Probe` into a real OPTIONS
 (:func:`sipha.ha.options.build_options` and a client transaction), and logs the
-events, with the seed's event id where one exists (DESIGN.md §4).
+events, with the classic event id where one exists (docs/design.md §4).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from sipha.proxy.routing import Member
-from sipha.txn import Address
+from sipha.ha.member import Member
+from sipha.sip.address import Address
 
-# The seed product's event ids (REFERENCES.md, "Events").
+# The event ids of the product sipha replaces (docs/design.md §4).
 EVENT_OWN_ADDRESS_NOT_FOUND: Final = 40000
 EVENT_PAIR_UNAVAILABLE: Final = 40001
 
@@ -24,10 +24,10 @@ pair starts with OPTIONS monitoring off (the configured primary is taken), or
 another worker process of this instance found it active (``[proxy] workers``)."""
 
 UnknownReason = Literal["start", "no-answer", "not-alive", "probe-failed", "suspect", "worker"]
-"""Why a pair became unknown: it starts so (DESIGN.md §2); its active member let
+"""Why a pair became unknown: it starts so (docs/design.md §2); its active member let
 oos-check expire without an answer; answered with a code outside alive-codes;
 its probe failed (transport error, transaction timeout); or the proxy core
-suspected it (failover-timeout, DESIGN.md §5); or another worker process of this
+suspected it (failover-timeout, docs/design.md §5); or another worker process of this
 instance lost it."""
 
 
@@ -60,7 +60,7 @@ class HaEvent:
 
     @property
     def event_id(self) -> int | None:
-        """The seed product's event id (40000, 40001), or None when it has none."""
+        """The event id of docs/design.md §4 (40000, 40001), or None when it has none."""
         return None
 
     @property

@@ -1,11 +1,12 @@
-"""The pair state machine as a table: the seed's OPTIONS algorithm (DESIGN.md §2), one row per transition.
+"""The pair state machine as a table: the OPTIONS algorithm of docs/design.md §2, one row per transition.
 
 :class:`sipha.ha.pair.PairMonitor` turns what happens (a timer, an OPTIONS
 result, a request from a member, a suspicion from the proxy core) into an
 :class:`Input` relative to its current state, looks up ``(state, input)``
 here and performs the row's operations in order.  A pair missing from the
 table is an input the state ignores.  Each row quotes the text it implements:
-DESIGN.md §2 ("§2"), the seed's "How It Works" page ("seed"), REFERENCES.md,
+docs/design.md §2 ("§2"), the classic algorithm as the product sipha replaces
+documents it (docs/design.md §2.1, "classic"), its events (docs/design.md §4, "§4"),
 or, where both are silent, the decision made here ("decision"), which the
 package docstring of :mod:`sipha.ha` explains.
 
@@ -117,12 +118,12 @@ _UNMONITORED = (
     "member, the configured primary is taken as active until a request from the backup arrives."
 )
 _PERIOD = (
-    "seed: If this primary SIP Server responds during the configured oos-check timeout, then SIP Proxy "
+    "classic: If this primary SIP Server responds during the configured oos-check timeout, then SIP Proxy "
     "waits for this timeout to expire before sending the next OPTIONS message, after which SIP Proxy "
     "resets the oos-check timeout."
 )
 _SILENT = (
-    "§2: If X does not answer before oos-check expires, the pair becomes unknown. seed: SIP Proxy "
+    "§2: If X does not answer before oos-check expires, the pair becomes unknown. classic: SIP Proxy "
     "activates the oos-force timeout and starts sending OPTIONS messages alternatively to both servers. "
     "Decision: the first one goes out now, to the member that was not active (X has just had its probe)."
 )
@@ -146,23 +147,23 @@ _NEGATIVE_UNKNOWN = (
 )
 _STALE = "decision: the result of an older probe of X says nothing about the current oos-check period."
 _FORCE = (
-    "seed: starts sending OPTIONS messages alternatively to both servers in the HA pair, resetting the "
+    "classic: starts sending OPTIONS messages alternatively to both servers in the HA pair, resetting the "
     "time between each attempt, until one of them begins to respond."
 )
 _ROUND = (
-    "REFERENCES.md: A pair with no answering member is out of service and not used for calls, while "
+    "§4: A pair with no answering member is out of service and not used for calls, while "
     "the pinging continues. Decision: out of service once both members were probed while unknown and "
     "each stayed silent for oos-force; event 40001 then."
 )
 _FOUND_BY_OPTIONS = (
     "§2: While unknown: ... until one answers; that member becomes active and the oos-check cycle "
-    "restarts on it. seed: When one of the SIP Servers responds to the OPTIONS message, SIP Proxy "
+    "restarts on it. classic: When one of the SIP Servers responds to the OPTIONS message, SIP Proxy "
     "resets the oos-check timeout."
 )
 _RESTORED_BY_OPTIONS = _FOUND_BY_OPTIONS + " Decision: an out-of-service pair reports it is restored."
 _BY_REQUEST = (
     "§2: A request that arrives from the member that is not active makes that member active at once "
-    "(the backup has taken over). seed: SIP Proxy receives a SIP request from the backup SIP Server."
+    "(the backup has taken over). classic: SIP Proxy receives a SIP request from the backup SIP Server."
 )
 _CLAIM = (
     _BY_REQUEST + " Decision: 'at once' is one OPTIONS round trip: the member is probed now and "
@@ -180,22 +181,22 @@ _CLAIM_REJECTED = (
     "mode); reported, and the split brain (if any) is over."
 )
 _TAKEOVER = (
-    "DESIGN §2: when a pair that had an active member loses it, its requests are held (and the other "
+    "§2: when a pair that had an active member loses it, its requests are held (and the other "
     "member probed at a fast cadence) for up to takeover-timeout seconds and sent to the first member "
     "that answers. Decision: both members are probed (a suspected member is re-probed before the pair "
     "can go out of service: one unanswered request is not an outage)."
 )
 _TAKEOVER_PROBE = (
-    "DESIGN §2: the other member probed at a fast cadence. Decision: both members, every quarter of a "
+    "§2: the other member probed at a fast cadence. Decision: both members, every quarter of a "
     "second: an ICMP error or a refused connection from a member still starting up costs a quarter "
     "of a second, not an oos-force period."
 )
 _TAKEOVER_FOUND = (
-    "DESIGN §2: ... sent to the first member that answers. §2: that member becomes active and the "
+    "§2: ... sent to the first member that answers. §2: that member becomes active and the "
     "oos-check cycle restarts on it."
 )
 _TAKEOVER_END = (
-    "DESIGN §2: 40001 and the 503s come when that window ends with no member. REFERENCES.md: A pair "
+    "§2: 40001 and the 503s come when that window ends with no member. §4: A pair "
     "with no answering member is out of service ..., while the pinging continues (every oos-force, "
     "alternating)."
 )
@@ -218,7 +219,7 @@ _SPLIT_REQUEST = (
     "request from the other member while the flag is set, does not switch back."
 )
 _SUSPECT = (
-    "DESIGN.md §5 failover-timeout: without any response from the active member ... the pair is "
+    "docs/design.md §5 failover-timeout: without any response from the active member ... the pair is "
     "re-probed at once. Decision: unknown now, first probe now to the member that was not active."
 )
 _SUSPECT_IGNORED = "decision: only the active member can be suspected; while unknown, probing already runs."
@@ -360,5 +361,5 @@ TAKEOVER_ROWS: Final[Mapping[tuple[State, Input], Transition]] = {
 
 
 def table_for(*, takeover: bool) -> Mapping[tuple[State, Input], Transition]:
-    """The seed's table, or with ``takeover`` (takeover-timeout > 0) the takeover window's rows over it."""
+    """The classic table, or with ``takeover`` (takeover-timeout > 0) the takeover window's rows over it."""
     return {**TABLE, **TAKEOVER_ROWS} if takeover else TABLE

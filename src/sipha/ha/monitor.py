@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sipha.ha.events import Output, Probe
-from sipha.ha.pair import PairMonitor, PairStatus, host_key
+from sipha.ha.member import Member
+from sipha.ha.pair import PairMonitor, PairStatus
 from sipha.ha.settings import MonitorSettings
-from sipha.proxy.routing import Member
+from sipha.sip.address import host_key
 
 
 class Monitor:
     """A :class:`PairMonitor` per pair, with the same sans-IO API.
 
-    Pairs are independent (DESIGN.md §1: each instance monitors every pair by
+    Pairs are independent (docs/design.md §1: each instance monitors every pair by
     itself); this class routes each input to its pair and merges outputs and
     deadlines.
     """

@@ -1,4 +1,4 @@
-"""The OPTIONS a probe sends (RFC 3261 §11), and the seed's own-address check (event 40000).
+"""The OPTIONS a probe sends (RFC 3261 §11), and the classic own-address check (event 40000).
 
 Both are pure functions: identifiers, addresses and names come in, a message
 or an event comes out.  The caller generates the Call-ID, branch and tag
@@ -12,9 +12,8 @@ from collections.abc import Iterable
 from typing import Final
 
 from sipha.ha.events import ProxyAddressNotFound
-from sipha.ha.pair import host_key
 from sipha.sip import Request
-from sipha.txn import Address
+from sipha.sip.address import Address, host_key
 
 # RFC 3261 §8.1.1.6: "A UAC MUST insert a Max-Forwards header field into each request it
 # originates with a value that SHOULD be 70."
@@ -98,13 +97,13 @@ def check_own_address(
     """Event 40000 when none of this instance's addresses is in the pool's configured list.
 
     ``configured`` is the pool as configured: what the ``record-route`` host
-    (the pool FQDN, DESIGN.md §3) resolves to, with the record-route port
+    (the pool FQDN, docs/design.md §3) resolves to, with the record-route port
     (5060 by default) or the SRV ports; the app resolves it, this function
     does no DNS.  ``listening`` is this instance's addresses: the bound listen
     addresses, and ``sip-address`` with each listen port when set.  A match
     is the same host and port on any transport; a wildcard listen address
     (0.0.0.0, ::) names no host and never matches, so pass ``sip-address``.
-    The seed only logs this event: the instance still runs.
+    The classic product only logs this event: the instance still runs.
     """
     pool = tuple(configured)
     ours = tuple(listening)

@@ -7,7 +7,7 @@ when :meth:`PairMonitor.tick` is due.  Every method first fires the timers
 that are due at ``now``, so the outcome does not depend on whether the caller
 ticked before or after an answer that arrived at the same instant: an answer
 at the very moment oos-check expires is late (the window is "before oos-check
-expires", DESIGN.md §2).
+expires", docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -27,20 +27,15 @@ from sipha.ha.events import (
     SplitBrain,
 )
 from sipha.ha.machine import TAKEOVER_ROWS, Input, Op, State, Transition, table_for
+from sipha.ha.member import Member
 from sipha.ha.settings import TAKEOVER_PROBE_INTERVAL, MonitorSettings
-from sipha.proxy.routing import Member
+from sipha.sip.address import host_key
 
 # FORCE_ROUND: both members have had one probe of their own since the pair became unknown.
 _ROUND: int = 2
 CLAIM_REPORT_INTERVAL: Final = 10.0
 """Requests from the non-active member that it did not confirm are reported at most this often
 (a forger can send thousands a second; the counter has them all)."""
-
-
-def host_key(host: str) -> str:
-    """A host as compared with a source address: lower case, IPv6 without brackets."""
-    host = host.lower()
-    return host[1:-1] if host.startswith("[") else host
 
 
 @dataclass(slots=True)
@@ -106,7 +101,7 @@ class PairStatus:
 
 
 class PairMonitor:
-    """The active member of one primary/backup pair, found with OPTIONS (DESIGN.md §2).
+    """The active member of one primary/backup pair, found with OPTIONS (docs/design.md §2).
 
     With ``oos-check`` = 0 OPTIONS monitoring is off: no probe is ever sent;
     the configured primary is taken as active from :meth:`start` until a
@@ -182,7 +177,7 @@ class PairMonitor:
 
     @property
     def active(self) -> Member | None:
-        """The active member, or None while the pair is unknown (requests then get 503, DESIGN.md §2)."""
+        """The active member, or None while the pair is unknown (requests then get 503, docs/design.md §2)."""
         return self._active
 
     @property
@@ -200,7 +195,7 @@ class PairMonitor:
         return self.primary, self.backup
 
     def member_at(self, host: str, port: int) -> Member | None:
-        """The member whose IP and port are exactly ``host``/``port`` (DESIGN.md §2), if any."""
+        """The member whose IP and port are exactly ``host``/``port`` (docs/design.md §2), if any."""
         key = (host_key(host), port)
         for member in (self.primary, self.backup):
             if self._key(member) == key:
@@ -265,7 +260,7 @@ class PairMonitor:
         """A response to ``probe``'s OPTIONS; provisional ones (1xx) are ignored.
 
         ``rtt`` defaults to ``now - probe.sent_at``.  A final response outside
-        alive-codes counts as no answer (DESIGN.md §2).
+        alive-codes counts as no answer (docs/design.md §2).
         """
         self._advance(now)
         if status < 200:  # noqa: PLR2004 - provisional: the OPTIONS is still pending
@@ -295,7 +290,7 @@ class PairMonitor:
     def request_from(self, host: str, port: int, now: float) -> Member | None:
         """A request arrived from ``host``/``port``; returns the member it is from, if any.
 
-        ``port`` is the one DESIGN.md §2 compares: the UDP source port, the top
+        ``port`` is the one docs/design.md §2 compares: the UDP source port, the top
         Via sent-by port on TCP/TLS (the proxy core computes it).  A request from
         the member that is not active makes it active as soon as it answers the
         OPTIONS sent to it now (with monitoring off: at once); nothing else does.
@@ -315,7 +310,7 @@ class PairMonitor:
         return member
 
     def suspect(self, member: Member, now: float) -> None:
-        """The proxy core got no response from ``member`` within failover-timeout (DESIGN.md §5).
+        """The proxy core got no response from ``member`` within failover-timeout (docs/design.md §5).
 
         If ``member`` is the active one, the pair becomes unknown now and the
         first probe goes out now, to the other member; the alternation then
@@ -531,7 +526,7 @@ class PairMonitor:
         self._out.append(MemberBecameActive(self.name, now, member, row.activation, previous))
 
     def _probe_alternate(self, target: Member, now: float) -> None:
-        """One probe of the oos-force alternation (DESIGN.md §2, "While unknown")."""
+        """One probe of the oos-force alternation (docs/design.md §2, "While unknown")."""
         self._send(target, now)
         self._round_probes += 1
         self._next_target = self._other(target)

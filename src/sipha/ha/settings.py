@@ -1,4 +1,4 @@
-"""The monitor's settings: the seed's two timers and the alive codes (DESIGN.md §2, §5 ``[monitor]``)."""
+"""The monitor's settings: the two timers and the alive codes (docs/design.md §2, §5 ``[monitor]``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-# DESIGN.md §2 table: the seed's ranges.
+# docs/design.md §2 table: the classic algorithm's ranges.
 OOS_CHECK_MAX: Final = 300.0
 OOS_FORCE_MIN: Final = 1.0
 OOS_FORCE_MAX: Final = 32.0
@@ -56,7 +56,7 @@ class AliveCodes:
         """Whether a *final* response with ``status`` means alive.
 
         Provisional responses never do, even if the list names one ("1xx",
-        "180"): the task says they are ignored, and an OPTIONS is answered only
+        "180"): docs/design.md §2 says they are ignored, and an OPTIONS is answered only
         by its final response (RFC 3261 §11.2).
         """
         if status < _FINAL_MIN:
@@ -77,7 +77,7 @@ class MonitorSettings:
     """How long an unanswered probe may still bring an answer (then it is forgotten)."""
     takeover_timeout: float = 5.0
     """How long a pair that lost its active member holds its requests while both members are
-    probed every :data:`TAKEOVER_PROBE_INTERVAL`, before event 40001; 0 = the seed's
+    probed every :data:`TAKEOVER_PROBE_INTERVAL`, before event 40001; 0 = the classic
     algorithm (the oos-force alternation, 503 at once)."""
 
     def __post_init__(self) -> None:
@@ -92,7 +92,7 @@ class MonitorSettings:
 
     @property
     def monitoring(self) -> bool:
-        """Whether OPTIONS monitoring is on (DESIGN.md §2: "0 turns OPTIONS monitoring off")."""
+        """Whether OPTIONS monitoring is on (docs/design.md §2: "0 turns OPTIONS monitoring off")."""
         return self.oos_check > 0
 
     @property

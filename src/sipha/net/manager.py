@@ -21,7 +21,7 @@ from sipha.net.stats import TransportStats
 from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext
 from sipha.net.udp import UdpEndpoint, open_udp_socket
 from sipha.sip import DEFAULT_LIMITS, ParserLimits
-from sipha.txn.events import Address
+from sipha.sip.address import Address
 
 OnTransportError = Callable[[Address, OSError | str], None]
 

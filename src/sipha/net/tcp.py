@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
 from sipha.sip import Frame, ParserLimits, Ping, SipParseError, StreamFramer
-from sipha.txn.events import Address
+from sipha.sip.address import Address
 
 if TYPE_CHECKING:
     from sipha.net.stats import TransportStats

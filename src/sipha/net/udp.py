@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from sipha.txn.events import Address
+from sipha.sip.address import Address
 
 if TYPE_CHECKING:
     import asyncio

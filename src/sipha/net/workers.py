@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from sipha.net.udp import MAX_DATAGRAM, open_udp_socket
-from sipha.txn.events import Address
+from sipha.sip.address import Address
 
 if TYPE_CHECKING:
     import asyncio

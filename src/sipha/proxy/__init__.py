@@ -1,4 +1,4 @@
-"""sipha.proxy: the RFC 3261 §16 stateful proxy core and the routing of DESIGN.md §3, sans-IO.
+"""sipha.proxy: the RFC 3261 §16 stateful proxy core and the routing of docs/design.md §3, sans-IO.
 
 :mod:`sipha.proxy.core` is the transaction user on top of :mod:`sipha.txn`;
 :mod:`sipha.proxy.routing` decides where a request goes (a pure function);

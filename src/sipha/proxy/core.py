@@ -24,6 +24,7 @@ from typing import Final
 
 from sipha.ha import (
     HaEvent,
+    Member,
     MemberBecameActive,
     Monitor,
     PairOutOfService,
@@ -36,7 +37,6 @@ from sipha.proxy.routing import (
     RETRY_AFTER_SECONDS,
     Answer,
     Forward,
-    Member,
     decide,
     is_keepalive,
     uri_port,
@@ -54,11 +54,11 @@ from sipha.sip import (
     parse_message,
     parse_uri,
 )
+from sipha.sip.address import Address, default_port
 from sipha.sip.grammar import split_commas
 from sipha.sip.headers import branch_via
 from sipha.txn import (
     AckReceived,
-    Address,
     RequestReceived,
     ResponseReceived,
     SendMessage,
@@ -536,7 +536,7 @@ class ProxyCore:
         if isinstance(decision, Answer):
             if decision.pair is not None and self._probing(decision.pair):
                 # The pair is being re-probed: hold the request for the member that answers
-                # rather than fail a call that can be saved (DESIGN.md §2, issue 4).
+                # rather than fail a call that can be saved (docs/design.md §2).
                 context.pair = decision.pair
                 self._hold(context, now)
                 return
@@ -650,9 +650,11 @@ class ProxyCore:
         return uri.user is None and uri.host_key == own.host_key and uri_port(uri) == uri_port(own)
 
     def _member_source(self, request: Request, source: Address) -> Address:
-        """The address a member is recognised by (DESIGN.md §2): UDP source port; TCP/TLS Via port."""
+        """The address a member is recognised by (docs/design.md §2): UDP source port; TCP/TLS Via port."""
         if source.reliable:
-            return Address(source.transport, source.host, request.top_via.port or 5060)
+            return Address(
+                source.transport, source.host, request.top_via.port or default_port(source.transport)
+            )
         return source
 
     # ------------------------------------------------------------------ forwarding
@@ -817,7 +819,7 @@ class ProxyCore:
         # §18.2.2 / RFC 3581 from the Via alone: the received address and rport port that
         # were stamped when the request came in (for a stream, the connection's address).
         rport = next_via.rport
-        port = int(rport) if rport else next_via.port or 5060
+        port = int(rport) if rport else next_via.port or default_port(next_via.transport)
         host = next_via.received or next_via.host_key
         destination = Address(next_via.transport, host.strip("[]"), port)
         self.counters.responses_forwarded += 1
@@ -924,7 +926,7 @@ class ProxyCore:
     # ------------------------------------------------------------------ high availability
 
     def _note_request_from(self, request: Request, member_source: Address, now: float) -> None:
-        """DESIGN.md §2: a request from the inactive member makes it active at once.
+        """docs/design.md §2: a request from the inactive member makes it active at once.
 
         Keepalive OPTIONS to the proxy itself are not traffic for the pair and do not count.
         """
@@ -1001,7 +1003,7 @@ class ProxyCore:
         if key is None or probe is None or self.monitor is None:
             return False
         if isinstance(output, ResponseReceived):
-            # Any answer to an OPTIONS shows the member is alive (DESIGN.md §2: a member that
+            # Any answer to an OPTIONS shows the member is alive (docs/design.md §2: a member that
             # answered anything since a request went unanswered is alive).
             self._heard[probe.member] = now
             self.monitor.probe_answered(probe, output.response.status, now)

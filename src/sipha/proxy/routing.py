@@ -1,4 +1,4 @@
-"""Where a request goes: the routing decision of DESIGN.md §3, as a pure function.
+"""Where a request goes: the routing decision of docs/design.md §3, as a pure function.
 
 The proxy core (:mod:`sipha.proxy.core`) has already validated the request
 (RFC 3261 §16.3) and removed its own Route entry (§16.4) when it calls
@@ -12,21 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from sipha.ha.member import Member
 from sipha.sip import Request, SipUri
-from sipha.txn import Address
-
-# RFC 3261 §19.1.2: default ports; §18: UDP is the default transport for sip:, TLS for sips:.
-SIP_PORT: Final = 5060
-SIPS_PORT: Final = 5061
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One SIP server of a pair, as configured."""
-
-    pair: str
-    role: str  # "primary" or "backup", as configured
-    address: Address
+from sipha.sip.address import SIP_PORT, SIPS_PORT, Address
 
 
 class RoutingView(Protocol):
@@ -74,7 +62,7 @@ class Answer:
 
 Decision = Forward | Answer
 
-# How long a 503 for a pair without an active member asks the caller to wait (DESIGN.md §2).
+# How long a 503 for a pair without an active member asks the caller to wait (docs/design.md §2).
 RETRY_AFTER_SECONDS: Final = 5
 
 
@@ -101,7 +89,7 @@ def uri_port(uri: SipUri) -> int:
 
 
 def decide(request: Request, source: Address, view: RoutingView) -> Decision:
-    """Route ``request`` per DESIGN.md §3, rules 1 to 4, in order.
+    """Route ``request`` per docs/design.md §3, rules 1 to 4, in order.
 
     1. An OPTIONS to the proxy itself (no user part, no Route left) is a keepalive.
     2. A Route next hop, or else a Request-URI, that names a pair member goes to that
@@ -148,7 +136,7 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
 
 
 def is_keepalive(request: Request, view: RoutingView) -> bool:
-    """DESIGN.md §3 rule 1: an OPTIONS to the proxy itself (no user part, no Route left)."""
+    """docs/design.md §3 rule 1: an OPTIONS to the proxy itself (no user part, no Route left)."""
     if request.method != "OPTIONS" or request.routes:
         return False
     uri = request.parsed_uri

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, Protocol
 
+from sipha.sip.address import SIP_PORT, Address, default_port
 from sipha.sip.grammar import split_commas, split_semis
 from sipha.sip.uri import canonical_ip, strip_brackets, without_scope
-from sipha.txn.events import Address
 
 if TYPE_CHECKING:
     from sipha.sip import Via
 
-# RFC 3261 §18.2.2 / §19.1.2: the default ports when sent-by carries none.
-DEFAULT_PORT: Final = 5060
-DEFAULT_TLS_PORT: Final = 5061
 _PORT_MAX: Final = 65535
 
 
@@ -73,7 +70,7 @@ def response_destination(top_via: Via, source: Address) -> Address:
     """
     if source.reliable:
         return source
-    port = top_via.port or DEFAULT_PORT
+    port = top_via.port or SIP_PORT
     maddr = top_via.maddr
     if maddr:
         # Multicast TTL (§18.2.2 "ttl") is not supported: sipha never joins multicast groups.
@@ -97,9 +94,8 @@ def response_fallback_destination(top_via: Via, source: Address) -> Address:
     5061 for TLS".  Without ``received`` the sent-by host matched the source,
     so the source host is used.
     """
-    default = DEFAULT_TLS_PORT if source.transport.upper() == "TLS" else DEFAULT_PORT
     host = strip_brackets(top_via.received) if top_via.received else source.host
-    return Address(source.transport, host, top_via.port or default)
+    return Address(source.transport, host, top_via.port or default_port(source.transport))
 
 
 def stamp_received(request: ViaStampable, source: Address) -> None:

@@ -1,4 +1,4 @@
-"""The routing view built from the configuration (DESIGN.md §3, §5).
+"""The routing view built from the configuration (docs/design.md §3, §5).
 
 :class:`ConfiguredView` knows the proxy's own addresses and the pairs.  Which
 member of a pair is active comes from an ``active`` table that the pair
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sipha.proxy.routing import SIP_PORT, Member
+from sipha.ha.member import Member
 from sipha.sip import Request, SipUri
-from sipha.txn import Address
+from sipha.sip.address import SIP_PORT, Address, host_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +25,6 @@ class PairSpec:
     backup: Address
     serving: bool = False
     domains: frozenset[str] = frozenset()
-
-
-def _host_key(host: str) -> str:
-    host = host.lower()
-    return host[1:-1] if host.startswith("[") else host
 
 
 @dataclass(slots=True)
@@ -45,30 +40,30 @@ class ConfiguredView:
     @classmethod
     def build(cls, own: Iterable[tuple[str, int | None]], pairs: Iterable[PairSpec]) -> ConfiguredView:
         """A view whose active members are the configured primaries."""
-        view = cls(frozenset((_host_key(host), port) for host, port in own), {p.name: p for p in pairs})
+        view = cls(frozenset((host_key(host), port) for host, port in own), {p.name: p for p in pairs})
         for pair in view.pairs.values():
             for role, address in (("primary", pair.primary), ("backup", pair.backup)):
                 member = Member(pair.name, role, address)
-                view._members[(_host_key(address.host), address.port)] = member
-            view.active[pair.name] = view._members[(_host_key(pair.primary.host), pair.primary.port)]
+                view._members[(host_key(address.host), address.port)] = member
+            view.active[pair.name] = view._members[(host_key(pair.primary.host), pair.primary.port)]
         return view
 
     def members(self, pair: str) -> tuple[Member, Member]:
         """The (primary, backup) members of ``pair``."""
         spec = self.pairs[pair]
         return (
-            self._members[(_host_key(spec.primary.host), spec.primary.port)],
-            self._members[(_host_key(spec.backup.host), spec.backup.port)],
+            self._members[(host_key(spec.primary.host), spec.primary.port)],
+            self._members[(host_key(spec.backup.host), spec.backup.port)],
         )
 
     def is_own(self, host: str, port: int | None) -> bool:
         """Whether ``host[:port]`` names this proxy."""
-        host = _host_key(host)
+        host = host_key(host)
         return (host, None) in self.own or (host, port or SIP_PORT) in self.own
 
     def member_at(self, host: str, port: int | None) -> Member | None:
         """The member listening at ``host:port`` (default port 5060)."""
-        return self._members.get((_host_key(host), port or SIP_PORT))
+        return self._members.get((host_key(host), port or SIP_PORT))
 
     def active_member(self, pair: str) -> Member | None:
         """The active member of ``pair``, or None."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from sipha.sip.address import host_key
 from sipha.sip.errors import SipParseError
 from sipha.sip.grammar import (
     MAX_CSEQ,
@@ -137,8 +138,7 @@ class Via:
     @property
     def host_key(self) -> str:
         """The sent-by host lower-cased without IPv6 brackets."""
-        host = self.host.lower()
-        return host[1:-1] if host.startswith("[") else host
+        return host_key(self.host)
 
 
 # The via-parm every RFC 3261 implementation actually sends: no LWS, a token transport, a

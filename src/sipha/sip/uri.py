@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Final, TypeVar
 from urllib.parse import unquote as percent_unquote
 
+from sipha.sip.address import host_key
 from sipha.sip.errors import SipParseError
 
 _Parsed = TypeVar("_Parsed")
@@ -139,8 +140,7 @@ class SipUri:
     @property
     def host_key(self) -> str:
         """The host lower-cased, IPv6 brackets removed: what to compare and resolve."""
-        host = self.host.lower()
-        return host[1:-1] if host.startswith("[") else host
+        return host_key(self.host)
 
     def with_hostport(self, host: str, port: int | None) -> SipUri:
         """A copy aimed at another host and port, everything else kept (rendered anew)."""

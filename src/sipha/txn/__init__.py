@@ -22,7 +22,6 @@ transition, each citing its RFC text.  Two choices a reader should know:
 
 from sipha.txn.events import (
     AckReceived,
-    Address,
     Event,
     Output,
     RequestReceived,
@@ -76,7 +75,6 @@ __all__ = [
     "SERVER_NON_INVITE_TABLE",
     "TABLES",
     "AckReceived",
-    "Address",
     "ClientInviteTransaction",
     "ClientNonInviteTransaction",
     "ClientTransaction",

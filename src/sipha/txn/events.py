@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from sipha.sip import Request, Response
+from sipha.sip.address import Address
 from sipha.txn.keys import TransactionKey
 
 if TYPE_CHECKING:
@@ -21,32 +22,6 @@ if TYPE_CHECKING:
         ServerTransaction,
         Transaction,
     )
-
-# RFC 3261 §18: UDP is the one unreliable transport SIP defines; TCP, TLS, SCTP (RFC 4168)
-# and WebSocket (RFC 7118) are reliable.
-UNRELIABLE_TRANSPORTS: Final = frozenset({"UDP"})
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """Where a message goes or came from, opaque to this layer but for its transport.
-
-    The transport layer decides what ``host`` and ``port`` mean (for responses,
-    RFC 3261 §18.2.2 and RFC 3581 choose the real destination from the Via);
-    this layer only needs to know whether the transport is reliable.
-    """
-
-    transport: str
-    """Transport name as in a Via: UDP, TCP, TLS, SCTP, WS, WSS."""
-    host: str
-    port: int
-
-    @property
-    def reliable(self) -> bool:
-        """Whether the transport is reliable (RFC 3261 §17: no retransmissions needed)."""
-        transport = self.transport
-        return transport != "UDP" and transport.upper() not in UNRELIABLE_TRANSPORTS
-
 
 # ---------------------------------------------------------------------------- actions
 

@@ -18,9 +18,9 @@ from types import MappingProxyType
 from typing import Final
 
 from sipha.sip import Request, Response
+from sipha.sip.address import Address
 from sipha.txn.events import (
     AckReceived,
-    Address,
     Output,
     SendMessage,
     StrayResponse,

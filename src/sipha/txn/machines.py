@@ -34,10 +34,10 @@ from enum import Enum
 from typing import ClassVar, Final
 
 from sipha.sip import Request, Response, make_response
+from sipha.sip.address import Address
 from sipha.sip.grammar import split_commas
 from sipha.txn.events import (
     AckReceived,
-    Address,
     Output,
     RequestReceived,
     ResponseReceived,

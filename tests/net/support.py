@@ -8,7 +8,7 @@ from typing import Any
 
 from sipha.net import TransportManager
 from sipha.sip import SipParseError
-from sipha.txn.events import Address
+from sipha.sip.address import Address
 
 TIMEOUT = 3.0  # an upper bound on every wait; loopback answers in microseconds
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from txn_support import UDP_PEER, UPSTREAM_UDP, request, response
 
 from sipha.sip import Request
+from sipha.sip.address import Address
 from sipha.txn import (
-    Address,
     Input,
     SendMessage,
     State,
@@ -15,6 +14,7 @@ from sipha.txn import (
     TimerConfig,
     TransactionLayer,
 )
+from tests.txn.support import UDP_PEER, UPSTREAM_UDP, request, response
 
 
 def proxy_request(method: str, n: int) -> Request:

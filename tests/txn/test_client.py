@@ -5,11 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from txn_support import TCP_PEER, UDP_PEER, kinds, request, response, sent, state_of
 
 from sipha.sip import Request, parse_message
+from sipha.sip.address import Address
 from sipha.txn import (
-    Address,
     ClientInviteTransaction,
     ClientNonInviteTransaction,
     ResponseReceived,
@@ -23,6 +22,7 @@ from sipha.txn import (
     TransportError,
     build_ack,
 )
+from tests.txn.support import TCP_PEER, UDP_PEER, kinds, request, response, sent, state_of
 
 
 def proxy_request(method: str = "INVITE", **kwargs: object) -> Request:

@@ -5,21 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import pytest
-from ha_support import BACKUP, CHECK, FORCE, PRIMARY, Harness, kinds
 
 from sipha.ha import TABLE, TAKEOVER_PROBE_INTERVAL, TAKEOVER_ROWS, Input, Op, Output, State, table_for
 from sipha.ha.machine import Transition
 from sipha.ha.pair import CLAIM_REPORT_INTERVAL
+from tests.ha.support import BACKUP, CHECK, FORCE, PRIMARY, Harness, kinds
 
 Setup = Callable[[float], Harness]
-"""Builds the harness of a scenario, given takeover-timeout (0: the seed's table)."""
+"""Builds the harness of a scenario, given takeover-timeout (0: the classic table)."""
 Action = Callable[[Harness], list[Output]]
 
 TAKEOVER = 6.0
 """takeover-timeout for the rows of ``table_for(takeover=True)``."""
 
 TABLES: dict[str, tuple[float, Mapping[tuple[State, Input], Transition]]] = {
-    "seed": (0.0, TABLE),
+    "classic": (0.0, TABLE),
     "takeover": (TAKEOVER, table_for(takeover=True)),
 }
 
@@ -288,12 +288,12 @@ def test_the_takeover_rows_replace_the_losses_and_add_the_window() -> None:
     assert replaced == {(State.ACTIVE, lost) for lost in LOSSES}
     assert {key[0] for key in set(TAKEOVER_ROWS) - replaced} == {State.TAKEOVER}
     for key in replaced:
-        seed, row = TABLE[key], TAKEOVER_ROWS[key]
-        assert seed.target is State.UNKNOWN
+        classic, row = TABLE[key], TAKEOVER_ROWS[key]
+        assert classic.target is State.UNKNOWN
         assert row.target is State.TAKEOVER
         assert row.ops == (Op.SPLIT_END, Op.EMIT_UNKNOWN, Op.START_TAKEOVER)
-        assert row.unknown == seed.unknown
-        assert row.source.startswith(seed.source)
+        assert row.unknown == classic.unknown
+        assert row.source.startswith(classic.source)
     # The window ends in one of two ways: a member found, or out of service.
     assert {row.target for row in TAKEOVER_ROWS.values()} == {
         State.TAKEOVER,
@@ -302,7 +302,7 @@ def test_the_takeover_rows_replace_the_losses_and_add_the_window() -> None:
     }
 
 
-def test_the_seed_table_never_enters_the_window() -> None:
+def test_the_classic_table_never_enters_the_window() -> None:
     for key, row in TABLE.items():
         assert key[0] is not State.TAKEOVER, key
         assert row.target is not State.TAKEOVER, key

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from txn_support import UDP_PEER, UPSTREAM_UDP, ack_for, cancel_for, kinds, request, response, sent, state_of
-
 from sipha.txn import (
     MAGIC_COOKIE,
     AckReceived,
@@ -18,6 +16,17 @@ from sipha.txn import (
     client_key_of_response,
     has_magic_cookie,
     server_key,
+)
+from tests.txn.support import (
+    UDP_PEER,
+    UPSTREAM_UDP,
+    ack_for,
+    cancel_for,
+    kinds,
+    request,
+    response,
+    sent,
+    state_of,
 )
 
 

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from net.net_support import TIMEOUT, Sink, free_port, ipv6_available, sip_request, sip_response
 from sipha.net import TransportManager
 from sipha.sip import SipParseError
-from sipha.txn.events import Address
+from sipha.sip.address import Address
+from tests.net.support import TIMEOUT, Sink, free_port, ipv6_available, sip_request, sip_response
 
 Server = tuple[Sink, TransportManager, Address]
 

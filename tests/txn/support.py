@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TypeVar
 
 from sipha.sip import Request, Response, make_response, parse_message
-from sipha.txn import Address, Output, SendMessage, State, Transaction
+from sipha.sip.address import Address
+from sipha.txn import Output, SendMessage, State, Transaction
 
 UDP_PEER = Address("UDP", "192.0.2.10", 5060)
 TCP_PEER = Address("TCP", "192.0.2.10", 5060)

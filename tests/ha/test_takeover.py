@@ -12,7 +12,6 @@ import itertools
 from collections.abc import Callable
 
 import pytest
-from ha_support import BACKUP, CHECK, FORCE, PAIR, PRIMARY, Harness, kinds, of_type, settings
 
 from sipha.ha import (
     TAKEOVER_PROBE_INTERVAL,
@@ -29,6 +28,7 @@ from sipha.ha import (
     State,
 )
 from sipha.ha.pair import CLAIM_REPORT_INTERVAL
+from tests.ha.support import BACKUP, CHECK, FORCE, PAIR, PRIMARY, Harness, kinds, of_type, settings
 
 TAKEOVER = 5.0
 
@@ -413,7 +413,7 @@ def test_assigning_settings_re_picks_the_table() -> None:
     harness = active_at_105(takeover=6.0)
     harness.monitor.settings = settings(takeover=0.0)
     out = harness.at(110.0)
-    assert kinds(out) == ["PairUnknown", "Probe:backup"]  # the seed's: unknown, alternation
+    assert kinds(out) == ["PairUnknown", "Probe:backup"]  # the classic: unknown, alternation
     assert harness.monitor.state is State.UNKNOWN
     assert harness.monitor.next_deadline() == 110.0 + FORCE
 
@@ -431,7 +431,7 @@ def test_turning_the_window_off_during_a_window_lets_it_end() -> None:
     assert kinds(harness.at(116.0 + FORCE)) == ["Probe:primary"]
     out = harness.answer(harness.last_probe(PRIMARY))
     assert kinds(out) == ["MemberBecameActive:primary", "PairRestored:primary"]
-    # The next loss follows the new settings: the seed's algorithm.
+    # The next loss follows the new settings: the classic algorithm.
     harness.advance(CHECK)
     out = harness.advance(CHECK)
     assert kinds(out) == ["PairUnknown", "Probe:backup"]

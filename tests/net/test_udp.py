@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from net.net_support import TIMEOUT, Sink, free_port, ipv6_available
 from sipha.net import Resolver, TransportManager
 from sipha.net.stats import TransportStats
 from sipha.net.udp import UdpEndpoint, extended_error
-from sipha.txn.events import Address
+from sipha.sip.address import Address
+from tests.net.support import TIMEOUT, Sink, free_port, ipv6_available
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ha_support import BACKUP, CHECK, FORCE, PAIR, PRIMARY, Harness, kinds, of_type, settings
 
 from sipha.ha import (
     EVENT_PAIR_UNAVAILABLE,
+    Member,
     MemberBecameActive,
     MonitorSettings,
     PairMonitor,
@@ -17,8 +17,8 @@ from sipha.ha import (
     SplitBrain,
     State,
 )
-from sipha.proxy.routing import Member
-from sipha.txn import Address
+from sipha.sip.address import Address
+from tests.ha.support import BACKUP, CHECK, FORCE, PAIR, PRIMARY, Harness, kinds, of_type, settings
 
 # ------------------------------------------------------------------ start
 
@@ -41,7 +41,7 @@ def test_the_first_answer_makes_the_member_active_and_restarts_oos_check_from_th
     out = harness.answer(harness.last_probe())
     event = of_type(out, MemberBecameActive)[0]
     assert (event.member, event.reason, event.previous) == (PRIMARY, "options", None)
-    # The seed: "When one of the SIP Servers responds ... SIP Proxy resets the oos-check timeout."
+    # docs/design.md §2.1: "When one of the SIP Servers responds ... SIP Proxy resets the oos-check timeout."
     assert harness.monitor.next_deadline() == pytest.approx(100.3 + CHECK)
     assert kinds(harness.advance(CHECK)) == ["Probe:primary"]
 
@@ -546,7 +546,7 @@ def test_status_reports_rtt_counters_and_changes() -> None:
     assert (data["state"], data["active"], data["since"]) == ("unknown", None, 115.25)
 
 
-@pytest.mark.parametrize("takeover", [0.0, 5.0], ids=["seed", "takeover"])
+@pytest.mark.parametrize("takeover", [0.0, 5.0], ids=["classic", "takeover"])
 def test_forgotten_probes_no_longer_count_but_the_current_period_probe_is_kept(takeover: float) -> None:
     # The lifetime is the same with or without a takeover window (the losing input differs only
     # in where it leads: unknown, or the window).

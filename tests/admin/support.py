@@ -18,10 +18,10 @@ from typing import Any
 
 import aiohttp
 
-from integration.support import free_port
 from sipha.app import ProxyApp
 from sipha.config import Config, load_config_text
 from sipha.simulator import SimulatedServer
+from tests.integration.support import free_port
 
 HOST = "127.0.0.1"
 WAIT = 8.0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from ha_support import BACKUP, FORCE, PRIMARY, kinds, of_type, settings
 
-from sipha.ha import MemberBecameActive, Monitor, MonitorSettings, PairMonitor, PairUnknown, Probe
-from sipha.proxy.routing import Member
+from sipha.ha import Member, MemberBecameActive, Monitor, MonitorSettings, PairMonitor, PairUnknown, Probe
 from sipha.proxy.view import ConfiguredView, PairSpec
-from sipha.txn import Address
+from sipha.sip.address import Address
+from tests.ha.support import BACKUP, FORCE, PRIMARY, kinds, of_type, settings
 
 B_PRIMARY = Member("site-b", "primary", Address("TCP", "10.0.2.10", 5060))
 B_BACKUP = Member("site-b", "backup", Address("TCP", "10.0.2.11", 5070))

@@ -13,7 +13,7 @@ from sipha.ha import (
     member_uri,
 )
 from sipha.sip import Request, parse_message
-from sipha.txn import Address
+from sipha.sip.address import Address
 
 MEMBER = Address("UDP", "10.0.1.10", 5060)
 

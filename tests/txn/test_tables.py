@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from txn_support import UDP_PEER, UPSTREAM_UDP, ack_for, kinds, request, response
 
 from sipha.sip import Request, Response
 from sipha.txn import (
@@ -30,6 +29,7 @@ from sipha.txn import (
     TransportError,
 )
 from sipha.txn.machines import TableInput
+from tests.txn.support import UDP_PEER, UPSTREAM_UDP, ack_for, kinds, request, response
 
 START = 100.0
 STEP = 0.01

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from net.net_support import TIMEOUT
 from sipha.net.workers import Handoff, OnPairNews, handoff_pairs
-from sipha.txn.events import Address
+from sipha.sip.address import Address
+from tests.net.support import TIMEOUT
 
 LISTEN = Address("UDP", "127.0.0.1", 5060)
 PHONE = Address("UDP", "192.0.2.7", 40000)

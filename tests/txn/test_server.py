@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from txn_support import UPSTREAM_TCP, UPSTREAM_UDP, ack_for, kinds, request, response, sent, state_of
 
 from sipha.txn import (
     AckReceived,
@@ -18,6 +17,7 @@ from sipha.txn import (
     TransportError,
     trying_response,
 )
+from tests.txn.support import UPSTREAM_TCP, UPSTREAM_UDP, ack_for, kinds, request, response, sent, state_of
 
 
 def test_new_invite_goes_to_tu_with_immediate_100() -> None:

@@ -9,7 +9,8 @@ from sipha.ha import AliveCodes, Monitor, MonitorSettings
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.view import ConfiguredView, PairSpec
 from sipha.sip import Request, Response, parse_message
-from sipha.txn import Address, SendMessage
+from sipha.sip.address import Address
+from sipha.txn import SendMessage
 
 PROXY = Address("UDP", "127.0.0.1", 5060)
 PRIMARY = Address("UDP", "127.0.0.1", 5070)
@@ -197,7 +198,7 @@ def forward_invite(h: Harness, data: bytes | None = None) -> Request:
 
 @dataclass
 class HaHarness(Harness):
-    """A core with a pair monitor (DESIGN.md §2) on the fake clock; probes can be answered by hand."""
+    """A core with a pair monitor (docs/design.md §2) on the fake clock; probes can be answered by hand."""
 
     answered: set[str] = field(default_factory=set)
     """Branches of the OPTIONS probes answered so far (retransmissions share the branch)."""
@@ -251,7 +252,7 @@ def ha_harness(
     """A core with ``monitor=Monitor([view.members("demo")], ...)``, started at t = 0.
 
     ``primary_active``: the primary answers the first probe, so that the pair starts active on it.
-    ``takeover``: takeover-timeout (0, the default here: the seed's algorithm, 503 at once).
+    ``takeover``: takeover-timeout (0, the default here: the classic algorithm, 503 at once).
     """
     tokens = count(1)
     view = make_view()

@@ -9,6 +9,7 @@ from typing import TypeVar
 from sipha.ha import (
     AliveCodes,
     Input,
+    Member,
     MemberBecameActive,
     MonitorSettings,
     Output,
@@ -18,8 +19,7 @@ from sipha.ha import (
     Probe,
     State,
 )
-from sipha.proxy.routing import Member
-from sipha.txn import Address
+from sipha.sip.address import Address
 
 PAIR = "site-a"
 PRIMARY = Member(PAIR, "primary", Address("UDP", "10.0.1.10", 5060))
@@ -45,7 +45,7 @@ class TracingMonitor(PairMonitor):
 def settings(
     check: float = CHECK, force: float = FORCE, codes: tuple[str, ...] = ("2xx",), takeover: float = 0.0
 ) -> MonitorSettings:
-    """The seed's algorithm by default (takeover-timeout 0); ``takeover`` opens the window."""
+    """The classic algorithm by default (takeover-timeout 0); ``takeover`` opens the window."""
     return MonitorSettings(
         oos_check=check, oos_force=force, alive_codes=AliveCodes.parse(codes), takeover_timeout=takeover
     )
@@ -118,7 +118,7 @@ class Harness:
         return self._collect()
 
     def claim(self, member: Member, status: int = 200) -> list[Output]:
-        """A request from ``member``, then the answer of the probe that confirms it (DESIGN.md §2)."""
+        """A request from ``member``, then the answer of the probe that confirms it (docs/design.md §2)."""
         out = self.request(member)
         return out + self.answer(self.last_probe(member), status)
 

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from net.net_support import TIMEOUT, Sink, sip_request
-from sipha.txn.events import Address
+from sipha.sip.address import Address
+from tests.net.support import TIMEOUT, Sink, sip_request
 
 
 async def test_add_and_remove_udp_listen_keeps_the_others() -> None:

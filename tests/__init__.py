@@ -1,0 +1,1 @@
+"""sipha's tests: unit, property and integration tests, mirroring src/."""

@@ -1,0 +1,1 @@
+"""sipha's tests: proxy."""
