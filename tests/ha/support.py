@@ -20,6 +20,7 @@ from sipha.ha import (
     State,
 )
 from sipha.sip.address import Address
+from tests.clock import run_timers
 
 PAIR = "site-a"
 PRIMARY = Member(PAIR, "primary", Address("UDP", "10.0.1.10", 5060))
@@ -89,14 +90,7 @@ class Harness:
 
     def advance(self, seconds: float) -> list[Output]:
         """Move the clock, calling tick() at every deadline on the way, in order."""
-        end = self.now + seconds
-        while True:
-            deadline = self.monitor.next_deadline()
-            if deadline is None or deadline > end:
-                break
-            self.now = max(self.now, deadline)
-            self.monitor.tick(self.now)
-        self.now = end
+        self.now = run_timers(self.monitor, self.monitor.tick, self.now, self.now + seconds)
         return self._collect()
 
     def at(self, when: float) -> list[Output]:

@@ -11,6 +11,7 @@ from sipha.proxy.view import ConfiguredView, PairSpec
 from sipha.sip import Request, Response, parse_message
 from sipha.sip.address import Address
 from sipha.txn import SendMessage
+from tests.clock import run_timers
 
 PROXY = Address("UDP", "127.0.0.1", 5060)
 PRIMARY = Address("UDP", "127.0.0.1", 5070)
@@ -40,14 +41,7 @@ class Harness:
 
     def advance(self, seconds: float) -> list[SendMessage]:
         """Move the clock, firing every deadline on the way, in order."""
-        end = self.now + seconds
-        while True:
-            deadline = self.core.next_deadline()
-            if deadline is None or deadline > end:
-                break
-            self.now = max(self.now, deadline)
-            self.core.handle_timers(self.now)
-        self.now = end
+        self.now = run_timers(self.core, self.core.handle_timers, self.now, self.now + seconds)
         return self._collect()
 
     def transport_error(self, destination: Address) -> list[SendMessage]:
