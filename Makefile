@@ -8,7 +8,7 @@ COMPILED  ?= .venv-compiled
 DEB_DEPS  := sip-tester chromium nftables
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: setup deb-deps demo test lint typecheck pytest compiled pytest-compiled bench clean
+.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench clean
 
 setup: $(VENV)/.installed
 
@@ -62,7 +62,16 @@ $(COMPILED)/.installed: pyproject.toml setup.py $(shell find src -name '*.py')
 # worker processes end to end with SIPp (the UDP path and the hand-over, compiled).
 pytest-compiled: compiled deb-deps
 	$(COMPILED)/bin/python -m pytest -q -m "not property" -p no:cacheprovider \
-	  tests/sip tests/txn tests/proxy tests/ha tests/net tests/integration/test_workers.py
+	  tests/sip tests/txn tests/proxy tests/ha tests/net tests/test_build.py tests/integration/test_workers.py
+
+# The inner loop (under a minute): lint, types and the unit tests of the sans-IO core and the
+# configuration, on a fake clock; no SIPp, no namespaces, no compiled build.
+UNIT_TESTS := tests/sip tests/txn tests/proxy tests/ha tests/test_config.py tests/test_architecture.py tests/test_build.py
+
+unit: setup
+	$(PY) -m pytest -q -m "not property" -p no:cacheprovider $(UNIT_TESTS)
+
+check: lint typecheck unit
 
 # Everything CI runs: lint, types, tests (interpreted with coverage, then compiled).
 test: lint typecheck pytest pytest-compiled
