@@ -24,13 +24,14 @@ SOURCE = Path("src/sipha")
 CORE_PACKAGES = ("sip", "txn", "proxy")
 # ... but for these: their exceptions override class attributes per subclass.
 NOT_COMPILED = frozenset({"sip/errors.py"})
-# The I/O side that carries every datagram: the UDP path, the worker hand-over and the
-# per-message glue.  The rest of the I/O side (app, tcp, admin, ha) stays interpreted.
+# The I/O side that carries every datagram: the UDP path, the worker hand-over, the driver
+# and the proxy's layer on it.  The rest of the I/O side (app, tcp, admin, ha) stays interpreted.
 IO_COMPILED = (
     "net/addr.py",
     "net/udp.py",
     "net/workers.py",
     "net/manager.py",
+    "net/driver.py",
     "dispatch.py",
 )
 

@@ -4,9 +4,10 @@ Replays the datagrams of N calls (INVITE, 180, 200, ACK, BYE, 200 for the BYE,
 as SIPp's built-in ``uac`` and ``uas -aa`` scenarios send them) through one
 :class:`sipha.proxy.core.ProxyCore` on a fake clock advancing at ``--rate`` calls
 per second, firing its timers when due and serialising every message it sends,
-exactly as ``app.py`` does between the sockets.  What it measures is the sans-IO
-part of the per-call cost (parse, validate, transactions, routing, serialise); the
-socket calls and the event loop come on top (see ``proxies.py`` for the whole).
+exactly as the driver (``sipha.net.driver``) does between the sockets.  What it
+measures is the sans-IO part of the per-call cost (parse, validate, transactions,
+routing, serialise); the socket calls and the event loop come on top (see
+``proxies.py`` for the whole).
 
 The datagrams are recorded first by running the calls once through another core
 and answering its forwarded requests as the SIPp UAS would; the replay checks
@@ -25,9 +26,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from sipha.app import build_settings, build_view, tune_gc
+from sipha.assembly import build_settings, build_view
 from sipha.config import load_config_text
 from sipha.proxy.core import ProxyCore
+from sipha.runtime import tune_gc
 from sipha.sip import Request, Response, parse_message
 from sipha.sip.address import Address
 

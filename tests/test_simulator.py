@@ -1,4 +1,4 @@
-"""The simulated SIP server (sipha.simulator): a UAS on loopback, driven by Python sockets and SIPp."""
+"""The simulated SIP server (sipha.sim): a UAS on loopback, driven by Python sockets and SIPp."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from sipha.cli import main
-from sipha.simulator import ALLOW, SimulatedServer, drop_counts
+from sipha.sim.server import SimulatedServer, drop_counts
+from sipha.sim.uas import ALLOW
 from sipha.sip import Request, Response, make_response, parse_message
 from sipha.sip.address import Address
 from sipha.txn import TimerConfig

@@ -1,20 +1,17 @@
-"""Wiring: configuration, transports, the proxy core and its clock, in one asyncio loop.
+"""The application: one sipha instance's lifecycle on one asyncio loop (docs/design.md §4).
 
-The core (:mod:`sipha.proxy`) is sans-IO; this module is where bytes meet
-sockets and ``now`` meets the loop's monotonic clock.  Every callback from the
-transports feeds the core, then *flushes*: sends what the core produced and
-re-arms the one timer the core needs (its next deadline).  The per-message part
-of that is :class:`sipha.dispatch.Dispatcher` (compiled with the core; a
-batch of datagrams is flushed once).
+:class:`ProxyApp` binds the transports, builds the proxy core from the
+configuration (:mod:`sipha.assembly`), attaches the driver that feeds it
+(:class:`sipha.dispatch.Dispatcher` on :class:`sipha.net.driver.Driver`: every
+message, transport error and timer goes through it), and serves the admin HTTP
+(:mod:`sipha.admin`) in the same loop; the admin surface reads the core's state
+when asked.
 
-The admin HTTP server (:mod:`sipha.admin`) runs in the same loop and reads the
-core's state when asked; the only per-message work done for it is counting the
-final responses sent upstream by method and class (a dict increment).
-
-Lifecycle (docs/design.md §4): SIGTERM/SIGINT drain (new out-of-dialog requests get 503,
-transactions and calls under way finish, bounded by :data:`DRAIN_LIMIT`, exit 0); a
-second one stops at once.  SIGHUP reloads the configuration file; a bad one is refused
-and the running configuration kept.
+Lifecycle: SIGTERM/SIGINT drain (new out-of-dialog requests get 503, transactions and
+calls under way finish, bounded by :data:`DRAIN_LIMIT`, exit 0); a second one stops at
+once.  SIGHUP reloads the configuration file; a bad one is refused and the running
+configuration kept.  With ``[proxy] workers`` > 1, :func:`run` hands over to the worker
+supervisor (:mod:`sipha.supervisor`), and each worker runs a :class:`ProxyApp`.
 """
 
 from __future__ import annotations
@@ -22,45 +19,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import gc
 import logging
-import os
 import signal
-import socket
-import sys
-import time
-from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from sipha.admin.server import AdminServer
 from sipha.admin.status import DemoControl
-from sipha.admin.telemetry import ObservedMonitor, Telemetry
+from sipha.admin.telemetry import Telemetry
+from sipha.assembly import (
+    OWN_SOCKETS,
+    ListenKey,
+    WorkerPlan,
+    build_monitor,
+    build_settings,
+    build_view,
+    carry_over_pairs,
+    describe_changes,
+    listen_key,
+    monitor_settings,
+)
 from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.dispatch import Dispatcher
-from sipha.ha import (
-    AliveCodes,
-    HaEvent,
-    MemberBecameActive,
-    Monitor,
-    MonitorSettings,
-    PairUnknown,
-    check_own_address,
-)
-from sipha.net.manager import (
-    DEFAULT_UDP_BUFFER,
-    TransportManager,
-    check_listen_transport,
-    resolve_listen,
-)
-from sipha.net.udp import open_udp_socket
-from sipha.net.workers import Handoff, bind_shared, handoff_pairs
-from sipha.proxy.affinity import worker_tag
-from sipha.proxy.core import ProxyCore, ProxySettings
-from sipha.proxy.view import ConfiguredView, PairSpec
-from sipha.sip import SipParseError, SipUri, parse_uri
-from sipha.sip.address import SIP_PORT, Address, is_wildcard
+from sipha.ha import HaEvent, check_own_address
+from sipha.net.manager import TransportManager
+from sipha.net.workers import Handoff
+from sipha.proxy.core import ProxyCore
+from sipha.runtime import collect_garbage_when_idle, run_loop
+from sipha.sip import SipUri, parse_uri
+from sipha.sip.address import SIP_PORT, Address
+from sipha.supervisor import run_workers
 
 log = logging.getLogger("sipha")
 
@@ -83,134 +72,8 @@ ConfigPath = Path | None | Literal[_Source.UNKNOWN]
 """A configuration file, None for the embedded default, or :data:`UNKNOWN_SOURCE`."""
 
 
-def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
-    """The routing view: the proxy's own addresses and the configured pairs."""
-    own: list[tuple[str, int | None]] = [(address.host, address.port) for address in listen]
-    if config.proxy.sip_address:
-        own += [(config.proxy.sip_address, address.port) for address in listen]
-    record_route = parse_uri(config.proxy.record_route)
-    if isinstance(record_route, SipUri):
-        # The pool FQDN names every instance, on whatever port it is used with.
-        own.append((record_route.host_key, record_route.port))
-        if record_route.port is None:
-            own.append((record_route.host_key, None))
-    pairs = []
-    for pair in config.pair:
-        primary = parse_address(pair.primary)
-        backup = parse_address(pair.backup)
-        pairs.append(
-            PairSpec(
-                pair.name,
-                Address(primary.transport.upper(), primary.host, primary.port),
-                Address(backup.transport.upper(), backup.host, backup.port),
-                serving=pair.serving,
-                domains=frozenset(domain.lower() for domain in pair.match.domain),
-            )
-        )
-    return ConfiguredView.build(own, pairs)
-
-
-def build_monitor(config: Config, view: ConfiguredView, telemetry: Telemetry | None = None) -> Monitor:
-    """The pair monitor of docs/design.md §2 over every configured pair.
-
-    With ``telemetry``, each OPTIONS round trip is also recorded there (for /metrics).
-    """
-    settings = _monitor_settings(config)
-    pairs = [view.members(name) for name in view.pairs]
-    if telemetry is None:
-        return Monitor(pairs, settings)
-    return ObservedMonitor(pairs, settings, telemetry=telemetry)
-
-
-def build_settings(config: Config, listen: Iterable[Address], *, worker: int | None = None) -> ProxySettings:
-    """The core's settings: our Via sent-by per transport, the Record-Route URI.
-
-    ``worker``: the index of this worker process when ``[proxy] workers`` > 1 (its branch tag).
-    """
-    via: dict[str, tuple[str, int]] = {}
-    for address in listen:
-        host = config.proxy.sip_address or address.host
-        if is_wildcard(host):
-            problem = f"proxy.sip-address = {config.proxy.sip_address!r}: needed to listen on {address.host}"
-            raise ConfigError("proxy.sip-address", [problem])
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        via.setdefault(address.transport.upper(), (host, address.port))
-    failover = config.monitor.failover_timeout
-    return ProxySettings(
-        record_route=config.proxy.record_route,
-        via=via,
-        failover_timeout=failover,
-        # A held request waits until the pair is out of service (40001: the other member
-        # silent for oos-force, or the takeover window over) at the latest, then gets 503;
-        # the monitor ends the holds itself, this is the bound behind it (one second of margin).
-        hold_limit=failover + max(config.monitor.oos_force, config.monitor.takeover_timeout) + 1.0,
-        overload_rate=float(config.proxy.overload_ctrl_dialog_rate),
-        branch_tag="" if worker is None else worker_tag(worker),
-    )
-
-
-def _listen_key(text: str) -> tuple[str, str, int]:
-    """A ``[proxy] listen`` entry as (transport, host, port): how reloads compare them."""
-    address = parse_address(text)
-    return (address.transport, address.host.lower(), address.port)
-
-
-def describe_changes(old: Config, new: Config) -> list[str]:
-    """What a reload changes, one item per option or pair ("monitor.oos-check 5 -> 3")."""
-    changes: list[str] = []
-    for section in ("proxy", "monitor", "admin"):
-        before = getattr(old, section).model_dump(by_alias=True)
-        after = getattr(new, section).model_dump(by_alias=True)
-        for key, value in after.items():
-            if before.get(key) != value:
-                shown = "(changed)" if key == "token" else f"{before.get(key)!r} -> {value!r}"
-                changes.append(f"{section}.{key} {shown}")
-    old_pairs = {pair.name: pair for pair in old.pair}
-    new_pairs = {pair.name: pair for pair in new.pair}
-    for name, pair in new_pairs.items():
-        if name not in old_pairs:
-            changes.append(f"pair {name} added ({pair.primary}, {pair.backup})")
-        elif old_pairs[name] != pair:
-            changes.append(f"pair {name} changed")
-    changes += [f"pair {name} removed" for name in old_pairs if name not in new_pairs]
-    return changes
-
-
-def carry_over_pairs(old: Monitor, new: Monitor, settings: MonitorSettings) -> list[str]:
-    """Put ``old``'s pair monitors into ``new`` for the pairs whose members did not change.
-
-    Their state (active member, timers, counters) is kept and they take ``settings`` from
-    their next period on; the names of the pairs kept are returned.  When monitoring is
-    turned on or off (oos-check to or from 0) nothing is kept: every pair is re-probed.
-    """
-    kept: list[str] = []
-    for name, pair in new.pairs.items():
-        previous = old.pairs.get(name)
-        if previous is None or previous.members() != pair.members():
-            continue
-        if previous.monitoring != settings.monitoring:
-            continue
-        previous.settings = settings
-        new.adopt(previous)
-        kept.append(name)
-    return kept
-
-
-@dataclass
-class WorkerPlan:
-    """What worker ``index`` of ``count`` gets from the parent (``[proxy] workers`` > 1)."""
-
-    index: int
-    count: int
-    sockets: dict[tuple[str, str, int], list[tuple[socket.socket, bool]]]
-    """Per ``[proxy] listen`` entry: this worker's bound sockets, each with its IP_RECVERR flag."""
-    handoff: list[tuple[socket.socket, socket.socket]]
-    """The hand-over socket pair of every worker (:func:`sipha.net.workers.handoff_pairs`)."""
-
-
 class ProxyApp:
-    """One sipha instance: transports + proxy core + timer + admin HTTP, on the running loop.
+    """One sipha instance: transports + the driven proxy core + admin HTTP, on the running loop.
 
     ``admin``: serve the admin HTTP on ``[admin] listen`` (``/healthz``, ``/status``,
     ``/metrics``, the dashboard).  ``demo``: the hooks of ``sipha demo`` (the
@@ -231,24 +94,22 @@ class ProxyApp:
         """Set in a worker process of ``[proxy] workers`` > 1: its index, sockets, hand-over."""
         self._handoff: Handoff | None = None
         self._own_addresses: frozenset[Address] = frozenset()
-        """A worker's own UDP addresses (see :func:`bind_worker_sockets`)."""
+        """A worker's own UDP addresses (see :func:`sipha.supervisor.bind_worker_sockets`)."""
         self.config_path: ConfigPath = config_path
         """Where SIGHUP re-reads the configuration: a file, None (the embedded default)."""
         self.telemetry = Telemetry()
         self._dispatch = Dispatcher(on_event=self._log_event, count_final=self.telemetry.count_final)
         self.transports = TransportManager(
             self._dispatch.on_message,
-            self._on_transport_error,
-            self._on_bad_stream,
+            self._dispatch.on_transport_error,
+            self._dispatch.on_bad_stream,
             on_batch_end=self._dispatch.on_batch_end,
         )
-        self._dispatch.transports = self.transports
         self.core: ProxyCore | None = None
         self.admin: AdminServer | None = None
         self._admin_enabled = admin
         self._demo = demo
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._started_at: float | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -256,7 +117,7 @@ class ProxyApp:
         self._tasks: set[asyncio.Task[object]] = set()
         self._reload_lock = asyncio.Lock()
         # [proxy] listen entry -> the addresses it bound (a host name may bind several).
-        self._bound: dict[tuple[str, str, int], list[Address]] = {}
+        self._bound: dict[ListenKey, list[Address]] = {}
 
     async def start(self) -> None:
         """Bind the listen addresses and the admin HTTP, and start proxying.
@@ -264,8 +125,7 @@ class ProxyApp:
         OSError when an address cannot be bound; nothing is left listening then.
         """
         self._loop = asyncio.get_running_loop()
-        self._dispatch.clock = self._loop.time
-        self._dispatch.arm_timer = self._arm_timer
+        self._dispatch.attach(self._loop, self.transports)
         await self.transports.start([])
         worker = self.worker
         try:
@@ -278,7 +138,7 @@ class ProxyApp:
                     own = await self.transports.adopt_listen(sock, recverr=recverr)
                     self._own_addresses = self._own_addresses | {own}
             for text in self.config.proxy.listen:
-                key = _listen_key(text)
+                key = listen_key(text)
                 if worker is not None:
                     self._bound[key] = [
                         await self.transports.adopt_listen(sock, recverr=recverr)
@@ -329,30 +189,14 @@ class ProxyApp:
         for address in bound:
             log.info("listening on %s", _address_text(address))
         await self._check_own_address(bound)
-        self.core.start(self._now())
-        self._flush()
-        self._spawn(self._collect_garbage_when_idle())
-
-    async def _collect_garbage_when_idle(self) -> None:
-        """The cyclic garbage collection :func:`tune_gc` left out, when it costs nothing."""
-        last = self._now()
-        while True:
-            await asyncio.sleep(IDLE_COLLECTION_EVERY / 4)
-            core = self.core
-            if core is not None and collect_when_idle(core.contexts, self._now(), last):
-                found = gc.collect()
-                last = self._now()
-                if found:
-                    log.debug("idle garbage collection: %d unreachable objects freed", found)
+        core.start(self._now())
+        dispatch.flush()
+        self._spawn(collect_garbage_when_idle(lambda: core.contexts, self._now))
 
     def _admin_listen(self) -> str:
         """``[admin] listen``; worker N of ``[proxy] workers`` serves its own on the port + N."""
         listen = self.config.admin.listen
-        worker = self.worker
-        if worker is None or worker.index == 0:
-            return listen
-        host, _, port = listen.rpartition(":")
-        return listen if port == "0" else f"{host}:{int(port) + worker.index}"
+        return listen if self.worker is None else self.worker.admin_listen(listen)
 
     async def _check_own_address(self, bound: list[Address]) -> None:
         """Event 40000 when this instance is not among the pool's addresses (docs/design.md §4).
@@ -380,8 +224,7 @@ class ProxyApp:
 
     async def stop(self) -> None:
         """Close the admin HTTP, every socket and connection."""
-        if self._timer is not None:
-            self._timer.cancel()
+        self._dispatch.close()
         admin, self.admin = self.admin, None
         if admin is not None:
             await admin.stop()
@@ -545,7 +388,7 @@ class ProxyApp:
             raise RuntimeError("not started")
         old = self.config
         changes = describe_changes(old, config)
-        wanted = {_listen_key(text): text for text in config.proxy.listen}
+        wanted = {listen_key(text): text for text in config.proxy.listen}
         if self.worker is not None and set(wanted) != set(self._bound):
             raise ValueError(
                 "proxy.listen cannot change on reload when proxy.workers > 1 (the parent binds the"
@@ -553,7 +396,7 @@ class ProxyApp:
             )
         if old.proxy.workers != config.proxy.workers:
             changes.append("proxy.workers takes effect at the next restart")
-        added: dict[tuple[str, str, int], list[Address]] = {}
+        added: dict[ListenKey, list[Address]] = {}
         try:
             for key, text in wanted.items():
                 if key not in self._bound:
@@ -573,7 +416,7 @@ class ProxyApp:
             raise
         kept: list[str] = []
         if core.monitor is not None:
-            kept = carry_over_pairs(core.monitor, monitor, _monitor_settings(config))
+            kept = carry_over_pairs(core.monitor, monitor, monitor_settings(config))
         reprobed = [name for name in monitor.pairs if name not in kept and name in view.pairs]
         reprobed = [name for name in reprobed if core.monitor is not None and name in core.monitor.pairs]
         now = self._now()
@@ -592,121 +435,26 @@ class ProxyApp:
             changes.append(f"re-probing pairs {', '.join(reprobed)} (members or monitoring changed)")
         if old.admin != config.admin:
             changes.append("admin changes take effect at the next restart")
-        self._flush()
+        self._dispatch.flush()
         return changes
 
-    # ------------------------------------------------------------------ transport callbacks
+    # ------------------------------------------------------------------ clock and events
 
     def _now(self) -> float:
         assert self._loop is not None  # noqa: S101 - set in start()
         return self._loop.time()
 
-    def _on_transport_error(self, destination: Address, error: OSError | str) -> None:
-        del error
-        if self.core is None:
-            return
-        self.core.transport_error(destination, self._now())
-        self._flush()
-
-    def _on_bad_stream(self, error: SipParseError, source: Address) -> None:
-        if self.core is None:
-            return
-        self.core.bad_stream(error, source, self._now())
-        self._flush()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._dispatch.timer_at = None
-        if self.core is None:
-            return
-        # Messages already received come before timeouts: under load an OPTIONS answer
-        # (or any response) can wait in the socket buffer behind a backlog, and a timer
-        # judged first would take it for silence (a false failover, then 503s).
-        self.transports.read_pending()
-        if self._handoff is not None:
-            self._handoff.read(20_000)
-        self.core.handle_timers(self._now())
-        self._flush()
-
-    def _flush(self) -> None:
-        """Send what the core produced and arm the timer for its next deadline."""
-        self._dispatch.flush()
-
-    def _arm_timer(self, deadline: float) -> None:
-        """(Re-)arm the core's one timer at ``deadline`` (the dispatcher's flush asks)."""
-        if self._timer is not None:
-            self._timer.cancel()
-        assert self._loop is not None  # noqa: S101 - set in start()
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
     def _log_event(self, event: HaEvent) -> None:
-        """A pair monitor event: the log, the dashboard's recent events, and the other workers."""
+        """A pair monitor event: the log, the dashboard's recent events (the dispatcher tells the workers)."""
         if event.event_id is not None:
             log.warning("event %d: %s", event.event_id, event.message)
         else:
             log.info("%s", event.message)
         self.telemetry.record_event(event)
-        handoff = self._handoff
-        if handoff is not None:
-            # A switch one worker decides holds for every worker (docs/design.md §5: one instance,
-            # whatever `workers` is); news that came from another worker is not passed on again.
-            if isinstance(event, MemberBecameActive) and event.reason != "worker":
-                handoff.broadcast_pair(event.pair, "active", event.member.role, event.at)
-            elif isinstance(event, PairUnknown) and event.member is not None and event.reason != "worker":
-                core = self.core
-                what = "gone" if core is not None and core.gone(event.member) else "lost"
-                handoff.broadcast_pair(event.pair, what, event.member.role, event.at)
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` on the standard library's event loop (epoll on Linux).
-
-    Not uvloop: libuv stops watching a socket for good when poll reports an error
-    condition (POLLERR), and that is exactly how the kernel signals the ICMP errors
-    sipha asks for with IP_RECVERR (a dead UDP peer's "port unreachable", RFC 3261
-    §18.4).  One gone phone would leave the proxy deaf on UDP.  The UDP path reads
-    raw sockets in batches, so the standard loop costs little there.
-    """
-    tune_gc()
-    asyncio.run(main)
-
-
-def tune_gc() -> None:
-    """No automatic cyclic garbage collection: reference counting frees what sipha allocates.
-
-    A proxy at a few thousand calls/s holds tens of thousands of transactions (kept up
-    to 32 s, some 140 tracked objects per call): one full collection then scans millions
-    of objects and stops the event loop for seconds, and the young ones cost ~20 % of the
-    CPU (0.52 -> 0.42 ms per call measured at 1,500 calls/s).  The proxy core makes no
-    reference cycles (tests/proxy/test_no_cycles.py); what the event loop or the admin
-    HTTP may leave in cycles is collected when the proxy is idle (:func:`collect_when_idle`).
-    Everything imported so far is frozen out of collection.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-
-
-IDLE_COLLECTION_EVERY: Final = 60.0
-"""At most this often (s), a full garbage collection while no transaction is under way."""
-
-
-def collect_when_idle(transactions_alive: int, now: float, last: float) -> bool:
-    """Whether to collect now: nothing alive to scan, and not collected for a while."""
-    return transactions_alive == 0 and now - last >= IDLE_COLLECTION_EVERY
 
 
 def _address_text(address: Address) -> str:
     return f"{address.transport.lower()}:{address.host}:{address.port}"
-
-
-def _monitor_settings(config: Config) -> MonitorSettings:
-    return MonitorSettings(
-        oos_check=float(config.monitor.oos_check),
-        oos_force=float(config.monitor.oos_force),
-        alive_codes=AliveCodes.parse(config.monitor.alive_codes),
-        takeover_timeout=config.monitor.takeover_timeout,
-    )
 
 
 def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
@@ -714,154 +462,13 @@ def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
 
     ``config_path``: the file ``config`` was read from, None for the embedded default.
     With ``[proxy] workers`` > 1, this process becomes the parent of the workers
-    (:func:`run_workers`).
+    (:func:`sipha.supervisor.run_workers`), each of which runs a :class:`ProxyApp`.
     """
     if config.proxy.workers > 1:
-        run_workers(config, config_path)
+
+        def serve(plan: WorkerPlan) -> None:
+            run_loop(ProxyApp(config, config_path=config_path, worker=plan).run())
+
+        run_workers(config, serve)
         return
     run_loop(ProxyApp(config, config_path=config_path).run())
-
-
-WORKER_START_GRACE: Final = 5.0
-"""A worker that dies sooner than this after its start is not restarted: the parent stops."""
-
-WorkerSockets = dict[tuple[str, str, int], list[tuple[socket.socket, bool]]]
-OWN_SOCKETS: Final = ("own", "", 0)
-"""The key of a worker's own UDP sockets (one per UDP listen entry, on a port of its own)."""
-
-
-def bind_worker_sockets(config: Config, count: int) -> list[WorkerSockets]:
-    """Every worker's sockets, bound now (SO_REUSEPORT, one port per listen entry for all).
-
-    Each worker also gets a UDP socket of its own per UDP listen entry, on a port the
-    kernel picks (under :data:`OWN_SOCKETS`): it sends from it and names it in Via, so
-    the SIP servers' responses reach the worker holding their transaction directly (the
-    shared port then carries only requests, and one worker reading a busy sender's
-    datagrams is not also reading all the answers).
-    OSError or ValueError (a transport not served) as ``sipha run`` would raise them;
-    nothing stays bound then.
-    """
-    for text in config.proxy.listen:
-        check_listen_transport(parse_address(text).transport)
-    plans: list[WorkerSockets] = [{} for _ in range(count)]
-    try:
-        for text in config.proxy.listen:
-            configured = parse_address(text)
-            family, ip = resolve_listen(configured.transport, configured.host, configured.port)
-            port = configured.port
-            for plan in plans:
-                sock, recverr = bind_shared(
-                    configured.transport, family, ip, port, udp_buffer=DEFAULT_UDP_BUFFER
-                )
-                port = sock.getsockname()[1]  # port 0: the first bind picks the port for all
-                plan[_listen_key(text)] = [(sock, recverr)]
-                if configured.transport.upper() == "UDP":
-                    own = open_udp_socket(family, ip, 0, buffer_size=DEFAULT_UDP_BUFFER, reuse_address=False)
-                    plan.setdefault(OWN_SOCKETS, []).append(own)
-    except BaseException:
-        for plan in plans:
-            for sockets in plan.values():
-                for sock, _ in sockets:
-                    sock.close()
-        raise
-    return plans
-
-
-def run_workers(config: Config, config_path: ConfigPath) -> None:
-    """The parent of ``[proxy] workers``: bind, start the workers, pass signals on, restart.
-
-    Each worker is a whole sipha instance (core, pair monitor, admin HTTP on the admin
-    port + its index) in its own process; the parent only holds the sockets, so that a
-    worker that dies is restarted on the same ones with nothing lost in their buffers.
-    SIGTERM/SIGINT/SIGHUP go to every worker; the parent exits when they all have.
-    Raises OSError when a worker cannot start (the others are stopped then).
-    """
-    count = config.proxy.workers
-    plans = bind_worker_sockets(config, count)
-    pairs = handoff_pairs(count)
-    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
-    stopping = False
-    failure: str | None = None
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if signum != signal.SIGHUP:
-            stopping = True
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    for index in range(count):
-        pid = _fork_worker(config, config_path, WorkerPlan(index, count, plans[index], pairs), plans)
-        children[pid] = (index, time.monotonic())
-    log.info("started %d workers (pids %s)", count, ", ".join(str(pid) for pid in children))
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:  # pragma: no cover - every child is in `children`
-            break
-        index, started = children.pop(pid)
-        code = os.waitstatus_to_exitcode(status)
-        if stopping:
-            continue
-        if time.monotonic() - started < WORKER_START_GRACE:
-            failure = f"worker {index} exited with status {code} at start (see its log lines above)"
-            stopping = True
-            forward(signal.SIGTERM, None)
-            continue
-        log.error("worker %d (pid %d) exited with status %d: restarting it", index, pid, code)
-        new = _fork_worker(config, config_path, WorkerPlan(index, count, plans[index], pairs), plans)
-        children[new] = (index, time.monotonic())
-    if failure is not None:
-        raise OSError(failure)
-    log.info("all workers exited")
-
-
-def _fork_worker(
-    config: Config, config_path: ConfigPath, plan: WorkerPlan, every: list[WorkerSockets]
-) -> int:
-    """Start worker ``plan.index`` in a child process; its pid."""
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 0
-    try:  # the child: never returns into the parent's code
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)
-        # Its own process group: a Ctrl-C at a terminal (or `timeout`) signals the parent's
-        # group, and the parent passes the signal on once; a second copy would stop the
-        # worker at once instead of draining it.
-        os.setpgid(0, 0)
-        for other in every:
-            if other is not plan.sockets:
-                for sockets in other.values():
-                    for sock, _ in sockets:
-                        sock.close()
-        prefix = f"worker {plan.index}: "
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_WorkerLogPrefix(prefix))
-        run_loop(ProxyApp(config, config_path=config_path, worker=plan).run())
-    except BaseException:  # whatever it is, the child must not return into the parent's code
-        log.exception("worker %d failed", plan.index)
-        code = 1
-    finally:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-class _WorkerLogPrefix(logging.Filter):
-    """Prefixes a worker's log lines with ``worker N:`` (text and JSON formats alike)."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self._prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not getattr(record, "sipha_worker_prefixed", False):
-            record.msg = self._prefix + str(record.msg)
-            record.sipha_worker_prefixed = True
-        return True

@@ -172,7 +172,7 @@ def _delay_seconds(text: str) -> float:
 def _simulate_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from sipha.config import parse_address  # noqa: PLC0415 - only for this command
-    from sipha.simulator import SimulatedServer, drop_counts, serve  # noqa: PLC0415 - asyncio and sockets
+    from sipha.sim.server import SimulatedServer, drop_counts, serve  # noqa: PLC0415 - asyncio and sockets
     from sipha.sip.address import Address  # noqa: PLC0415
 
     try:
@@ -191,7 +191,7 @@ def _simulate_server(args: argparse.Namespace) -> int:
         print(f"sipha: simulate-server: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     try:
-        from sipha.app import run_loop  # noqa: PLC0415 - asyncio and sockets only when serving
+        from sipha.runtime import run_loop  # noqa: PLC0415 - asyncio and sockets only when serving
 
         run_loop(serve(server, proxy, listen_delay=args.listen_delay))
     except (OSError, ValueError) as error:
@@ -254,8 +254,8 @@ def _run(path: Path | None, log_level: str, log_format: str = "text") -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from sipha.admin.demo import DemoOptions, PortInUse, run_demo  # noqa: PLC0415 - asyncio, aiohttp
-    from sipha.app import run_loop  # noqa: PLC0415
+    from sipha.runtime import run_loop  # noqa: PLC0415 - asyncio
+    from sipha.sim.demo import DemoOptions, PortInUse, run_demo  # noqa: PLC0415 - asyncio, aiohttp
 
     options = DemoOptions(
         sip_port=args.sip_port,

@@ -1,31 +1,34 @@
-"""The per-message glue between the transports and the proxy core, compiled with the core.
+"""The proxy's layer on the driver: worker hand-over, §18.2.2 fallback, counts; compiled with the core.
 
-Every datagram and every framed stream message goes through here: to another
-worker if that one holds its transaction (:func:`sipha.proxy.affinity.owner`),
-else into the core; then a *flush* sends what the core produced and re-arms the
-one timer the core needs.
+:class:`sipha.net.driver.Driver` feeds the proxy core and flushes what it
+produced.  What only the proxy needs is here, as overrides of the driver's
+steps:
 
-A UDP socket is read in batches (one wakeup, up to ``[proxy] udp-batch``
-datagrams), and the flush runs once per batch rather than once per datagram:
-the messages leave in the order the core produced them either way, a batch
-is read within microseconds, and the core's next deadline is computed once.
-Stream messages are flushed one by one (a TCP read may carry a single message
-whose answer must not wait for another read).
+* a message whose transaction another worker of ``[proxy] workers`` holds
+  (:func:`sipha.proxy.affinity.owner`) is passed to that worker unread, and what
+  other workers pass to this one is fed in the same batch as a socket's;
+* a stream whose framing failed is answered (400/513) before it is closed;
+* pair monitor events go to the application (log, dashboard) and, once, to the
+  other workers, so that a switch one worker decides holds for all;
+* a response whose connection is gone goes where §18.2.2 says, and a final
+  response of a server transaction is counted (for /metrics).
 
 It does no I/O of its own and keeps no clock: the transports send, and the
-application (:mod:`sipha.app`) gives ``clock`` and ``arm_timer``.
+application (:mod:`sipha.app`) attaches it to the loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from sipha.ha import MemberBecameActive, PairUnknown
+from sipha.net.driver import Driver, Outgoing, Transports
 from sipha.proxy.affinity import owner
 from sipha.proxy.via import response_fallback_destination
 from sipha.sip import Response, SipParseError
+from sipha.txn import SendMessage
 
 if TYPE_CHECKING:
     from sipha.ha import HaEvent
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 FINAL: int = 200
 _STREAM_HOLDERS_MAX: int = 65536
 """Bound of the table of stream peers held by other workers (like the other address caches)."""
+_HANDOFF_BACKLOG: int = 20_000
+"""At most this many handed-over messages are read before the timers are judged."""
 TIMER_GRID: float = 0.01
 """The core's timer fires on this grid (s): however many transaction timers fall due, the
 loop wakes up for them at most 100 times a second.  The shortest SIP timer is T1 (500 ms)
@@ -44,22 +49,8 @@ of calls a second every call's transactions end at their own instant (Timers K, 
 and waking for each one cost a loop iteration, a callback and a read of every socket."""
 
 
-class Transports(Protocol):
-    """What the dispatcher needs of :class:`sipha.net.manager.TransportManager`."""
-
-    def send(self, data: bytes, destination: Address) -> None:
-        """Send (or queue) ``data``; failures are reported through the transport's callback."""
-
-    def has_connection(self, destination: Address) -> bool:
-        """Whether a stream connection to ``destination`` is open."""
-
-
-def _no_clock() -> float:
-    raise RuntimeError("the dispatcher has no clock yet")  # pragma: no cover - set at start
-
-
-class Dispatcher:
-    """Feed the core, hand messages over between workers, send, and keep the timer armed."""
+class Dispatcher(Driver):
+    """The driver of the proxy core, with the hand-over between workers and the proxy's sending rules."""
 
     def __init__(
         self,
@@ -67,15 +58,8 @@ class Dispatcher:
         on_event: Callable[[HaEvent], None],
         count_final: Callable[[str, int], None],
     ) -> None:
-        self.core: ProxyCore | None = None
-        """Set once the core is built; messages before that are dropped."""
-        self.transports: Transports | None = None
-        self.clock: Callable[[], float] = _no_clock
-        """The loop's monotonic clock (``now`` for the core)."""
-        self.arm_timer: Callable[[float], None] | None = None
-        """Called with the core's next deadline when it is earlier than the armed one."""
-        self.timer_at: float | None = None
-        """The deadline the armed timer fires at, None when none is armed."""
+        super().__init__(grid=TIMER_GRID)
+        self._core: ProxyCore | None = None
         self.handoff: Handoff | None = None
         self.worker_index = 0
         self.worker_count = 1
@@ -83,20 +67,25 @@ class Dispatcher:
         """A worker's own UDP addresses: what arrives there answers its own requests."""
         self._on_event = on_event
         self._count_final = count_final
-        self._pending = False
         self._stream_holders: dict[Address, int] = {}
         """Stream peers whose connection another worker holds: that worker's index."""
+
+    @property
+    def core(self) -> ProxyCore | None:
+        """The proxy core, the driven endpoint; None until it is built (messages are dropped)."""
+        return self._core
+
+    @core.setter
+    def core(self, core: ProxyCore | None) -> None:
+        self._core = core
+        self.endpoint = core
 
     # ------------------------------------------------------------------ inputs
 
     def on_message(self, data: bytes, source: Address, local: Address) -> None:
         """A datagram or a framed stream message from the transports."""
-        core = self.core
-        if core is None:
-            return
-        udp = source.transport == "UDP"
         handoff = self.handoff
-        if handoff is not None and (not udp or local not in self.own_addresses):
+        if handoff is not None and (source.transport != "UDP" or local not in self.own_addresses):
             # Another worker may hold this message's transaction: pass it on unread.  (What
             # comes to this worker's own UDP port answers its own requests.)  A stream
             # connection stays here; the owner's answers on it come back to be written.
@@ -104,30 +93,29 @@ class Dispatcher:
             if target is not None and target != self.worker_index:
                 handoff.send(target, data, source, local)
                 return
-        if udp:
-            core.receive(data, source, self.clock())
-            self._pending = True  # flushed at the end of the batch (on_batch_end)
+        super().on_message(data, source, local)
+
+    def on_bad_stream(self, error: SipParseError, source: Address) -> None:
+        """A stream whose framing failed: the core answers what it can, before the close (§18.3)."""
+        core = self._core
+        if core is None:
             return
-        core.receive(data, source, self.clock(), stream=True)
+        core.bad_stream(error, source, self.clock())
         self.flush()
 
     def on_handed_over(self, data: bytes, source: Address, local: Address, sender: int) -> None:
         """A message another worker (``sender``) received for a transaction of this one."""
         del local
-        core = self.core
-        if core is None:
-            return
         if source.transport == "UDP":
-            core.receive(data, source, self.clock())
-        else:
-            # From a connection ``sender`` holds: what this worker sends to that peer is
-            # written there (§18.2.2: responses go back on the request's connection).
-            holders = self._stream_holders
-            if len(holders) >= _STREAM_HOLDERS_MAX:
-                holders.clear()
-            holders[source] = sender
-            core.receive(data, source, self.clock(), stream=True)
-        self._pending = True
+            self.receive(data, source)
+            return
+        # From a connection ``sender`` holds: what this worker sends to that peer is
+        # written there (§18.2.2: responses go back on the request's connection).
+        holders = self._stream_holders
+        if len(holders) >= _STREAM_HOLDERS_MAX:
+            holders.clear()
+        holders[source] = sender
+        self.receive(data, source, stream=True)
 
     def on_handed_send(self, data: bytes, destination: Address, fallback: Address) -> None:
         """Write what another worker sends to a peer of a connection this worker holds.
@@ -143,60 +131,70 @@ class Dispatcher:
     def on_pair_news(self, pair: str, what: str, role: str, at: float, sender: int) -> None:
         """Another worker (``sender``) saw ``role`` of ``pair`` become ``active`` or be ``lost`` at ``at``."""
         del sender
-        core = self.core
+        core = self._core
         if core is None:
             return
         core.pair_news(pair, what, role, at, self.clock())
         self._pending = True  # flushed at the end of the hand-over batch
 
-    def on_batch_end(self) -> None:
-        """A socket's batch of datagrams has been read: send what they produced."""
-        if self._pending:
-            self.flush()
+    def read_backlog(self) -> None:
+        """The sockets' backlog, then what other workers already passed over."""
+        super().read_backlog()
+        handoff = self.handoff
+        if handoff is not None:
+            handoff.read(_HANDOFF_BACKLOG)
 
     # ------------------------------------------------------------------ output
 
     def flush(self) -> None:
-        """Send what the core produced and arm the timer for its next deadline."""
-        self._pending = False
-        core = self.core
-        transports = self.transports
-        if core is None or transports is None:
-            return
-        if core.events:
+        """The pair monitor's events first, then what the core sends, then the timer."""
+        core = self._core
+        if core is not None and core.events and self.transports is not None:
             for event in core.drain_events():
                 self._on_event(event)
-        for action in core.drain():
-            destination = action.destination
-            message = action.message
-            response = message if isinstance(message, Response) else None
-            if response is not None and action.key is not None and response.status >= FINAL:
-                # A final response of a server transaction: one transaction answered.
-                with contextlib.suppress(SipParseError):
-                    self._count_final(response.cseq.method, response.status)
-            if destination.reliable and not transports.has_connection(destination):
-                fallback = destination
-                if response is not None:
-                    # §18.2.2: the request's connection is gone: "the server SHOULD open a
-                    # connection to the IP address in the received parameter ... using the
-                    # port in the sent-by value".
-                    with contextlib.suppress(SipParseError):
-                        fallback = response_fallback_destination(response.top_via, destination)
-                holder = self._stream_holders.get(destination)
-                if holder is not None and self.handoff is not None:
-                    # The connection is another worker's (the request was handed over from it).
-                    self.handoff.send_out(holder, message.to_bytes(), destination, fallback)
-                    continue
-                destination = fallback
-            transports.send(message.to_bytes(), destination)
-        deadline = core.next_deadline()
-        if deadline is None:
+                self._pass_on(event, core)
+        super().flush()
+
+    def send(self, output: Outgoing, transports: Transports) -> None:
+        """Count a final response; §18.2.2 when the connection is gone; another worker's connection."""
+        if not isinstance(output, SendMessage):  # pragma: no cover - the core sends nothing else
+            super().send(output, transports)
             return
-        # The next point of the grid, never before the deadline (floating-point rounding).
-        fire_at = max(math.ceil(deadline / TIMER_GRID) * TIMER_GRID, deadline)
-        timer_at = self.timer_at
-        if timer_at is not None and timer_at <= fire_at:
-            return  # the armed timer fires first; it re-arms for what is left
-        self.timer_at = fire_at
-        if self.arm_timer is not None:
-            self.arm_timer(fire_at)
+        destination = output.destination
+        message = output.message
+        response = message if isinstance(message, Response) else None
+        if response is not None and response.status >= FINAL and output.key is not None:
+            # A final response of a server transaction (not one sent statelessly): one transaction
+            # answered.
+            with contextlib.suppress(SipParseError):
+                self._count_final(response.cseq.method, response.status)
+        if destination.reliable and not transports.has_connection(destination):
+            fallback = destination
+            if response is not None:
+                # §18.2.2: the request's connection is gone: "the server SHOULD open a
+                # connection to the IP address in the received parameter ... using the
+                # port in the sent-by value".
+                with contextlib.suppress(SipParseError):
+                    fallback = response_fallback_destination(response.top_via, destination)
+            holder = self._stream_holders.get(destination)
+            if holder is not None and self.handoff is not None:
+                # The connection is another worker's (the request was handed over from it).
+                self.handoff.send_out(holder, message.to_bytes(), destination, fallback)
+                return
+            destination = fallback
+        transports.send(message.to_bytes(), destination)
+
+    def _pass_on(self, event: HaEvent, core: ProxyCore) -> None:
+        """Tell the other workers of a pair's switch or loss.
+
+        A switch one worker decides holds for every worker (docs/design.md §5: one instance,
+        whatever ``workers`` is); news that came from another worker is not passed on again.
+        """
+        handoff = self.handoff
+        if handoff is None:
+            return
+        if isinstance(event, MemberBecameActive) and event.reason != "worker":
+            handoff.broadcast_pair(event.pair, "active", event.member.role, event.at)
+        elif isinstance(event, PairUnknown) and event.member is not None and event.reason != "worker":
+            what = "gone" if core.gone(event.member) else "lost"
+            handoff.broadcast_pair(event.pair, what, event.member.role, event.at)

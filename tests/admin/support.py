@@ -20,7 +20,7 @@ import aiohttp
 
 from sipha.app import ProxyApp
 from sipha.config import Config, load_config_text
-from sipha.simulator import SimulatedServer
+from sipha.sim.server import SimulatedServer
 from tests.integration.support import free_port
 
 HOST = "127.0.0.1"

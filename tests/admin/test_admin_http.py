@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipha import __version__
 from sipha.admin.server import build_app
 from sipha.app import ProxyApp
-from sipha.simulator import SimulatedServer
+from sipha.sim.server import SimulatedServer
 from sipha.sip.address import Address
 from tests.admin.support import HOST, Running, config_for, eventually, running_proxy
 from tests.integration.support import free_port

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sipha.admin.demo import DemoOptions, demo_config
+from sipha.sim.demo import DemoOptions, demo_config
 from tests.admin.support import HOST, DemoProcess, demo_process, wait_until
 from tests.integration.support import free_port
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from sipha.proxy.core import MAGIC_COOKIE, ProxyCore, ProxySettings, _better, _class_rank, _warning
+from sipha.proxy.core import MAGIC_COOKIE, ProxyCore, ProxySettings
+from sipha.proxy.rules import better as _better
+from sipha.proxy.rules import class_rank as _class_rank
+from sipha.proxy.rules import warning as _warning
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Request, Response, SipParseError, make_response, parse_message, parse_via
 from sipha.sip.address import Address

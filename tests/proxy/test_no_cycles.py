@@ -2,7 +2,7 @@
 
 With tens of thousands of transactions alive (each kept up to 32 s, about 140
 tracked objects per call), one full collection scans millions of objects and
-stops the proxy for seconds.  ``app.tune_gc`` therefore disables automatic
+stops the proxy for seconds.  ``sipha.runtime.tune_gc`` therefore disables automatic
 collection, and reference counting must free everything the core allocates:
 these flows, run with the collector off, must leave nothing for it to find.
 """

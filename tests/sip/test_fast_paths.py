@@ -25,7 +25,7 @@ from sipha.sip import (
     uri,
 )
 from sipha.sip.headers import _parse_name_addr_full
-from sipha.sip.message import _slow_fields
+from sipha.sip.parser import _slow_fields
 from sipha.sip.uri import Uri, _parse_uri_full
 
 URIS = [

@@ -1,6 +1,11 @@
-"""Unit tests of sipha.sip.message: parsing, typed access, validation, edits, output (RFC 3261 §7, §18.3)."""
+"""Unit tests of sipha.sip.parser, .fields and .message: parsing, typed access, validation, edits, output.
+
+RFC 3261 §7, §18.3.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
@@ -509,6 +514,81 @@ def test_typed_properties_are_cached() -> None:
     assert request.to is request.to
     assert request.require is request.require
     assert request.proxy_require is request.proxy_require
+
+
+# Each typed value, read, then its header changed: the value is read anew from the new text.
+CHANGED_HEADERS = [
+    (
+        "Via",
+        "SIP/2.0/TCP h2;branch=z9hG4bK2",
+        lambda m: (m.top_via.host, [via.host for via in m.vias]),
+        ("h2", ["h2"]),
+    ),
+    ("Route", "<sip:r2;lr>", lambda m: [route.uri_text for route in m.routes], ["sip:r2;lr"]),
+    ("Record-Route", "<sip:rr2;lr>", lambda m: [rr.uri_text for rr in m.record_routes], ["sip:rr2;lr"]),
+    ("Contact", "<sip:c2@y>", lambda m: [contact.uri_text for contact in m.contacts], ["sip:c2@y"]),
+    ("To", "<sip:carol@x>;tag=9", lambda m: (m.to.uri_text, m.to.tag), ("sip:carol@x", "9")),
+    ("From", "<sip:dave@x>;tag=8", lambda m: (m.from_.uri_text, m.from_.tag), ("sip:dave@x", "8")),
+    ("Call-ID", "other@x", lambda m: m.call_id, "other@x"),
+    ("CSeq", "7 INVITE", lambda m: m.cseq.seq, 7),
+    ("Max-Forwards", "5", lambda m: m.max_forwards, 5),
+    ("Content-Length", "3", lambda m: m.content_length, 3),
+    ("Require", "b, c", lambda m: m.require, ["b", "c"]),
+    ("Proxy-Require", "d", lambda m: m.proxy_require, ["d"]),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "read", "expected"), CHANGED_HEADERS)
+def test_a_changed_header_is_read_anew(
+    name: str, value: str, read: Callable[[Request], object], expected: object
+) -> None:
+    request = parse_request(
+        invite(
+            "Route: <sip:r;lr>",
+            "Record-Route: <sip:rr;lr>",
+            "Contact: <sip:c@x>",
+            "Require: a",
+            "Proxy-Require: p",
+        )
+    )
+    before = read(request)
+    assert before != expected
+    cseq = request.cseq
+    request.set_header(name, value)
+    assert read(request) == expected
+    if name != "CSeq":
+        assert request.cseq is cseq  # the other typed values are kept
+    request.remove_header(name)
+    if name in ("Max-Forwards", "Content-Length"):
+        assert read(request) is None
+    elif name in ("Route", "Record-Route", "Contact", "Require", "Proxy-Require"):
+        assert read(request) == []
+    else:
+        with pytest.raises(SipParseError, match="missing"):
+            read(request)
+
+
+@pytest.mark.parametrize(
+    ("line", "prop"),
+    [
+        ("Via: SIP/2.0/UDP h2;branch=z9hG4bK2, SIP/2.0/UDP bad host", "vias"),
+        ("Route: <sip:r1;lr>, <sip:r2;lr", "routes"),
+        ("Contact: <sip:c1@x>, <sip:c2@x", "contacts"),
+        ("Require: a, b c", "require"),
+    ],
+)
+def test_a_bad_header_raises_on_every_read(line: str, prop: str) -> None:
+    """Nothing is kept of a header that does not parse, not even the elements before the bad one."""
+    request = parse_request(invite(line))
+    for _ in range(2):
+        with pytest.raises(SipParseError):
+            getattr(request, prop)
+
+
+def test_what_is_not_a_header_name_is_not_in_a_message() -> None:
+    request = parse_request(invite())
+    assert "Bad Name" not in request
+    assert "" not in request
 
 
 def test_absent_optional_headers() -> None:

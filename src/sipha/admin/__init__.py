@@ -1,10 +1,11 @@
-"""sipha.admin: the admin HTTP surface (docs/design.md §5 ``[admin]``) and ``sipha demo``.
+"""sipha.admin: the admin HTTP surface (docs/design.md §5 ``[admin]``).
 
 * :mod:`sipha.admin.server`: aiohttp app and server: /healthz, /status, /metrics, the dashboard.
 * :mod:`sipha.admin.status`: the /status and /healthz content, read at request time.
 * :mod:`sipha.admin.metrics`: the Prometheus collector (reads the live state at scrape time).
 * :mod:`sipha.admin.telemetry`: what the app records for it (HA event history, counts).
-* :mod:`sipha.admin.demo`: ``sipha demo``.
 
-Importing this package imports none of them (aiohttp is loaded only where it is used).
+Importing this package imports none of them (aiohttp is loaded only where it is used).  It is a
+leaf of the wiring: it reads the running application through :class:`sipha.admin.status.AdminSource`
+and never imports it (``sipha demo``, which runs both, is :mod:`sipha.sim.demo`).
 """

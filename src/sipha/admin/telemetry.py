@@ -1,8 +1,8 @@
 """What the app records for the admin surface, beyond what the core and the monitor count.
 
 Nothing here touches the network or imports aiohttp/prometheus_client: the app
-feeds it from :meth:`sipha.app.ProxyApp._flush` and from the pair monitor, and
-the admin server reads it at request time.  Every record is O(1):
+feeds it from the dispatcher's flush (:class:`sipha.dispatch.Dispatcher`) and from
+the pair monitor, and the admin server reads it at request time.  Every record is O(1):
 
 * the last :data:`EVENT_HISTORY` HA events with their wall-clock time (the
   dashboard's timeline, ``events`` in /status);

@@ -1,8 +1,10 @@
-"""sipha.net: the asyncio transport layer (RFC 3261 §18), the only package besides app.py doing I/O.
+"""sipha.net: the asyncio transport layer (RFC 3261 §18) and the driver of sans-IO endpoints.
 
 :class:`TransportManager` owns the UDP sockets, TCP servers and connections
-and the resolver.  The pure RFC 3261 §18.2 / RFC 3581 rules for the top Via
-of requests received and responses sent are in :mod:`sipha.proxy.via`.
+and the resolver; :class:`sipha.net.driver.Driver` feeds an endpoint (the proxy
+core, a simulated server) what they receive and its timers, and sends what it
+produces.  The pure RFC 3261 §18.2 / RFC 3581 rules for the top Via of requests
+received and responses sent are in :mod:`sipha.proxy.via`.
 """
 
 from sipha.net.manager import OnTransportError, TransportManager

@@ -1,10 +1,11 @@
 """The transport layer's one public object: sockets, connections, name resolution.
 
-``app.py`` gives it the callbacks of the core, starts it with the listen
-addresses, and calls :meth:`TransportManager.send` for every message the core
-emits.  Callbacks are never invoked from inside :meth:`send`: errors found
-while sending are reported on the next loop iteration, so the core is not
-re-entered while it is draining its own output.
+The driver (:mod:`sipha.net.driver`) gives it its callbacks and calls
+:meth:`TransportManager.send` for every message its endpoint emits; the
+application starts it with the listen addresses.  Callbacks are never invoked
+from inside :meth:`send`: errors found while sending are reported on the next
+loop iteration, so the endpoint is not re-entered while it is draining its own
+output.
 """
 
 from __future__ import annotations

@@ -4,35 +4,20 @@ Bytes in, typed messages out, and back to bytes; no sockets, no clock.
 """
 
 from sipha.sip.errors import (
-    BadExtension,
-    BadUriScheme,
-    BodyTooLarge,
     MessageTooLarge,
     SipParseError,
-    TooManyHops,
     VersionNotSupported,
 )
+from sipha.sip.fields import Field
 from sipha.sip.framer import Frame, FramerEvent, FramingError, Ping, StreamFramer
 from sipha.sip.headers import CSeq, NameAddr, Via, parse_name_addr, parse_via
-from sipha.sip.message import (
-    DEFAULT_LIMITS,
-    Field,
-    Message,
-    ParserLimits,
-    Request,
-    Response,
-    canonical_name,
-    make_response,
-    parse_message,
-)
+from sipha.sip.message import Message, Request, Response, canonical_name, make_response
+from sipha.sip.parser import DEFAULT_LIMITS, ParserLimits, parse_message
 from sipha.sip.uri import AbsoluteUri, SipUri, TelUri, Uri, parse_uri
 
 __all__ = [
     "DEFAULT_LIMITS",
     "AbsoluteUri",
-    "BadExtension",
-    "BadUriScheme",
-    "BodyTooLarge",
     "CSeq",
     "Field",
     "Frame",
@@ -49,7 +34,6 @@ __all__ = [
     "SipUri",
     "StreamFramer",
     "TelUri",
-    "TooManyHops",
     "Uri",
     "VersionNotSupported",
     "Via",

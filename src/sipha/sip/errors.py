@@ -68,30 +68,6 @@ class MessageTooLarge(SipParseError):
     status = 513
 
 
-class BodyTooLarge(SipParseError):
-    """RFC 3261 §21.4.11: the body exceeds what the server accepts."""
-
-    status = 413
-
-
-class BadUriScheme(SipParseError):
-    """RFC 3261 §21.4.13 / §16.3 step 2: the Request-URI scheme is not understood."""
-
-    status = 416
-
-
-class BadExtension(SipParseError):
-    """RFC 3261 §21.4.15 / §16.3 step 6: a Proxy-Require option is not supported."""
-
-    status = 420
-
-
-class TooManyHops(SipParseError):
-    """RFC 3261 §21.4.20 / §16.3 step 3: Max-Forwards reached zero."""
-
-    status = 483
-
-
 class VersionNotSupported(SipParseError):
     """RFC 3261 §21.5.6: a well-formed SIP-Version other than 2.0."""
 

@@ -17,7 +17,8 @@ import re
 from typing import Final
 
 from sipha.sip.errors import MessageTooLarge, SipParseError
-from sipha.sip.message import DEFAULT_LIMITS, ParserLimits, Request, Response, parse_message
+from sipha.sip.message import Request, Response
+from sipha.sip.parser import DEFAULT_LIMITS, ParserLimits, parse_message
 
 # Content-Length or its compact form "l", at the start of a header line (§7.3.3).
 # The value may be folded onto continuation lines (RFC 3261 §7.3.1).

@@ -351,7 +351,11 @@ def _parse_name_addr_full(element: str, *, what: str) -> NameAddr:
 
 
 _CSEQ_DIGITS: Final = 10
-_COMMON_METHODS: Final = frozenset(
+# The methods of RFC 3261 §7.1 and of the extensions that define PRACK (RFC 3262), SUBSCRIBE and
+# NOTIFY (RFC 6665), PUBLISH (RFC 3903), INFO (RFC 6086), REFER (RFC 3515), MESSAGE (RFC 3428)
+# and UPDATE (RFC 3311): the fast paths of the start line and of CSeq, and 400 or 501 for a
+# CSeq method that does not match (RFC 4475 §3.1.2.18).
+KNOWN_METHODS: Final = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
      "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
 )  # fmt: skip
@@ -383,7 +387,7 @@ def parse_cseq(value: str) -> CSeq:
         and number.isascii()
         and number.isdigit()
         and len(number) <= _CSEQ_DIGITS
-        and method in _COMMON_METHODS
+        and method in KNOWN_METHODS
     ):
         seq = int(number)
         if seq <= MAX_CSEQ:

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from sipha.app import ProxyApp
 from sipha.config import Config, default_config_text
-from sipha.simulator import SimulatedServer
+from sipha.sim.server import SimulatedServer
 from sipha.sip.address import Address
 
 log = logging.getLogger("sipha.demo")

@@ -1,42 +1,24 @@
-"""A simulated SIP server: one member of a primary/backup pair, for the HA tests and the demo.
+"""The simulated SIP server's sans-IO side: a transaction layer (§17) and a UAS core on top.
 
-It is a small RFC 3261 UAS built on the same layers as the proxy: sockets from
-:class:`~sipha.net.TransportManager`, transactions from
-:class:`~sipha.txn.TransactionLayer` (§17), and on top a UAS core that answers.
-
-* **primary** mode: OPTIONS 200 (§11.2), INVITE 180 then 200 with SDP like
-  SIPp's built-in ``uas`` scenario (§13.3.1), ACK, BYE 200 (§15.1.2), CANCEL
-  200 and 487 to the INVITE (§9.2), anything else 200.  The UAS core
-  retransmits its 2xx until the ACK arrives (§13.3.1.4).
-* **backup** mode: silent (the request never reaches the transaction layer),
-  or, with ``backup_answer``, every request is answered with that code
-  (docs/design.md §2 allows both).
-* ``drop``: in primary mode the first N requests of a method are dropped
-  silently, retransmissions included (one unanswered request from an otherwise
-  healthy server, for the HA tests); other methods (OPTIONS) are answered.
-* :meth:`SimulatedServer.send_request` sends a request (OPTIONS by default)
-  from the listening socket, so that a proxy sees the member's address as the
-  source ("switch on a request from the backup", docs/design.md §2).
-
-The mode is switched with :meth:`SimulatedServer.set_mode`; ``sipha
-simulate-server`` maps SIGUSR1/SIGUSR2 to it and SIGHUP to ``send_request``,
-and with ``--listen-delay`` binds its ports only some time after it started
-(a member that comes up late: until then its ports are closed).
+:class:`SimulatedUas` is an endpoint of :class:`sipha.net.driver.Driver`, as the
+proxy core is: bytes and ``now`` in, messages to send and one next deadline out.
+Its own timers (the 200 of an INVITE after ``answer_delay``, the 2xx
+retransmissions of §13.3.1.4) are deadlines like the transactions', fired by
+:meth:`SimulatedUas.handle_timers`.  What it does in each mode is described in
+:mod:`sipha.sim.server`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import heapq
+import itertools
 import logging
 import re
 import secrets
-import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from sipha.net.manager import TransportManager
 from sipha.sip import Request, Response, SipParseError, make_response, parse_message
 from sipha.sip.address import Address, default_port
 from sipha.txn import (
@@ -65,7 +47,7 @@ DEFAULT_USER: Final = "sipha-sim"
 _SUCCESS_MIN: Final = 200
 _ERROR_MIN: Final = 300
 _STATUS_MAX: Final = 699
-_METHOD_RE: Final = re.compile(r"[A-Z][A-Z0-9_.!%*+`'~-]*")
+METHOD_RE: Final = re.compile(r"[A-Z][A-Z0-9_.!%*+`'~-]*")
 """A SIP method (RFC 3261 §25.1 ``token``), upper case, as ``drop`` names them."""
 _REASONS: Final = {
     180: "Ringing",
@@ -78,12 +60,16 @@ _REASONS: Final = {
     503: "Service Unavailable",
 }
 
+OnOutcome = Callable[[TransactionKey, "int | None"], None]
+"""(a request sent with :meth:`SimulatedUas.send_request`, its final status or None)."""
 
-def _token() -> str:
+
+def token() -> str:
+    """A random tag, branch or Call-ID part."""
     return secrets.token_hex(8)
 
 
-def _host_text(host: str) -> str:
+def host_text(host: str) -> str:
     """``host`` as it appears in a URI or a Via (IPv6 references in brackets, RFC 3261 §25.1)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -131,7 +117,7 @@ class SimulatorStats:
     acks_missing: int = 0
     """2xx given up after 64*T1 without an ACK."""
     requests_sent: int = 0
-    """Requests sent with :meth:`SimulatedServer.send_request`."""
+    """Requests sent with :meth:`SimulatedUas.send_request`."""
     mode_changes: int = 0
     dropped: int = 0
     """Request datagrams dropped by ``drop`` (retransmissions of a dropped request included)."""
@@ -142,60 +128,32 @@ class _Dialog:
     """A UAS INVITE dialog, early or confirmed, keyed by (Call-ID, local tag) (§12)."""
 
     invite: ServerInviteTransaction
+    request: Request
     tag: str
     cseq: int
     peer: Address
     ok: Response | None = None
     acked: bool = False
-    answer_handle: asyncio.TimerHandle | None = None
-    retransmit_handle: asyncio.TimerHandle | None = None
+    answer_at: float | None = None
+    """When the 200 is sent (``answer_delay`` after the 180), None once sent or given up."""
+    retransmit_at: float | None = None
+    """When the 2xx is sent again (§13.3.1.4), None once acknowledged or given up."""
     interval: float = 0.0
     give_up_at: float = 0.0
 
     def cancel_timers(self) -> None:
-        for handle in (self.answer_handle, self.retransmit_handle):
-            if handle is not None:
-                handle.cancel()
-        self.answer_handle = self.retransmit_handle = None
+        self.answer_at = self.retransmit_at = None
 
 
-@dataclass
-class _Pending:
-    """A request sent with ``send_request``, waiting for its final response."""
+class SimulatedUas:
+    """One member of a simulated primary/backup pair, sans-IO (a UAS, RFC 3261 §8.2, §12-§15).
 
-    future: asyncio.Future[int | None]
-    destination: Address
-
-
-ListenSpec = str | tuple[str, str, int]
-
-
-def _listen_tuple(spec: ListenSpec) -> tuple[str, str, int]:
-    if isinstance(spec, tuple):
-        return spec
-    from sipha.config import parse_address  # noqa: PLC0415 - pydantic only when strings are given
-
-    parsed = parse_address(spec)
-    return parsed.transport, parsed.host, parsed.port
-
-
-class SimulatedServer:
-    """One member of a simulated primary/backup SIP server pair (a UAS, RFC 3261 §8.2, §12-§15).
-
-    ``listen``: ``"udp:127.0.0.1:5070"`` strings or ``(transport, host, port)``
-    tuples (port 0: any free port, see :attr:`listen_addresses`).
-    ``backup_answer``: None for a silent backup, else the 3xx-6xx code every
-    request gets in backup mode.  ``answer_delay``: seconds between the 180 and
-    the 200 of an INVITE (0: at once), so that a CANCEL can be tried.
-    ``timers``: T1/T2 of the transactions and of the 2xx retransmissions.
-    ``drop``: method -> N: in primary mode the first N requests of that method
-    are dropped before the transaction layer (never answered), and so are their
-    retransmissions (same transaction, §17.2.3; every ACK counts as a request).
+    The settings are :class:`sipha.sim.server.SimulatedServer`'s.  ``addresses``: the
+    bound listen addresses (Contact, SDP, the requests it sends), set once they are.
     """
 
     def __init__(
         self,
-        listen: Iterable[ListenSpec],
         mode: Mode = "primary",
         *,
         backup_answer: int | None = None,
@@ -214,196 +172,177 @@ class SimulatedServer:
         """Method -> how many of its first requests are dropped (primary mode)."""
         for method, count in (drop or {}).items():
             name = method.upper()
-            if not _METHOD_RE.fullmatch(name) or count < 1:
+            if not METHOD_RE.fullmatch(name) or count < 1:
                 raise ValueError(f"drop {method}:{count}: a method name and a count of at least 1")
             self.drop[name] = self.drop.get(name, 0) + count
-        self._listen = [_listen_tuple(spec) for spec in listen]
-        if not self._listen:
-            raise ValueError("at least one listen address is needed")
-        self._mode: Mode = mode
+        self.mode: Mode = mode
         self.backup_answer = backup_answer
         self.answer_delay = answer_delay
         self.user = user
         self.stats = SimulatorStats()
+        self.addresses: list[Address] = []
+        self.on_outcome: OnOutcome | None = None
+        """Called with the final status (None: timeout, transport error) of each request sent."""
         # §17.2.1: "unless it knows that the TU will generate a provisional or final
         # response within 200 ms": this UAS sends its 180 at once, so no 100 (as SIPp's uas).
         self.txn = TransactionLayer(timers, auto_trying=False)
-        self.transports = TransportManager(self._on_message, self._on_transport_error)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self._dialogs: dict[tuple[str, str], _Dialog] = {}
-        self._pending: dict[TransactionKey, _Pending] = {}
-        self._bound: list[Address] = []
+        self._requests: dict[TransactionKey, Address] = {}
+        """Requests sent with :meth:`send_request` and not forgotten yet: their destination."""
+        self._out: list[SendMessage] = []
+        self._timers: list[tuple[float, int, _Dialog, str]] = []
+        """(deadline, tie-breaker, dialog, the dialog's attribute holding it), a heap."""
+        self._sequence = itertools.count()
         self._drop_left = dict(self.drop)
         self._dropped_keys: set[TransactionKey] = set()
 
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def mode(self) -> Mode:
-        """``"primary"`` (answering) or ``"backup"`` (silent, or ``backup_answer``)."""
-        return self._mode
-
-    def set_mode(self, mode: Mode) -> None:
-        """Switch mode at run time; logs one line when the mode changes."""
-        if mode not in MODES:
-            raise ValueError(f"mode {mode!r}: primary or backup")
-        if mode == self._mode:
-            return
-        log.info("simulated server %s: mode %s -> %s", self.name, self._mode, mode)
-        self._mode = mode
-        self.stats.mode_changes += 1
-
-    @property
-    def listen_addresses(self) -> list[Address]:
-        """The bound addresses (ports as the kernel assigned them; kept after :meth:`stop`)."""
-        return list(self._bound)
-
-    @property
-    def name(self) -> str:
-        """The listen addresses as ``udp:127.0.0.1:5070, tcp:...``, for logs."""
-        addresses = self.listen_addresses or [Address(t.upper(), h, p) for t, h, p in self._listen]
-        return ", ".join(f"{a.transport.lower()}:{_host_text(a.host)}:{a.port}" for a in addresses)
-
     def address(self, transport: str = "UDP") -> Address:
         """The first listen address of ``transport``."""
-        for address in self.listen_addresses:
+        for address in self.addresses:
             if address.transport == transport.upper():
                 return address
         raise LookupError(f"not listening on {transport}")
 
-    async def start(self) -> None:
-        """Bind the listen addresses; raises OSError (in use) or ValueError (transport)."""
-        self._loop = asyncio.get_running_loop()
-        await self.transports.start(self._listen)
-        self._bound = self.transports.listen_addresses
-        log.info("simulated server listening on %s in %s mode", self.name, self._mode)
-
-    async def stop(self) -> None:
-        """Stop timers, fail pending ``send_request`` calls, close the sockets."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = self._timer_at = None
-        for dialog in self._dialogs.values():
-            dialog.cancel_timers()
+    def reset(self) -> None:
+        """Forget every dialog and its timers (the server stops)."""
         self._dialogs.clear()
-        for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_result(None)
-        self._pending.clear()
-        await self.transports.stop()
+        self._timers.clear()
+        self._requests.clear()
+        self._out.clear()
 
-    async def __aenter__(self) -> SimulatedServer:
-        await self.start()
-        return self
+    # ------------------------------------------------------------------ the driver's inputs and outputs
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def receive(self, data: bytes, source: Address, now: float, *, stream: bool = False) -> None:
+        """One message from ``source``: a datagram, or a message framed on a connection."""
+        try:
+            message = parse_message(data, stream=stream)
+            message.validate()
+        except SipParseError as error:
+            self._refuse_malformed(error, source)
+        else:
+            if isinstance(message, Response):
+                # Responses to send_request are read in every mode: a backup sends requests too.
+                self.txn.receive_response(message, now)
+            else:
+                self._receive_request(message, source, now)
+        self._run(now)
 
-    def _now(self) -> float:
-        assert self._loop is not None  # noqa: S101 - set in start()
-        return self._loop.time()
+    def transport_error(self, destination: Address, now: float) -> None:
+        """§17.1.4: the requests sent to ``destination`` failed."""
+        log.debug("transport error towards %s", destination)
+        for key, sent_to in list(self._requests.items()):
+            if sent_to == destination:
+                self.txn.transport_error(key, now)
+        self._run(now)
+
+    def handle_timers(self, now: float) -> None:
+        """The transactions' timers, then the 200s and 2xx retransmissions due."""
+        self.txn.handle_timers(now)
+        self._run(now)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, dialog, kind = heapq.heappop(timers)
+            if getattr(dialog, kind) != deadline:
+                continue  # cancelled or re-armed since: a stale entry
+            setattr(dialog, kind, None)
+            if kind == "answer_at":
+                self._answer(dialog, now)
+            else:
+                self._retransmit_ok(dialog, now)
+        self._run(now)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timers` must be called next, or None."""
+        timers = self._timers
+        while timers and getattr(timers[0][2], timers[0][3]) != timers[0][0]:
+            heapq.heappop(timers)  # stale
+        deadline = timers[0][0] if timers else None
+        other = self.txn.next_deadline()
+        if other is not None and (deadline is None or other < deadline):
+            deadline = other
+        return deadline
+
+    def drain(self) -> list[SendMessage]:
+        """The messages to send, in order."""
+        out, self._out = self._out, []
+        return out
+
+    def _run(self, now: float) -> None:
+        """The UAS core on the transactions' events, until they are all handled; sends are kept."""
+        txn = self.txn
+        while True:
+            outputs = txn.drain()
+            if not outputs:
+                return
+            for output in outputs:
+                if isinstance(output, SendMessage):
+                    self._out.append(output)
+                else:
+                    self._on_event(output, now)
 
     # ------------------------------------------------------------------ UAC side
 
-    async def send_request(
-        self,
-        proxy: Address,
-        method: str = "OPTIONS",
-        uri: str | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> int | None:
-        """Send one out-of-dialog request to ``proxy`` and return its final status, or None.
+    def send_request(self, proxy: Address, method: str, uri: str | None, now: float) -> TransactionKey:
+        """Send one out-of-dialog request to ``proxy``; its outcome goes to :attr:`on_outcome`.
 
         The request is a fresh one (§8.1.1: new Call-ID, From tag, branch; Max-Forwards
-        70), sent from the listening socket of ``proxy.transport`` with that address in
-        Via and Contact, so a proxy sees this member as its source (UDP: source port;
-        TCP: Via sent-by port).  None after ``timeout`` seconds (default 64*T1, Timer F)
-        or on a transport error.  Only non-INVITE methods: an INVITE would need a dialog.
+        70), with the listen address of ``proxy.transport`` in Via and Contact, so a proxy
+        sees this member as its source (UDP: source port; TCP: Via sent-by port).
+        LookupError when not listening on that transport.
         """
-        method = method.upper()
-        if method in ("INVITE", "ACK", "CANCEL"):
-            raise ValueError(f"send_request sends non-INVITE requests, not {method}")
         transport = proxy.transport.upper()
         local = self.address(transport)
-        here = f"{_host_text(local.host)}:{local.port}"
+        here = f"{host_text(local.host)}:{local.port}"
         param = "" if transport == "UDP" else f";transport={transport.lower()}"
-        target = uri or f"sip:probe@{_host_text(proxy.host)}:{proxy.port}{param}"
+        target = uri or f"sip:probe@{host_text(proxy.host)}:{proxy.port}{param}"
         request = Request.build(
             method,
             target,
             [
                 # §8.1.1.7: the branch starts with the magic cookie; RFC 3581: ask for rport.
-                ("Via", f"SIP/2.0/{transport} {here};branch=z9hG4bK{_token()};rport"),
+                ("Via", f"SIP/2.0/{transport} {here};branch=z9hG4bK{token()};rport"),
                 ("Max-Forwards", "70"),
-                ("From", f"<sip:{self.user}@{here}>;tag={_token()}"),
+                ("From", f"<sip:{self.user}@{here}>;tag={token()}"),
                 ("To", f"<{target}>"),
-                ("Call-ID", f"{_token()}@{_host_text(local.host)}"),
+                ("Call-ID", f"{token()}@{host_text(local.host)}"),
                 ("CSeq", f"1 {method}"),
                 ("Contact", f"<sip:{self.user}@{here}{param}>"),
                 ("User-Agent", "sipha-simulator"),
             ],
         )
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int | None] = loop.create_future()
-        transaction = self.txn.send_request(request, proxy, self._now())
-        self._pending[transaction.key] = _Pending(future, proxy)
+        transaction = self.txn.send_request(request, proxy, now)
+        self._requests[transaction.key] = proxy
         self.stats.requests_sent += 1
-        self._flush()
-        wait = self.txn.config.timeout if timeout is None else timeout
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), wait)
-        except TimeoutError:
-            return None
-        finally:
-            self._pending.pop(transaction.key, None)
+        self._run(now)
+        return transaction.key
 
-    # ------------------------------------------------------------------ transport callbacks
+    def forget_request(self, key: TransactionKey) -> None:
+        """The caller no longer waits for the request ``key``."""
+        self._requests.pop(key, None)
 
-    def _on_message(self, data: bytes, source: Address, local: Address) -> None:
-        try:
-            message = parse_message(data, stream=source.reliable)
-            message.validate()
-        except SipParseError as error:
-            self._refuse_malformed(error, source)
-            self._flush()
-            return
-        now = self._now()
-        if isinstance(message, Response):
-            # Responses to send_request are read in every mode: a backup sends requests too.
-            self.txn.receive_response(message, now)
-        else:
-            self._receive_request(message, source, local, now)
-        self._flush()
+    def _outcome(self, key: TransactionKey, status: int | None) -> None:
+        if key in self._requests and self.on_outcome is not None:
+            self.on_outcome(key, status)
 
-    def _on_transport_error(self, destination: Address, error: OSError | str) -> None:
-        log.debug("transport error towards %s: %s", destination, error)
-        now = self._now()
-        for key, pending in list(self._pending.items()):
-            if pending.destination == destination:
-                self.txn.transport_error(key, now)
-        self._flush()
+    # ------------------------------------------------------------------ requests received
 
     def _refuse_malformed(self, error: SipParseError, source: Address) -> None:
         partial = error.message
         log.debug("malformed message from %s: %s", source, error.detail)
-        if self._mode == "backup" and self.backup_answer is None:
+        if self.mode == "backup" and self.backup_answer is None:
             return
         if isinstance(partial, Request) and partial.method != "ACK" and partial.get("via"):
             # §8.2.6.1 / §21.4.1: answer what can be answered, statelessly; never a response.
-            response = make_response(partial, error.status, error.reason, to_tag=_token())
+            response = make_response(partial, error.status, error.reason, to_tag=token())
             self.txn.send_stateless(response, source)
 
-    def _receive_request(self, request: Request, source: Address, local: Address, now: float) -> None:
-        if self._mode == "backup" and self.backup_answer is None:
+    def _receive_request(self, request: Request, source: Address, now: float) -> None:
+        if self.mode == "backup" and self.backup_answer is None:
             # A SIP server in backup mode does not answer (docs/design.md §2): the request
             # never reaches the transaction layer, so no transaction waits on the TU.
             self.stats.ignored += 1
             return
-        del local
-        if self.drop and self._mode == "primary" and self._drops(request):
+        if self.drop and self.mode == "primary" and self._drops(request):
             return
         peer = _response_peer(request, source)
         existing = None if request.method == "ACK" else self.txn.get(server_key(request))
@@ -449,30 +388,26 @@ class SimulatedServer:
 
     # ------------------------------------------------------------------ events from the transaction layer
 
-    def _on_event(self, event: Event) -> None:
-        now = self._now()
+    def _on_event(self, event: Event, now: float) -> None:
         if isinstance(event, RequestReceived):
             self._on_request(event.transaction, event.request, now)
         elif isinstance(event, AckReceived):
             self._on_ack(event.request)
         elif isinstance(event, ResponseReceived):
-            pending = self._pending.get(event.transaction.key)
             status = event.response.status
-            if pending is not None and not pending.future.done() and status >= _SUCCESS_MIN:
-                pending.future.set_result(status)
+            if status >= _SUCCESS_MIN:
+                self._outcome(event.transaction.key, status)
         elif isinstance(event, TransactionTimeout | TransportError):
             # §17.1.2.2 Timer F / §17.1.4: the request failed; §17.2.1 Timer H: no ACK.
-            pending = self._pending.get(event.transaction.key)
-            if pending is not None and not pending.future.done():
-                pending.future.set_result(None)
+            self._outcome(event.transaction.key, None)
 
     def _on_request(self, transaction: ServerTransaction, request: Request, now: float) -> None:
         method = request.method
-        if self._mode == "backup":
+        if self.mode == "backup":
             assert self.backup_answer is not None  # noqa: S101 - silent backups drop earlier
             code = self.backup_answer
             self.stats.backup_answered += 1
-            self._respond(transaction, make_response(request, code, _reason(code), to_tag=_token()), now)
+            self.txn.respond(transaction, make_response(request, code, _reason(code), to_tag=token()), now)
             return
         # §8.2.2.3: Require is ignored on CANCEL (and an ACK never comes here).
         unsupported = request.require if method != "CANCEL" else []
@@ -482,15 +417,15 @@ class SimulatedServer:
                 request,
                 420,
                 "Bad Extension",
-                to_tag=_token(),
+                to_tag=token(),
                 headers=[("Unsupported", ", ".join(unsupported))],
             )
-            self._respond(transaction, response, now)
+            self.txn.respond(transaction, response, now)
             return
         if isinstance(transaction, ServerInviteTransaction):
             self._on_invite(transaction, request, now)
             return
-        tag = _token()
+        tag = token()
         headers: list[tuple[str, str]] = []
         if method == "OPTIONS":
             # §11.2: a 200 to OPTIONS lists the capabilities; no body here, Content-Length 0.
@@ -502,7 +437,7 @@ class SimulatedServer:
             if not self._on_cancel(request, now):
                 # §9.2: "If the UAS did not find a matching transaction for the CANCEL
                 # according to the procedure above, it SHOULD respond to the CANCEL with a 481".
-                self._respond(transaction, make_response(request, 481, _reason(481), to_tag=tag), now)
+                self.txn.respond(transaction, make_response(request, 481, _reason(481), to_tag=tag), now)
                 return
         elif method == "REGISTER":
             # §10.3 step 8: the 200 returns the bindings; this one echoes what was sent.
@@ -510,13 +445,13 @@ class SimulatedServer:
             self.stats.other_answered += 1
         else:
             self.stats.other_answered += 1
-        self._respond(transaction, make_response(request, 200, "OK", to_tag=tag, headers=headers), now)
+        self.txn.respond(transaction, make_response(request, 200, "OK", to_tag=tag, headers=headers), now)
 
     def _on_invite(self, transaction: ServerInviteTransaction, request: Request, now: float) -> None:
         tag = request.to.tag
         initial = tag is None
-        tag = tag or _token()
-        dialog = _Dialog(transaction, tag, request.cseq.seq, transaction.peer)
+        tag = tag or token()
+        dialog = _Dialog(transaction, request, tag, request.cseq.seq, transaction.peer)
         old = self._dialogs.get((request.call_id, tag))
         if old is not None:
             old.cancel_timers()  # a re-INVITE (§14.2) supersedes what was pending
@@ -524,27 +459,19 @@ class SimulatedServer:
         if initial:
             # §13.3.1.1: a provisional response; with its To tag and Contact it creates
             # an early dialog (§12.1.1), so it carries the Record-Route too.
-            self._respond(transaction, self._dialog_response(request, 180, tag, transaction.peer), now)
+            self.txn.respond(transaction, self._dialog_response(request, 180, tag, transaction.peer), now)
         if self.answer_delay > 0:
-            assert self._loop is not None  # noqa: S101 - running
-            dialog.answer_handle = self._loop.call_later(
-                self.answer_delay, self._answer_later, dialog, request
-            )
+            self._arm(dialog, "answer_at", now + self.answer_delay)
         else:
-            self._answer(dialog, request, now)
+            self._answer(dialog, now)
 
-    def _answer_later(self, dialog: _Dialog, request: Request) -> None:
-        dialog.answer_handle = None
-        self._answer(dialog, request, self._now())
-        self._flush()
-
-    def _answer(self, dialog: _Dialog, request: Request, now: float) -> None:
+    def _answer(self, dialog: _Dialog, now: float) -> None:
         """§13.3.1.4: accept the INVITE with a 2xx carrying an SDP answer, then await the ACK."""
         if dialog.invite.state is not State.PROCEEDING:
             return  # cancelled (487 sent) or the transaction is gone
-        ok = self._dialog_response(request, 200, dialog.tag, dialog.peer, sdp=True)
+        ok = self._dialog_response(dialog.request, 200, dialog.tag, dialog.peer, sdp=True)
         dialog.ok = ok
-        self._respond(dialog.invite, ok, now)
+        self.txn.respond(dialog.invite, ok, now)
         self.stats.invites_answered += 1
         # §13.3.1.4: "The 2xx response is passed to the transport with an interval that
         # starts at T1 seconds and doubles for each retransmission until it reaches T2
@@ -553,14 +480,11 @@ class SimulatedServer:
         config = self.txn.config
         dialog.interval = config.t1
         dialog.give_up_at = now + config.timeout
-        assert self._loop is not None  # noqa: S101 - running
-        dialog.retransmit_handle = self._loop.call_later(dialog.interval, self._retransmit_ok, dialog)
+        self._arm(dialog, "retransmit_at", now + dialog.interval)
 
-    def _retransmit_ok(self, dialog: _Dialog) -> None:
-        dialog.retransmit_handle = None
+    def _retransmit_ok(self, dialog: _Dialog, now: float) -> None:
         if dialog.acked or dialog.ok is None:
             return
-        now = self._now()
         key = (dialog.ok.call_id, dialog.tag)
         if now >= dialog.give_up_at:
             # §13.3.1.4: "If the server retransmits the 2xx response for 64*T1 seconds
@@ -575,9 +499,11 @@ class SimulatedServer:
             self.txn.send_stateless(dialog.ok, dialog.peer)  # transaction gone: send it anyway
         self.stats.ok_retransmissions += 1
         dialog.interval = min(2 * dialog.interval, self.txn.config.t2)
-        assert self._loop is not None  # noqa: S101 - running
-        dialog.retransmit_handle = self._loop.call_later(dialog.interval, self._retransmit_ok, dialog)
-        self._flush()
+        self._arm(dialog, "retransmit_at", now + dialog.interval)
+
+    def _arm(self, dialog: _Dialog, kind: str, deadline: float) -> None:
+        setattr(dialog, kind, deadline)
+        heapq.heappush(self._timers, (deadline, next(self._sequence), dialog, kind))
 
     def _on_ack(self, ack: Request) -> None:
         """§13.3.1.4 / §17: the ACK of a 2xx reaches the UAS core; it stops the retransmissions."""
@@ -613,11 +539,11 @@ class SimulatedServer:
         if target.state is State.PROCEEDING:
             # "the UAS core ... SHOULD respond to the INVITE with a 487"; the To tag is the
             # one of the 180, so that the early dialog ends (§12.3 / §13.2.2.3).
-            tag = _sent_tag(target) or _token()
+            tag = _sent_tag(target) or token()
             dialog = self._dialogs.pop((target.request.call_id, tag), None)
             if dialog is not None:
                 dialog.cancel_timers()
-            self._respond(target, make_response(target.request, 487, _reason(487), to_tag=tag), now)
+            self.txn.respond(target, make_response(target.request, 487, _reason(487), to_tag=tag), now)
         return True
 
     # ------------------------------------------------------------------ responses
@@ -627,7 +553,7 @@ class SimulatedServer:
     ) -> Response:
         """A dialog-creating response: To tag, Contact, Record-Route copied (§12.1.1)."""
         local = self._local_for(peer.transport)
-        here = f"{_host_text(local.host)}:{local.port}"
+        here = f"{host_text(local.host)}:{local.port}"
         param = "" if local.transport == "UDP" else f";transport={local.transport.lower()}"
         # §12.1.1: "The UAS MUST copy all Record-Route header field values from the request
         # into the response (including the URIs, URI parameters, and any Record-Route header
@@ -646,40 +572,7 @@ class SimulatedServer:
         try:
             return self.address(transport)
         except LookupError:
-            return self.listen_addresses[0]
-
-    def _respond(self, transaction: ServerTransaction, response: Response, now: float) -> None:
-        self.txn.respond(transaction, response, now)
-
-    # ------------------------------------------------------------------ output and timers
-
-    def _flush(self) -> None:
-        """Send what the transaction layer produced, run the TU on its events, re-arm the timer."""
-        txn = self.txn
-        transports = self.transports
-        while True:
-            outputs = txn.drain()
-            if not outputs:
-                break
-            for output in outputs:
-                if isinstance(output, SendMessage):
-                    transports.send(output.message.to_bytes(), output.destination)
-                else:
-                    self._on_event(output)
-        deadline = txn.next_deadline()
-        if deadline is None or self._loop is None:
-            return
-        if self._timer_at is not None and self._timer_at <= deadline:
-            return  # the armed timer fires first and re-arms for the rest
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
-        self.txn.handle_timers(self._now())
-        self._flush()
+            return self.addresses[0]
 
 
 def _sent_tag(transaction: ServerTransaction) -> str | None:
@@ -705,81 +598,3 @@ def _response_peer(request: Request, source: Address) -> Address:
     if via.rport is not None:
         return source
     return Address(source.transport, source.host, via.port or default_port(source.transport))
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def install_signals(server: SimulatedServer, proxy: Address | None, stop: asyncio.Event) -> None:
-    """SIGUSR1: primary; SIGUSR2: backup; SIGHUP: one request to ``proxy``; SIGTERM/SIGINT: stop."""
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def probe() -> None:
-        if proxy is None:
-            log.warning("SIGHUP: no --proxy to send a request to")
-            return
-        if not server.listen_addresses:
-            log.warning("SIGHUP: not listening yet, no request sent")
-            return
-        status = await server.send_request(proxy)
-        where = f"{proxy.transport.lower()}:{_host_text(proxy.host)}:{proxy.port}"
-        log.info("OPTIONS to %s: %s", where, "no answer" if status is None else status)
-
-    def on_hup() -> None:
-        task = loop.create_task(probe())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    loop.add_signal_handler(signal.SIGUSR1, server.set_mode, "primary")
-    loop.add_signal_handler(signal.SIGUSR2, server.set_mode, "backup")
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-
-
-async def serve(server: SimulatedServer, proxy: Address | None = None, *, listen_delay: float = 0.0) -> None:
-    """Run ``server`` until SIGTERM or SIGINT, with the mode and probe signals installed.
-
-    ``listen_delay``: seconds to wait before binding the listen addresses (a member
-    that comes up late: until then nothing listens on its ports, so a UDP peer gets
-    ICMP port unreachable and a TCP peer a refused connection).  The signals work
-    meanwhile (a mode set then holds from the start).
-    """
-    if listen_delay < 0:
-        raise ValueError(f"listen_delay {listen_delay}: not negative")
-    stop = asyncio.Event()
-    install_signals(server, proxy, stop)
-    try:
-        if listen_delay > 0:
-            log.info("simulated server %s: listening in %.3f s", server.name, listen_delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), listen_delay)
-        if not stop.is_set():
-            await server.start()
-            await stop.wait()
-        log.info("simulated server %s stopping", server.name)
-    finally:
-        for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
-                asyncio.get_running_loop().remove_signal_handler(signum)
-        await server.stop()
-
-
-def drop_counts(specs: Iterable[str]) -> dict[str, int]:
-    """``--drop METHOD[:N]`` values as method -> N (N defaults to 1; a method given twice adds up).
-
-    Raises ValueError naming the value that is not ``METHOD`` or ``METHOD:N`` with N >= 1.
-    """
-    counts: dict[str, int] = {}
-    for spec in specs:
-        method, colon, count_text = spec.partition(":")
-        method = method.strip().upper()
-        count_text = count_text.strip()
-        valid = bool(_METHOD_RE.fullmatch(method)) and (
-            not colon or (count_text.isascii() and count_text.isdigit() and int(count_text) >= 1)
-        )
-        if not valid:
-            raise ValueError(f"--drop {spec!r}: METHOD or METHOD:N with N >= 1 (e.g. INVITE:2)")
-        counts[method] = counts.get(method, 0) + (int(count_text) if colon else 1)
-    return counts
