@@ -124,8 +124,7 @@ def test_no_reference_outside_the_repository() -> None:
     root = PACKAGE.parent.parent
     for directory in ("src", "tests", "bench"):
         for path in (root / directory).rglob("*.py"):
-            if path == Path(__file__):
-                continue  # the needles themselves
             text = path.read_text(encoding="utf-8")
-            for needle in ("DESIGN.md", "REFERENCES.md", "the seed", "the task"):
+            # Spelled in pieces, so that this file does not match its own search.
+            for needle in ("DESIGN" + ".md", "REFERENCES" + ".md", "the " + "seed", "the " + "task"):
                 assert needle not in text.replace("docs/design.md", ""), f"{path}: {needle}"
