@@ -47,7 +47,7 @@ from tests.proxy.support import (
 
 PRIMARY_MEMBER, BACKUP_MEMBER = make_view().members("demo")
 FAILOVER = 1.0  # docs/design.md §5 failover-timeout default
-HOLD = 11.0  # ProxySettings.hold_limit default
+HOLD = 11.0  # longer than any hold limit here (failover.hold_limit: failover + max(oos-force, takeover) + 1)
 T1 = TimerConfig().t1
 TIMER_F = 64 * T1
 TIMER_C = 181.0
