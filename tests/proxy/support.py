@@ -250,15 +250,7 @@ def ha_harness(
     """
     tokens = count(1)
     view = make_view()
-    monitor = Monitor(
-        [view.members("demo")],
-        MonitorSettings(
-            oos_check=oos_check,
-            oos_force=oos_force,
-            alive_codes=AliveCodes.parse(["2xx"]),
-            takeover_timeout=takeover,
-        ),
-    )
+    monitor = demo_monitor(view, oos_check=oos_check, oos_force=oos_force, takeover=takeover)
     core = ProxyCore(
         ProxySettings(
             record_route=RECORD_ROUTE,
@@ -275,3 +267,14 @@ def ha_harness(
     if primary_active:
         h.answer_probes(PRIMARY)
     return h
+
+
+def demo_monitor(view: ConfiguredView, *, oos_check: float, oos_force: float, takeover: float) -> Monitor:
+    """The pair monitor of the ``demo`` pair of ``view`` (alive codes: any 2xx)."""
+    settings = MonitorSettings(
+        oos_check=oos_check,
+        oos_force=oos_force,
+        alive_codes=AliveCodes.parse(["2xx"]),
+        takeover_timeout=takeover,
+    )
+    return Monitor([view.members("demo")], settings)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sipha.ha import AliveCodes, Member, Monitor, MonitorSettings, Probe, State
+from sipha.ha import Member, Monitor, MonitorSettings, Probe, State
 from sipha.proxy.context import TABLE, Input, Op, ResponseContext, Timer
 from sipha.proxy.context import State as Phase
 from sipha.proxy.failover import FailoverPolicy, hold_limit
@@ -24,7 +24,7 @@ from sipha.proxy.settings import Counters, ProxySettings
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Request, Response, make_response, parse_message
 from sipha.txn import TransactionLayer
-from tests.proxy.support import ALICE, BACKUP, PRIMARY, RECORD_ROUTE, invite, make_view
+from tests.proxy.support import ALICE, BACKUP, PRIMARY, RECORD_ROUTE, demo_monitor, invite, make_view
 
 FAILOVER = 1.0
 VIA = {"UDP": ("127.0.0.1", 5060)}
@@ -137,15 +137,7 @@ def setup(
 ) -> Setup:
     """The pair active on the primary at t = 0."""
     view = make_view()
-    monitor = Monitor(
-        [view.members("demo")],
-        MonitorSettings(
-            oos_check=oos_check,
-            oos_force=oos_force,
-            alive_codes=AliveCodes.parse(["2xx"]),
-            takeover_timeout=takeover,
-        ),
-    )
+    monitor = demo_monitor(view, oos_check=oos_check, oos_force=oos_force, takeover=takeover)
     host = FakeHost(view, monitor)
     policy = FailoverPolicy(
         host,

@@ -113,8 +113,7 @@ class ResponseContexts:
         now: float,
     ) -> None:
         """Answer a request that is not forwarded (§16.3, routing, drain, overload, §16.10)."""
-        response = make_response(context.request, status, reason, to_tag=self.token(), headers=headers)
-        self.step(context, Input.REFUSED, now, response)
+        self.step(context, Input.REFUSED, now, self._generated(context, status, reason, headers))
 
     def on_response(self, client: ClientTransaction, response: Response, now: float) -> None:
         """§16.7 response processing: step 1 finds the context, its table does the rest."""
@@ -307,8 +306,13 @@ class ResponseContexts:
         now: float,
     ) -> None:
         """A final response generated here (§16.7 step 6, §16.8, §16.10, docs/design.md §2)."""
-        response = make_response(context.request, status, reason, to_tag=self.token(), headers=headers)
-        self._send_final(context, response, now)
+        self._send_final(context, self._generated(context, status, reason, headers), now)
+
+    def _generated(
+        self, context: ResponseContext, status: int, reason: str, headers: Iterable[tuple[str, str]]
+    ) -> Response:
+        """A final response of our own to the context's request, with a fresh To tag (§8.2.6)."""
+        return make_response(context.request, status, reason, to_tag=self.token(), headers=headers)
 
     def _send_final(self, context: ResponseContext, response: Response, now: float) -> None:
         self.counters.requests_refused += response.status >= 300  # noqa: PLR2004 - failures only
