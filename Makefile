@@ -6,6 +6,10 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 COMPILED  ?= .venv-compiled
 DEB_DEPS  := sip-tester chromium nftables
+# The TLS peers of tests/tls, installed without recommended packages: Kamailio with its tls
+# module, and baresip-core alone (its modules include the ones tests/tls loads: ctrl_tcp, menu,
+# g711, ausine, aubridge), not the baresip metapackage, which pulls in FFmpeg and GStreamer.
+DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core
 HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench clean
@@ -19,12 +23,20 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Debian packages the tests use (SIPp; Chromium for the dashboard test; nftables for the fault bed
-# of tests/chaos, with iproute2's ip netns).  Installed only when missing.
+# of tests/chaos, with iproute2's ip netns; Kamailio, its tls module and baresip for tests/tls).
+# Installed only when missing.
 deb-deps:
 	@missing=""; for p in $(DEB_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	lean=""; for p in $(DEB_DEPS_NO_RECOMMENDS); do dpkg -s $$p >/dev/null 2>&1 || lean="$$lean $$p"; done; \
+	if [ -n "$$missing$$lean" ]; then \
+	  echo "installing Debian packages:$$missing$$lean"; \
+	  apt-get update -qq || exit 1; \
+	  if [ -n "$$missing" ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	  fi; \
+	  if [ -n "$$lean" ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$lean >/dev/null || exit 1; \
+	  fi; \
 	fi
 
 # The demo: the proxy, two simulated SIP servers and the dashboard (http://127.0.0.1:8080/).
@@ -66,7 +78,8 @@ pytest-compiled: compiled deb-deps
 
 # The inner loop (under a minute): lint, types and the unit tests of the sans-IO core and the
 # configuration, on a fake clock; no SIPp, no namespaces, no compiled build.
-UNIT_TESTS := tests/sip tests/txn tests/proxy tests/ha tests/test_config.py tests/test_architecture.py tests/test_build.py
+UNIT_TESTS := tests/sip tests/txn tests/proxy tests/ha tests/test_config.py tests/test_tlsconfig.py \
+  tests/test_architecture.py tests/test_build.py
 
 unit: setup
 	$(PY) -m pytest -q -m "not property" -p no:cacheprovider $(UNIT_TESTS)

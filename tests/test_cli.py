@@ -6,9 +6,11 @@ import gc
 import json
 import logging
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 
 from sipha import __version__
 from sipha.cli import EXIT_BAD_CONFIG, EXIT_OK, JsonFormatter, main
@@ -109,6 +111,82 @@ def test_check_config_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFi
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"sipha: configuration {path} refused:\n  cannot read: No such file or directory\n"
+
+
+def write_tls_config(directory: Path, not_after: datetime | None = None, *, key_of: str = "leaf") -> Path:
+    """A configuration with a tls: listen and a trustme certificate for sip1.test."""
+    ca = trustme.CA()
+    for name in ("leaf", "other"):
+        leaf = ca.issue_cert(f"{name}.test", not_after=not_after)
+        leaf.cert_chain_pems[0].write_to_path(str(directory / f"{name}.pem"))
+        leaf.private_key_pem.write_to_path(str(directory / f"{name}.key"))
+    path = directory / "tls.toml"
+    path.write_text(
+        '[proxy]\nlisten = ["tls:127.0.0.1:5061"]\n'
+        f'[tls]\ncertificate = "{directory / "leaf.pem"}"\nprivate-key = "{directory / f"{key_of}.key"}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_check_config_with_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_tls_config(tmp_path)
+    assert main(["check-config", str(path)]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out == f"# effective configuration of {path}: OK\n" + render_config(load_config(path))
+    assert f'\n[tls]\ncertificate = "{tmp_path / "leaf.pem"}"\n' in out
+
+
+def test_check_config_warns_of_a_certificate_expiring_soon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_after = (datetime.now(UTC) + timedelta(days=10, hours=12)).replace(tzinfo=None, microsecond=0)
+    path = write_tls_config(tmp_path, not_after)
+    assert main(["check-config", str(path)]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert out.startswith(f"# effective configuration of {path}: OK\n")
+    assert err == (
+        f"warning: tls.certificate = '{tmp_path / 'leaf.pem'}': expires on {not_after.date().isoformat()}, "
+        "in 10 days\n"
+    )
+
+
+def test_check_config_refuses_an_expired_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_tls_config(tmp_path, datetime(2026, 1, 1))
+    assert main(["check-config", str(path)]) == EXIT_BAD_CONFIG
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"sipha: configuration {path} refused:\n"
+        f"  tls.certificate = '{tmp_path / 'leaf.pem'}': expired on 2026-01-01 (not after)\n"
+    )
+
+
+def test_check_config_refuses_a_key_that_does_not_match(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_tls_config(tmp_path, key_of="other")
+    assert main(["check-config", str(path)]) == EXIT_BAD_CONFIG
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"sipha: configuration {path} refused:\n"
+        f"  tls.private-key = '{tmp_path / 'other.key'}': does not match tls.certificate "
+        "(not the key of its first certificate)\n"
+    )
+
+
+def test_check_config_refuses_a_missing_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_tls_config(tmp_path)
+    (tmp_path / "leaf.pem").unlink()
+    assert main(["check-config", str(path)]) == EXIT_BAD_CONFIG
+    _out, err = capsys.readouterr()
+    assert f"  tls.certificate = '{tmp_path / 'leaf.pem'}': cannot read: No such file or directory\n" in err
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,9 @@ from sipha.config import (
     PairSection,
     ProxySection,
     SipAddress,
+    TlsSection,
     default_config_text,
+    is_server_name,
     load_config,
     load_config_text,
     parse_address,
@@ -100,12 +102,29 @@ def test_every_option_set() -> None:
         listen = "[::1]:8080"
         token = "s3cr3t"
 
+        [tls]
+        certificate = "/etc/sipha/chain.pem"
+        private-key = "/etc/sipha/key.pem"
+        ca-file = "/etc/sipha/ca.pem"
+        verify-members = false
+        verify-clients = "required"
+        min-version = "1.3"
+        handshake-timeout = 60
+        keylog-file = "/tmp/keys.log"
+
         [[pair]]
         name = "A.b-c_1"
         primary = "tcp:[2001:db8::1]:5060"
         backup = "tcp:[2001:db8::2]:5060"
         serving = true
         match = { domain = ["a.example.com", "b.example.com"] }
+
+        [[pair]]
+        name = "secure"
+        primary = "tls:10.0.0.1:5061"
+        backup = "tls:[2001:db8::3]:5061"
+        primary-server-name = "sip1.example.com"
+        backup-server-name = "2001:db8::3"
         """
     )
     assert config.proxy.resolve_host is True
@@ -115,6 +134,31 @@ def test_every_option_set() -> None:
     assert config.monitor.failover_timeout == 32.0
     assert config.admin.token == "s3cr3t"  # noqa: S105 - a test value
     assert config.pair[0].match.domain == ["a.example.com", "b.example.com"]
+    assert config.tls.model_dump() == {
+        "certificate": "/etc/sipha/chain.pem",
+        "private_key": "/etc/sipha/key.pem",
+        "ca_file": "/etc/sipha/ca.pem",
+        "verify_members": False,
+        "verify_clients": "required",
+        "min_version": "1.3",
+        "handshake_timeout": 60.0,
+        "keylog_file": "/tmp/keys.log",  # noqa: S108 - a test value, never opened
+    }
+    assert (config.pair[1].primary_server_name, config.pair[1].backup_server_name) == (
+        "sip1.example.com",
+        "2001:db8::3",
+    )
+    assert (config.pair[0].primary_server_name, config.pair[0].backup_server_name) == ("", "")
+
+
+def test_tls_defaults() -> None:
+    tls = load_config(None).tls
+    assert tls == TlsSection()
+    assert (tls.certificate, tls.private_key, tls.ca_file, tls.keylog_file) == ("", "", "", "")
+    assert tls.verify_members is True
+    assert tls.verify_clients == "none"
+    assert tls.min_version == "1.2"
+    assert tls.handshake_timeout == 5.0
 
 
 @pytest.mark.parametrize(
@@ -219,6 +263,24 @@ def test_one_serving_pair_and_several_non_serving() -> None:
         (PAIR + 'match = { domain = "a.example.com" }', "pair.0.match.domain", "'a.example.com'"),
         (PAIR + "match = { host = 1 }", "pair.0.match.host", "1"),
         ('pair = "x"', "pair", "'x'"),
+        # [tls]
+        ("[tls]\ncertificate = 1", "tls.certificate", "1"),
+        ("[tls]\nprivate-key = true", "tls.private-key", "True"),
+        ('[tls]\nca-file = ["a"]', "tls.ca-file", "['a']"),
+        ('[tls]\nverify-members = "maybe"', "tls.verify-members", "'maybe'"),
+        ('[tls]\nverify-clients = "always"', "tls.verify-clients", "'always'"),
+        ("[tls]\nverify-clients = true", "tls.verify-clients", "True"),
+        ('[tls]\nmin-version = "1.1"', "tls.min-version", "'1.1'"),
+        ("[tls]\nmin-version = 1.2", "tls.min-version", "1.2"),
+        ('[tls]\nmin-version = "TLSv1.3"', "tls.min-version", "'TLSv1.3'"),
+        ("[tls]\nhandshake-timeout = 0", "tls.handshake-timeout", "0"),
+        ("[tls]\nhandshake-timeout = -1", "tls.handshake-timeout", "-1"),
+        ("[tls]\nhandshake-timeout = 60.5", "tls.handshake-timeout", "60.5"),
+        ('[tls]\nhandshake-timeout = "5s"', "tls.handshake-timeout", "'5s'"),
+        ("[tls]\nkeylog-file = 0", "tls.keylog-file", "0"),
+        ('[tls]\ncert = "x.pem"', "tls.cert", "'x.pem'"),
+        (PAIR + "primary-server-name = 1", "pair.0.primary-server-name", "1"),
+        (PAIR + 'primary_server_name = "x"', "pair.0.primary_server_name", "'x'"),
     ],
 )
 def test_each_problem_names_the_key_and_the_value(text: str, key: str, value: str) -> None:
@@ -422,11 +484,18 @@ def test_render_default() -> None:
 
 ROUND_TRIP_TEXTS = [
     "",
+    (
+        '[proxy]\nlisten = ["tls:127.0.0.1:5061"]\n[tls]\ncertificate = "c.pem"\nprivate-key = "k.pem"\n'
+        'ca-file = "ca.pem"\nverify-clients = "optional"\nmin-version = "1.3"\nhandshake-timeout = 0.25\n'
+        'keylog-file = "keys \\" log"\n[[pair]]\nname = "t"\nprimary = "tls:10.0.0.1:5061"\n'
+        'backup = "tls:10.0.0.2:5061"\nbackup-server-name = "sip2.example.com"\n'
+    ),
     '[admin]\ntoken = "quote \\" and backslash \\\\ and tab \\t"\n',
     "[monitor]\nfailover-timeout = 0.00001\n",
     "[monitor]\nfailover-timeout = 0.1\noos-check = 0\nalive-codes = ['200', '2xx', '3xx']\n",
     '[proxy]\nlisten = ["udp:[::1]:5060", "tls:h:5061"]\nsip-address = "pool.example.com"\n'
     "resolve-host = true\n"
+    '[tls]\ncertificate = "/c.pem"\nprivate-key = "/k.pem"\n'
     '[admin]\nlisten = "[::1]:9000"\ntoken = "\u00e9t\u00e9"\n'
     + PAIR
     + 'match = { domain = ["a.example", "b.example"] }\n',
@@ -480,7 +549,7 @@ def test_configuration_reference_in_docs_matches_the_model() -> None:
 
 def test_every_option_is_in_the_reference() -> None:
     reference = render_reference()
-    for model in (ProxySection, MonitorSection, AdminSection, PairSection):
+    for model in (ProxySection, MonitorSection, AdminSection, TlsSection, PairSection):
         for name, info in model.model_fields.items():
             assert f"`{info.alias or name}`" in reference
             assert info.description, f"{model.__name__}.{name} has no one-line doc"
@@ -491,3 +560,201 @@ def test_alive_codes_are_read_as_the_monitor_reads_them() -> None:
     config = load_config_text('[monitor]\nalive-codes = ["2XX", "486"]')
     assert config.monitor.alive_codes == ["2XX", "486"]
     assert AliveCodes.parse(config.monitor.alive_codes).matches(204)
+
+
+# ============================================================================ [tls]
+
+TLS_LISTEN = '[proxy]\nlisten = ["udp:127.0.0.1:5060", "tls:127.0.0.1:5061"]\n'
+TLS_FILES = '[tls]\ncertificate = "/etc/sipha/chain.pem"\nprivate-key = "/etc/sipha/key.pem"\n'
+
+
+def tls_pair(primary: str = "tls:10.0.0.1:5061", backup: str = "tls:10.0.0.2:5061", extra: str = "") -> str:
+    return f'[[pair]]\nname = "t"\nprimary = "{primary}"\nbackup = "{backup}"\n{extra}'
+
+
+def test_tls_listen_with_certificate_and_key() -> None:
+    config = load_config_text(TLS_LISTEN + TLS_FILES)
+    assert config.tls.certificate == "/etc/sipha/chain.pem"
+    assert config.tls.private_key == "/etc/sipha/key.pem"
+
+
+def test_tls_listen_needs_certificate_and_key() -> None:
+    assert problems_of(TLS_LISTEN) == [
+        (
+            "tls.certificate = '': required by the tls: listen address in proxy.listen "
+            "('tls:127.0.0.1:5061'): the certificate chain this instance presents (RFC 3261 §26.2)"
+        ),
+        (
+            "tls.private-key = '': required by the tls: listen address in proxy.listen "
+            "('tls:127.0.0.1:5061'): the private key of tls.certificate"
+        ),
+    ]
+
+
+def test_tls_listen_needs_the_key_too() -> None:
+    text = '[proxy]\nlisten = ["TLS:[::1]:5061", "tls:127.0.0.1:5061"]\n[tls]\ncertificate = "c.pem"\n'
+    assert problems_of(text) == [
+        (
+            "tls.private-key = '': required by the tls: listen address in proxy.listen ('TLS:[::1]:5061', "
+            "'tls:127.0.0.1:5061'): the private key of tls.certificate"
+        )
+    ]
+
+
+def test_certificate_without_key_and_the_reverse() -> None:
+    assert problems_of('[tls]\ncertificate = "c.pem"\n') == [
+        "tls.private-key = '': required when tls.certificate is set: the private key of tls.certificate"
+    ]
+    assert problems_of('[tls]\nprivate-key = "k.pem"\n') == [
+        (
+            "tls.certificate = '': required when tls.private-key is set: "
+            "the certificate chain this instance presents (RFC 3261 §26.2)"
+        )
+    ]
+
+
+def test_certificate_without_tls_listen_is_for_outgoing_connections() -> None:
+    """Our chain is presented to members that ask for a client certificate (mutual TLS)."""
+    config = load_config_text(TLS_FILES + tls_pair())
+    assert config.tls.certificate == "/etc/sipha/chain.pem"
+
+
+@pytest.mark.parametrize("mode", ["optional", "required"])
+def test_verify_clients_needs_a_tls_listen(mode: str) -> None:
+    assert problems_of(f'[tls]\nverify-clients = "{mode}"\n') == [
+        (
+            f"tls.verify-clients = '{mode}': client certificates are asked for on tls: listens only, and "
+            'proxy.listen has none: add a tls: listen address or set verify-clients = "none"'
+        )
+    ]
+    config = load_config_text(TLS_LISTEN + TLS_FILES + f'verify-clients = "{mode}"\n')
+    assert config.tls.verify_clients == mode
+
+
+def test_ca_file_needs_a_verification() -> None:
+    assert problems_of('[tls]\nca-file = "ca.pem"\nverify-members = false\n') == [
+        (
+            "tls.ca-file = 'ca.pem': unused: it verifies peers' certificates, and verify-members = false "
+            'with verify-clients = "none" verifies none; remove it or turn a verification on'
+        )
+    ]
+    assert load_config_text('[tls]\nca-file = "ca.pem"\n').tls.ca_file == "ca.pem"
+    text = (
+        TLS_LISTEN + TLS_FILES + 'ca-file = "ca.pem"\nverify-members = false\nverify-clients = "optional"\n'
+    )
+    assert load_config_text(text).tls.verify_members is False
+
+
+def test_every_tls_rule_is_listed() -> None:
+    problems = problems_of('[tls]\nprivate-key = "k.pem"\nverify-clients = "required"\n')
+    assert [line.split(" = ", 1)[0] for line in problems] == ["tls.certificate", "tls.verify-clients"]
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        ("sip1.example.com", True),
+        ("SIP1.Example.COM", True),
+        ("localhost", True),
+        ("a", True),
+        ("1sip.example.com", True),
+        ("xn--bcher-kva.example", True),
+        ("a-b.c-d", True),
+        ("l" * 63 + ".example", True),
+        (".".join(["a" * 63] * 3 + ["b" * 61]), True),  # 253 characters
+        ("10.0.0.1", True),
+        ("2001:db8::1", True),
+        ("::1", True),
+        ("l" * 64 + ".example", False),
+        (".".join(["a" * 63] * 3 + ["b" * 62]), False),  # 254 characters
+        ("sip1.example.com.", False),
+        (".example.com", False),
+        ("a..b", False),
+        ("-sip.example.com", False),
+        ("sip-.example.com", False),
+        ("sip_1.example.com", False),
+        ("*.example.com", False),
+        ("sip 1.example.com", False),
+        ("sip1.example.com:5061", False),
+        ("[2001:db8::1]", False),
+        ("fe80::1%eth0", False),
+        ("10.0.0", False),
+        ("10.0.0.256", False),
+        ("bücher.example", False),
+        ("", False),
+    ],
+)
+def test_server_names(value: str, allowed: bool) -> None:
+    assert is_server_name(value) is allowed
+    if value:
+        text = tls_pair(extra=f'primary-server-name = "{value}"\nbackup-server-name = "{value}"\n')
+        if allowed:
+            pair = load_config_text(text).pair[0]
+            assert (pair.primary_server_name, pair.backup_server_name) == (value, value)
+        else:
+            problem = (
+                "expected a DNS host name (letters, digits and hyphens, dot-separated labels of 1-63 "
+                "characters, RFC 1123) or an IP address"
+            )
+            assert problems_of(text) == [
+                f"pair.0.primary-server-name = {value!r}: {problem}",
+                f"pair.0.backup-server-name = {value!r}: {problem}",
+            ]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_server_name_only_on_a_tls_member(transport: str) -> None:
+    text = tls_pair(primary=f"{transport}:10.0.0.1:5060", extra='primary-server-name = "sip1.example.com"\n')
+    assert problems_of(text) == [
+        (
+            f"pair.0.primary-server-name = 'sip1.example.com': allowed only when primary is a tls: address "
+            f"(primary = '{transport}:10.0.0.1:5060'): the name is sent as SNI and checked in the member's "
+            "certificate"
+        )
+    ]
+    text = tls_pair(backup=f"{transport}:10.0.0.2:5060", extra='backup-server-name = "sip2.example.com"\n')
+    (line,) = problems_of(text)
+    assert line.startswith(
+        "pair.0.backup-server-name = 'sip2.example.com': allowed only when backup is a tls:"
+    )
+    # The other member, over TLS, may have one.
+    pair = load_config_text(
+        tls_pair(backup=f"{transport}:10.0.0.2:5060", extra='primary-server-name = "s"\n')
+    )
+    assert pair.pair[0].primary_server_name == "s"
+
+
+def test_server_name_of_a_bad_member_is_not_judged_twice() -> None:
+    (line,) = problems_of(tls_pair(primary="tls:10.0.0.1", extra='primary-server-name = "s"\n'))
+    assert line.startswith("pair.0.primary = 'tls:10.0.0.1': ")
+
+
+def test_empty_server_name_on_any_member() -> None:
+    pair = load_config_text(PAIR + 'primary-server-name = ""\nbackup-server-name = ""\n').pair[0]
+    assert (pair.primary_server_name, pair.backup_server_name) == ("", "")
+
+
+def test_primary_and_backup_still_differ_over_tls() -> None:
+    text = tls_pair(backup="tls:10.0.0.1:5061", extra='primary-server-name = "a"\nbackup-server-name = "b"\n')
+    (line,) = problems_of(text)
+    assert line.endswith(": primary and backup must be different addresses")
+
+
+def test_render_tls() -> None:
+    text = render_config(load_config(None))
+    assert (
+        '\n[tls]\ncertificate = ""\nprivate-key = ""\nca-file = ""\nverify-members = true\n'
+        'verify-clients = "none"\nmin-version = "1.2"\nhandshake-timeout = 5.0\nkeylog-file = ""\n'
+        "\n[[pair]]\n"
+    ) in text
+    assert '\nprimary-server-name = ""\nbackup-server-name = ""\n' in text
+
+
+def test_reference_lists_the_choices() -> None:
+    reference = render_reference()
+    assert (
+        '| `verify-clients` | string | `"none"` | one of `"none"`, `"optional"`, `"required"` |' in reference
+    )
+    assert '| `min-version` | string | `"1.2"` | one of `"1.2"`, `"1.3"` |' in reference
+    assert "| `handshake-timeout` | number (seconds) | `5.0` | > 0, <= 60 |" in reference
+    assert "## [tls]" in reference

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import enum
 import logging
 import signal
@@ -50,6 +51,7 @@ from sipha.runtime import collect_garbage_when_idle, run_loop
 from sipha.sip import SipUri, parse_uri
 from sipha.sip.address import SIP_PORT, Address
 from sipha.supervisor import run_workers
+from sipha.tlsconfig import CertificateStatus, build_tls_settings, certificate_status
 
 log = logging.getLogger("sipha")
 
@@ -104,7 +106,10 @@ class ProxyApp:
             self._dispatch.on_transport_error,
             self._dispatch.on_bad_stream,
             on_batch_end=self._dispatch.on_batch_end,
+            on_tls=self._on_tls,
         )
+        self._tls_logged = TlsLogLimiter()
+        self._certificate: CertificateStatus | None = None
         self.core: ProxyCore | None = None
         self.admin: AdminServer | None = None
         self._admin_enabled = admin
@@ -126,6 +131,11 @@ class ProxyApp:
         """
         self._loop = asyncio.get_running_loop()
         self._dispatch.attach(self._loop, self.transports)
+        source = self._config_source()
+        self.transports.set_tls(build_tls_settings(self.config, source=source))  # ConfigError: a bad file
+        self._certificate = certificate_status(
+            self.config, datetime.datetime.now(datetime.UTC), source=source
+        )
         await self.transports.start([])
         worker = self.worker
         try:
@@ -141,7 +151,7 @@ class ProxyApp:
                 key = listen_key(text)
                 if worker is not None:
                     self._bound[key] = [
-                        await self.transports.adopt_listen(sock, recverr=recverr)
+                        await self.transports.adopt_listen(sock, recverr=recverr, transport=key[0])
                         for sock, recverr in worker.sockets[key]
                     ]
                     continue
@@ -192,6 +202,9 @@ class ProxyApp:
         core.start(self._now())
         dispatch.flush()
         self._spawn(collect_garbage_when_idle(lambda: core.contexts, self._now))
+
+    def _config_source(self) -> str:
+        return source_name(self.config_path)
 
     def _admin_listen(self) -> str:
         """``[admin] listen``; worker N of ``[proxy] workers`` serves its own on the port + N."""
@@ -248,6 +261,37 @@ class ProxyApp:
     def monotonic(self) -> float:
         """The loop's clock, which the core runs on."""
         return self._now()
+
+    def member_problem(self, address: Address) -> str | None:
+        """Why a pair member cannot be reached now: its last TLS handshake failed (else None)."""
+        if address.transport != "TLS":
+            return None
+        failure = self.transports.tls_failures.get((address.host, address.port))
+        return None if failure is None else f"TLS handshake failed: {failure}"
+
+    def tls_status(self) -> dict[str, Any] | None:
+        """The /status "tls" block: connections, handshakes by outcome, our certificate's dates."""
+        if not self._uses_tls():
+            return None
+        certificate = self._certificate
+        block: dict[str, Any] = {
+            "connections_open": self.transports.stats.tls_connections_open,
+            "handshakes": dict(self.transports.tls_outcomes),
+            "certificate": None,
+        }
+        if certificate is not None:
+            left = certificate.not_after - datetime.datetime.now(datetime.UTC)
+            summary = certificate.summary()
+            summary["days_left"] = left.days  # as of now, not as of the start
+            summary["not_after_timestamp"] = certificate.not_after.timestamp()
+            block["certificate"] = summary
+        return block
+
+    def _uses_tls(self) -> bool:
+        """Whether this instance listens on TLS or monitors a TLS member."""
+        settings = self.transports.tls
+        listens = any(address.transport == "TLS" for address in self.listen_addresses)
+        return listens or bool(settings is not None and settings.member_names)
 
     def transport_counters(self) -> dict[str, int]:
         """The transports' counters, and with ``[proxy] workers`` the hand-over's (for /metrics)."""
@@ -370,6 +414,10 @@ class ProxyApp:
                     "SIGHUP: configuration %s not applied, keeping the running one: %s", source, failure
                 )
                 return False
+            if self.transports.tls is not None and self._uses_tls():
+                # The files are read again on every reload, changed in the configuration or not
+                # (a renewed certificate under the same name): new handshakes use them.
+                changes.append("TLS certificates and trust anchors re-read")
             if changes:
                 log.info("configuration reloaded from %s: %s", source, "; ".join(changes))
             else:
@@ -396,6 +444,9 @@ class ProxyApp:
             )
         if old.proxy.workers != config.proxy.workers:
             changes.append("proxy.workers takes effect at the next restart")
+        tls = build_tls_settings(config, source=self._config_source())  # ConfigError: nothing changed yet
+        previous_tls = self.transports.tls
+        self.transports.set_tls(tls)  # a new tls: listen needs the new certificate
         added: dict[ListenKey, list[Address]] = {}
         try:
             for key, text in wanted.items():
@@ -413,6 +464,7 @@ class ProxyApp:
             for addresses in added.values():
                 for address in addresses:
                     self.transports.remove_listen(address)
+            self.transports.set_tls(previous_tls)
             raise
         kept: list[str] = []
         if core.monitor is not None:
@@ -431,6 +483,9 @@ class ProxyApp:
                 log.info("listening on %s", _address_text(address))
         self._bound = bound_map
         self.config = config
+        self._certificate = certificate_status(
+            config, datetime.datetime.now(datetime.UTC), source=self._config_source()
+        )
         if reprobed:
             changes.append(f"re-probing pairs {', '.join(reprobed)} (members or monitoring changed)")
         if old.admin != config.admin:
@@ -444,6 +499,25 @@ class ProxyApp:
         assert self._loop is not None  # noqa: S101 - set in start()
         return self._loop.time()
 
+    def _on_tls(self, peer: Address, outbound: bool, outcome: str, text: str) -> None:  # noqa: FBT001
+        """A TLS handshake ended: failures are logged, naming the pair member when it is one."""
+        if outcome == "ok":
+            self._tls_logged.succeeded(peer)
+            return
+        if not self._tls_logged.should_log(peer, text, self._now(), outbound=outbound):
+            return
+        core = self.core
+        member = None if core is None else core.view.member_at(peer.host, peer.port)
+        where = _address_text(peer)
+        if member is not None:
+            log.warning(
+                "pair %s: member %s (%s): TLS handshake failed: %s", member.pair, where, member.role, text
+            )
+        elif outbound:
+            log.warning("TLS handshake with %s failed: %s", where, text)
+        else:
+            log.warning("TLS handshake from %s refused: %s", where, text)
+
     def _log_event(self, event: HaEvent) -> None:
         """A pair monitor event: the log, the dashboard's recent events (the dispatcher tells the workers)."""
         if event.event_id is not None:
@@ -451,6 +525,46 @@ class ProxyApp:
         else:
             log.info("%s", event.message)
         self.telemetry.record_event(event)
+
+
+class TlsLogLimiter:
+    """When a TLS failure is worth a log line (a flood of bad handshakes is not a flood of lines).
+
+    A destination we connect to (a pair member probed every few seconds) is logged when
+    its failure starts or changes, and again every :data:`TLS_LOG_REPEAT` s while it lasts;
+    a source of failed inbound handshakes is logged once per :data:`TLS_LOG_REPEAT` s per IP.
+    The counters (/metrics) see every one.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int] | str, tuple[str, float]] = {}
+
+    def should_log(self, peer: Address, text: str, now: float, *, outbound: bool) -> bool:
+        """Whether this failure gets a log line now (inbound ones: keyed by the source IP)."""
+        key: tuple[str, int] | str = (peer.host, peer.port) if outbound else peer.host
+        last = self._last.get(key)
+        if last is not None and last[0] == text and now - last[1] < TLS_LOG_REPEAT:
+            return False
+        if len(self._last) >= TLS_LOG_KEPT and key not in self._last:
+            self._last.pop(next(iter(self._last)))
+        self._last[key] = (text, now)
+        return True
+
+    def succeeded(self, peer: Address) -> None:
+        """A handshake with ``peer`` succeeded: its next failure is news again."""
+        self._last.pop((peer.host, peer.port), None)
+
+
+TLS_LOG_REPEAT: Final = 60.0
+"""s between two log lines for the same TLS failure of the same peer."""
+TLS_LOG_KEPT: Final = 4096
+
+
+def source_name(path: ConfigPath) -> str:
+    """How errors name a configuration: its file, or the embedded default."""
+    if isinstance(path, Path):
+        return str(path)
+    return "<embedded default>" if path is None else "<config>"
 
 
 def _address_text(address: Address) -> str:
@@ -464,6 +578,9 @@ def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
     With ``[proxy] workers`` > 1, this process becomes the parent of the workers
     (:func:`sipha.supervisor.run_workers`), each of which runs a :class:`ProxyApp`.
     """
+    build_tls_settings(
+        config, source=source_name(config_path)
+    )  # a bad certificate: refused before any worker
     if config.proxy.workers > 1:
 
         def serve(plan: WorkerPlan) -> None:

@@ -19,6 +19,7 @@ from sipha.config import Config, ConfigError, parse_address
 from sipha.ha import AliveCodes, Monitor, MonitorSettings
 from sipha.proxy.affinity import worker_tag
 from sipha.proxy.core import ProxySettings
+from sipha.proxy.rules import derive_record_routes
 from sipha.proxy.view import ConfiguredView, PairSpec
 from sipha.sip import SipUri, parse_uri
 from sipha.sip.address import Address, is_wildcard
@@ -45,6 +46,10 @@ def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
         own.append((record_route.host_key, record_route.port))
         if record_route.port is None:
             own.append((record_route.host_key, None))
+        else:
+            # Its Record-Route URI of each transport carries our port of that transport
+            # (sipha.proxy.rules.derive_record_routes).
+            own += [(record_route.host_key, address.port) for address in listen]
     pairs = []
     for pair in config.pair:
         primary = parse_address(pair.primary)
@@ -84,7 +89,7 @@ def build_monitor(config: Config, view: ConfiguredView, telemetry: Telemetry | N
 
 
 def build_settings(config: Config, listen: Iterable[Address], *, worker: int | None = None) -> ProxySettings:
-    """The core's settings: our Via sent-by per transport, the Record-Route URI.
+    """The core's settings: our Via sent-by per transport, the Record-Route URI of each transport.
 
     ``worker``: the index of this worker process when ``[proxy] workers`` > 1 (its branch tag).
     """
@@ -101,6 +106,8 @@ def build_settings(config: Config, listen: Iterable[Address], *, worker: int | N
     return ProxySettings(
         record_route=config.proxy.record_route,
         via=via,
+        # RFC 5658: the Record-Route URI of each transport, the port of its first listen address.
+        record_routes=derive_record_routes(config.proxy.record_route, via),
         failover_timeout=failover,
         # The hold limit is derived by the failover policy from the monitor's settings
         # (sipha.proxy.failover.hold_limit).
@@ -118,7 +125,7 @@ def listen_key(text: str) -> ListenKey:
 def describe_changes(old: Config, new: Config) -> list[str]:
     """What a reload changes, one item per option or pair ("monitor.oos-check 5 -> 3")."""
     changes: list[str] = []
-    for section in ("proxy", "monitor", "admin"):
+    for section in ("proxy", "monitor", "admin", "tls"):
         before = getattr(old, section).model_dump(by_alias=True)
         after = getattr(new, section).model_dump(by_alias=True)
         for key, value in after.items():

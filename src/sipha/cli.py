@@ -58,7 +58,11 @@ def _build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config",
         help="validate a configuration file and print the effective configuration",
-        description="Validate FILE; print the effective configuration (exit 0) or every error (exit 2).",
+        description=(
+            "Validate FILE and the [tls] files it names (certificate, key, dates); print the effective "
+            "configuration (exit 0) or every error (exit 2).  A certificate expiring within 30 days is "
+            "a warning on stderr."
+        ),
     )
     check.add_argument("file", type=Path, nargs="?", help="TOML file; omitted: the embedded default")
     run = commands.add_parser(
@@ -277,13 +281,26 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check_config(path: Path | None) -> int:
+    """The model's checks, then what only the files can tell: [tls] certificate, key and dates.
+
+    The TLS contexts are built as ``sipha run`` builds them, so that a file that passes
+    here is not refused at start; a certificate expiring within 30 days is a warning.
+    """
+    from sipha.tlsconfig import build_tls_settings, certificate_status  # noqa: PLC0415 - ssl, cryptography
+
     try:
         config = load_config(path)
+        origin = "<embedded default>" if path is None else str(path)
+        now = datetime.now(UTC)
+        build_tls_settings(config, source=origin, now=now)
+        status = certificate_status(config, now, source=origin)
     except ConfigError as error:
         print(f"sipha: configuration {error.source} refused:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    for warning in status.warnings if status is not None else []:
+        print(f"warning: {warning}", file=sys.stderr)
     source = "the embedded default" if path is None else str(path)
     print(f"# effective configuration of {source}: OK")
     print(render_config(config), end="")

@@ -8,18 +8,32 @@ the key, the value and what is allowed.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sipha.ha.settings import AliveCodes
 from sipha.sip import SipParseError, SipUri, parse_uri
 from sipha.sip.address import is_wildcard
 
 _TRANSPORTS: Final = ("udp", "tcp", "tls")
+
+# RFC 1123 §2.1 host name label: letters, digits and hyphens, 1-63 characters, no hyphen at
+# either end (a leading digit allowed).
+_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_MAX_HOST_NAME: Final = 253
 
 
 class ConfigError(Exception):
@@ -29,6 +43,42 @@ class ConfigError(Exception):
         super().__init__(f"{source}: " + "; ".join(problems))
         self.source = source
         self.problems = problems
+
+
+class _CrossRules(ValueError):
+    """Problems of rules across sections, each line ``key = value: what is allowed``.
+
+    A model validator fails as a whole, located at its model (for :class:`Config`, the
+    whole file); this carries the lines so that :func:`load_config_text` lists each problem
+    at the option it is about, like the problem of a single option.
+    """
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+def is_server_name(text: str) -> bool:
+    """A name a TLS peer's certificate can be checked against: a DNS host name or an IP address.
+
+    Host names follow RFC 1123 §2.1, without the trailing dot (RFC 6066 §3: SNI carries
+    none); a last label of digits only would read as a truncated IPv4 address.  IP
+    addresses are bare (no brackets, no IPv6 zone): they are matched against the
+    certificate's IP address SANs (RFC 5280 §4.2.1.6).
+    """
+    if "%" not in text:
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            pass
+        else:
+            return True
+    labels = text.split(".")
+    return (
+        len(text) <= _MAX_HOST_NAME
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
 
 
 def _split_address(text: str, *, need_transport: bool) -> tuple[str, str, int]:
@@ -214,6 +264,22 @@ class PairSection(_Section):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$", description="pair name")
     primary: str = Field(description="the member configured as primary, transport:host:port")
     backup: str = Field(description="the member configured as backup, transport:host:port")
+    primary_server_name: str = Field(
+        default="",
+        alias="primary-server-name",
+        description=(
+            "tls: primary only: the name sent as SNI and verified in its certificate; "
+            "empty: the host of primary"
+        ),
+    )
+    backup_server_name: str = Field(
+        default="",
+        alias="backup-server-name",
+        description=(
+            "tls: backup only: the name sent as SNI and verified in its certificate; "
+            "empty: the host of backup"
+        ),
+    )
     serving: bool = Field(default=False, description="requests from endpoints go to this pair")
     match: PairMatch = Field(default_factory=PairMatch, description="optional routing rules")
 
@@ -221,6 +287,26 @@ class PairSection(_Section):
     @classmethod
     def _check_member(cls, value: str) -> str:
         parse_address(value)
+        return value
+
+    @field_validator("primary_server_name", "backup_server_name")
+    @classmethod
+    def _check_server_name(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        if not is_server_name(value):
+            raise ValueError(
+                "expected a DNS host name (letters, digits and hyphens, dot-separated labels of 1-63 "
+                "characters, RFC 1123) or an IP address"
+            )
+        member = "primary" if info.field_name == "primary_server_name" else "backup"
+        address = info.data.get(member)
+        # A member that failed its own validation is absent here: that problem is already listed.
+        if address is not None and parse_address(address).transport != "tls":
+            raise ValueError(
+                f"allowed only when {member} is a tls: address ({member} = {address!r}): "
+                "the name is sent as SNI and checked in the member's certificate"
+            )
         return value
 
     @model_validator(mode="after")
@@ -233,12 +319,62 @@ class PairSection(_Section):
         return self
 
 
+class TlsSection(_Section):
+    """[tls]: certificates and verification of the tls: transport (RFC 3261 §26.2)."""
+
+    # Only the form here: the files are read, matched and dated by sipha.tlsconfig.
+
+    certificate: str = Field(
+        default="",
+        description="PEM file: the certificate chain of this instance, leaf first; empty = none",
+    )
+    private_key: str = Field(
+        default="", alias="private-key", description="PEM file: the private key of certificate, unencrypted"
+    )
+    ca_file: str = Field(
+        default="",
+        alias="ca-file",
+        description="PEM file: trust anchors for peers' certificates; empty = the system trust store",
+    )
+    verify_members: bool = Field(
+        default=True,
+        alias="verify-members",
+        description="verify the tls: pair members' certificates and names (see *-server-name)",
+    )
+    verify_clients: Literal["none", "optional", "required"] = Field(
+        default="none",
+        alias="verify-clients",
+        description="client certificates on tls: listens (mutual TLS): not asked, verified if sent, required",
+    )
+    min_version: Literal["1.2", "1.3"] = Field(
+        default="1.2",
+        alias="min-version",
+        description="oldest TLS version accepted, a string; the newest both sides speak is used",
+    )
+    handshake_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        alias="handshake-timeout",
+        description="s a TLS handshake may take, in either direction, before the connection is dropped",
+    )
+    keylog_file: str = Field(
+        default="",
+        alias="keylog-file",
+        description=(
+            "append TLS secrets to this file (SSLKEYLOGFILE format, to decrypt captures in Wireshark "
+            "or sngrep); empty = off; debugging only"
+        ),
+    )
+
+
 class Config(_Section):
     """The whole configuration file."""
 
     proxy: ProxySection = Field(default_factory=ProxySection)
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     admin: AdminSection = Field(default_factory=AdminSection)
+    tls: TlsSection = Field(default_factory=TlsSection)
     pair: list[PairSection] = Field(default=[], description="the SIP server pairs")
 
     @model_validator(mode="after")
@@ -249,6 +385,36 @@ class Config(_Section):
         serving = [pair.name for pair in self.pair if pair.serving]
         if len(serving) > 1:
             raise ValueError(f"at most one pair may have serving = true, got {serving}")
+        return self
+
+    @model_validator(mode="after")
+    def _tls(self) -> Config:
+        """The [tls] rules that involve other options: nothing half-configured, nothing ignored."""
+        tls = self.tls
+        listens = ", ".join(repr(at) for at in self.proxy.listen if parse_address(at).transport == "tls")
+        by_listen = f"required by the tls: listen address in proxy.listen ({listens})"
+        problems: dict[str, str] = {}
+        if not tls.certificate and (listens or tls.private_key):
+            problems["certificate"] = (by_listen if listens else "required when tls.private-key is set") + (
+                ": the certificate chain this instance presents (RFC 3261 §26.2)"
+            )
+        if not tls.private_key and (listens or tls.certificate):
+            problems["private-key"] = (by_listen if listens else "required when tls.certificate is set") + (
+                ": the private key of tls.certificate"
+            )
+        if tls.verify_clients != "none" and not listens:
+            problems["verify-clients"] = (
+                "client certificates are asked for on tls: listens only, and proxy.listen has none: "
+                'add a tls: listen address or set verify-clients = "none"'
+            )
+        if tls.ca_file and not tls.verify_members and tls.verify_clients == "none":
+            problems["ca-file"] = (
+                "unused: it verifies peers' certificates, and verify-members = false with "
+                'verify-clients = "none" verifies none; remove it or turn a verification on'
+            )
+        if problems:
+            value = tls.model_dump(by_alias=True)
+            raise _CrossRules([f"tls.{key} = {value[key]!r}: {why}" for key, why in problems.items()])
         return self
 
 
@@ -276,7 +442,11 @@ def load_config_text(text: str, *, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(source, [_format_error(dict(item)) for item in error.errors()]) from error
+        problems: list[str] = []
+        for item in error.errors():
+            cross = item.get("ctx", {}).get("error")
+            problems += cross.lines if isinstance(cross, _CrossRules) else [_format_error(dict(item))]
+        raise ConfigError(source, problems) from error
 
 
 def load_config(path: Path | None) -> Config:
@@ -298,7 +468,7 @@ def default_config_text() -> str:
 def render_config(config: Config) -> str:
     """The effective configuration as TOML, every option spelled out."""
     lines: list[str] = []
-    for section_name in ("proxy", "monitor", "admin"):
+    for section_name in ("proxy", "monitor", "admin", "tls"):
         section: BaseModel = getattr(config, section_name)
         lines.append(f"[{section_name}]")
         lines.extend(_render_fields(section))
@@ -351,6 +521,7 @@ _SECTIONS: Final = (
     ("proxy", "[proxy]", ProxySection),
     ("monitor", "[monitor]", MonitorSection),
     ("admin", "[admin]", AdminSection),
+    ("tls", "[tls]", TlsSection),
     ("pair", "[[pair]] (one table per pair)", PairSection),
 )
 
@@ -359,6 +530,8 @@ def _type_name(annotation: object) -> str:
     names = {int: "integer", float: "number (seconds)", bool: "boolean", str: "string"}
     if annotation in names:
         return names[annotation]
+    if get_origin(annotation) is Literal:
+        return "string"
     text = str(annotation).replace("typing.", "")
     if text.startswith("list["):
         return "list of strings"
@@ -369,6 +542,8 @@ def _type_name(annotation: object) -> str:
 
 def _allowed(metadata: list[Any], annotation: object) -> str:
     bounds: list[str] = []
+    if get_origin(annotation) is Literal:
+        bounds.append("one of " + ", ".join(f"`{_toml_value(choice)}`" for choice in get_args(annotation)))
     unit = "character(s)" if annotation is str else "item(s)"
     for item in metadata:
         for attribute, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
@@ -424,6 +599,14 @@ def render_reference() -> str:
         "(IPv6 hosts in brackets). Rules across options: at most one pair has",
         "`serving = true`; pair names are unique; a pair's primary and backup differ;",
         "`sip-address` is required when a listen address is a wildcard (0.0.0.0, ::).",
+        "",
+        "TLS (RFC 3261 §26.2): a `tls:` listen address requires `tls.certificate` and `tls.private-key`,",
+        'and each of these the other; `verify-clients` other than `"none"` requires a `tls:` listen;',
+        '`ca-file` requires `verify-members = true` or `verify-clients` other than `"none"`;',
+        "`primary-server-name` (`backup-server-name`) requires a `tls:` `primary` (`backup`); without",
+        "one, a `tls:` member is verified against its host (a name, or an IP address SAN). Relative",
+        "paths are read from the working directory. `sipha check-config` reads the files, checks that",
+        "key and certificate match and the certificate's dates, and warns 30 days before expiry.",
         "",
     ]
     return "\n".join(lines)

@@ -559,7 +559,9 @@ def assert_forwarded_intact(rig: Rig, original: Request, received: Received) -> 
     assert top_name == "via"
     assert re.fullmatch(OWN_VIA.format(transport=rig.transport.upper(), port=rig.port), top_value), top_value
     rest = headers[1:]
-    record_route = f"<sip:{HOST}:{rig.port};lr>"
+    # RFC 5658: the Record-Route of the transport the request went out on (TCP: transport=tcp).
+    suffix = "" if rig.transport == "udp" else f";transport={rig.transport}"
+    record_route = f"<sip:{HOST}:{rig.port}{suffix};lr>"
     if original.method in DIALOG_CREATING and original.to.tag is None:
         added = [
             i for i, (name, value) in enumerate(rest) if name == "record-route" and value == record_route

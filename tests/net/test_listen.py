@@ -73,7 +73,9 @@ async def test_add_listen_refuses_what_cannot_be_bound() -> None:
             with pytest.raises(OSError, match="in use"):
                 await manager.add_listen("tcp", "127.0.0.1", other.getsockname()[1])
         with pytest.raises(ValueError, match="unsupported transport"):
-            await manager.add_listen("tls", "127.0.0.1", 0)
+            await manager.add_listen("sctp", "127.0.0.1", 0)
+        with pytest.raises(ValueError, match="needs a certificate"):
+            await manager.add_listen("tls", "127.0.0.1", 0)  # no [tls] certificate
         assert manager.listen_addresses == [taken]
     finally:
         await manager.stop()

@@ -19,7 +19,7 @@ from sipha.proxy.context import TABLE, Input, Op, ResponseContext, Timer
 from sipha.proxy.context import State as Phase
 from sipha.proxy.failover import FailoverPolicy, hold_limit
 from sipha.proxy.routing import Forward
-from sipha.proxy.rules import prepare
+from sipha.proxy.rules import RecordRoutes, prepare
 from sipha.proxy.settings import Counters, ProxySettings
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Request, Response, make_response, parse_message
@@ -119,8 +119,15 @@ class Setup:
         context = ResponseContext(server, request)
         member = self.view.active_member("demo")
         assert member is not None
+        record_routes = RecordRoutes.build(RECORD_ROUTE, {}, VIA)
         forwarded = prepare(
-            request, member.address, record_route=RECORD_ROUTE, via=VIA, branch_tag="", fork=0
+            request,
+            member.address,
+            inbound=ALICE.transport,
+            record_routes=record_routes,
+            via=VIA,
+            branch_tag="",
+            fork=0,
         )
         context.forwarded = forwarded
         context.client = self.layer.send_request(forwarded, member.address, self.now)

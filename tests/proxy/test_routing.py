@@ -388,3 +388,35 @@ def test_e2e_match_domain_chooses_the_pair() -> None:
     h.core.view = two_pairs(serving=True)
     sent = h.feed(invite(uri="sip:bob@a.example.com"))
     assert as_request(only(sent, Address("UDP", "10.0.1.10", 5060))).uri == "sip:bob@a.example.com"
+
+
+# ====================================================================== RFC 3261 §26.2.2: SIPS on every hop
+
+
+def test_a_sips_request_is_never_forwarded_over_a_cleartext_hop(view: ConfiguredView) -> None:
+    """The demo pair's members are UDP: a SIPS request for it is refused with 416 (§8.1.3.5)."""
+    decision = decide(req("INVITE", "sips:bob@example.com"), EDGE, view)
+    assert isinstance(decision, Answer)
+    assert decision.status == 416
+
+
+def test_a_sips_request_from_a_member_to_a_cleartext_route_is_refused(view: ConfiguredView) -> None:
+    request = req("INVITE", "sips:alice@127.0.0.1:5061", "<sip:10.9.9.9;transport=tcp;lr>")
+    decision = decide(request, PRIMARY, view)
+    assert isinstance(decision, Answer)
+    assert decision.status == 416
+
+
+def test_a_sips_request_goes_to_a_tls_member() -> None:
+    tls_pair = PairSpec(
+        "tls", Address("TLS", "10.0.0.1", 5061), Address("TLS", "10.0.0.2", 5061), serving=True
+    )
+    view = ConfiguredView.build([("127.0.0.1", 5060)], [tls_pair])
+    decision = decide(req("INVITE", "sips:bob@example.com"), EDGE, view)
+    assert decision == Forward(Address("TLS", "10.0.0.1", 5061), "tls")
+
+
+def test_a_sips_uri_with_transport_tcp_still_means_tls() -> None:
+    parsed = parse_uri("sips:bob@example.com;transport=tcp")
+    assert isinstance(parsed, SipUri)
+    assert uri_address(parsed) == Address("TLS", "example.com", 5061)

@@ -90,11 +90,14 @@ class SiphaCollector(Collector):
             value=overload,
         )
         yield from self._transport()
+        yield from self._tls()
         yield from self._pairs()
 
     def _transport(self) -> Iterator[Metric]:
         counters = self.source.transport_counters()
         open_now = counters.pop("connections_open", 0)
+        for name in [name for name in counters if name.startswith("tls_")]:
+            del counters[name]  # sipha_tls_* (below) shows them, by outcome
         yield GaugeMetricFamily("sipha_transport_connections_open", "stream connections open", value=open_now)
         family = CounterMetricFamily(
             "sipha_transport_events",
@@ -106,6 +109,32 @@ class SiphaCollector(Collector):
         for name, value in sorted(counters.items()):
             family.add_metric([name], value)
         yield family
+
+    def _tls(self) -> Iterator[Metric]:
+        tls = self.source.tls_status()
+        if tls is None:
+            return
+        yield GaugeMetricFamily(
+            "sipha_tls_connections_open",
+            "TLS connections open (handshaking included)",
+            value=tls["connections_open"],
+        )
+        handshakes = CounterMetricFamily(
+            "sipha_tls_handshakes",
+            "TLS handshakes by outcome, both directions: ok, verify_failed (the peer's certificate), "
+            "peer_refused (the peer's alert), not_tls (plaintext on a TLS port), closed, timeout, error",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(tls["handshakes"].items()):
+            handshakes.add_metric([outcome], count)
+        yield handshakes
+        certificate = tls.get("certificate")
+        if certificate is not None:
+            yield GaugeMetricFamily(
+                "sipha_tls_certificate_expiry_timestamp_seconds",
+                "Unix time at which this instance's certificate expires (not after)",
+                value=certificate["not_after_timestamp"],
+            )
 
     def _pairs(self) -> Iterator[Metric]:
         core = self.source.core
@@ -152,6 +181,12 @@ class SiphaCollector(Collector):
         rtt = HistogramMetricFamily(
             "sipha_pair_options_rtt_seconds", "OPTIONS round trips", labels=["pair", "member"]
         )
+        unreachable = GaugeMetricFamily(
+            "sipha_pair_member_transport_error",
+            "1 while the transport cannot reach the member (its last TLS handshake failed; the "
+            "reason is in /status and the log)",
+            labels=["pair", "member", "address"],
+        )
         if monitor is not None:
             now = self.source.monotonic()
             wall = time.time()
@@ -159,7 +194,10 @@ class SiphaCollector(Collector):
                 status = pair.status()
                 for member in pair.members():
                     is_active = member == status.active
-                    active.add_metric([name, member.role, address_text(member.address)], int(is_active))
+                    where = address_text(member.address)
+                    active.add_metric([name, member.role, where], int(is_active))
+                    problem = self.source.member_problem(member.address)
+                    unreachable.add_metric([name, member.role, where], int(problem is not None))
                     seconds = status.last_rtt.get(member.role)
                     if seconds is not None:
                         last_rtt.add_metric([name, member.role], seconds)
@@ -180,7 +218,7 @@ class SiphaCollector(Collector):
                 failed.add_metric([name], status.counters.probes_failed)
                 claims.add_metric([name], status.counters.claims_rejected)
         yield from (active, up, state, split, changed, switchovers, sent, answered, failed, claims)
-        yield from (last_rtt, rtt)
+        yield from (last_rtt, rtt, unreachable)
 
 
 def build_registry(source: AdminSource) -> CollectorRegistry:

@@ -37,6 +37,14 @@ class AdminSource(Protocol):
         """:meth:`monotonic` time of the start, None before."""
         ...
 
+    def member_problem(self, address: Address) -> str | None:
+        """Why the transport cannot reach this member now (a failed TLS handshake), or None."""
+        ...
+
+    def tls_status(self) -> dict[str, Any] | None:
+        """TLS connections, handshakes by outcome and the certificate's dates; None without TLS."""
+        ...
+
 
 class DemoControl(Protocol):
     """``sipha demo``'s hooks: the switchover button and what the demo does."""
@@ -94,6 +102,7 @@ def pairs_status(source: AdminSource) -> list[dict[str, Any]]:
                     "address": _member(member),
                     "active": member == active,
                     "last_rtt_ms": None if rtt is None else round(rtt * 1000, 3),
+                    "transport_error": source.member_problem(member.address),
                 }
             )
         out.append(
@@ -143,6 +152,7 @@ def build_status(source: AdminSource, demo: DemoControl | None = None) -> dict[s
             for (method, klass), count in sorted(source.telemetry.transactions.items())
         ],
         "pairs": pairs_status(source),
+        "tls": source.tls_status(),
         "events": list(source.telemetry.events),
         "demo": None if demo is None else demo.status(),
     }

@@ -20,6 +20,7 @@ from sipha.net.addr import parse_ip
 from sipha.net.resolve import Resolver
 from sipha.net.stats import TransportStats
 from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext
+from sipha.net.tls import OUTCOMES, OnTlsEvent, TlsConnection, TlsSettings
 from sipha.net.udp import UdpEndpoint, open_udp_socket
 from sipha.sip import DEFAULT_LIMITS, ParserLimits
 from sipha.sip.address import Address
@@ -35,13 +36,15 @@ DEFAULT_UDP_BUFFER: Final = 4 * 1024 * 1024
 DEFAULT_UDP_BATCH: Final = 64
 DEFAULT_UDP_QUEUE: Final = 10_000
 _STOP_GRACE: Final = 1.0  # seconds connections get to flush their buffers on stop()
-_TRANSPORTS: Final = ("UDP", "TCP")
+_TRANSPORTS: Final = ("UDP", "TCP", "TLS")
+_TLS_FAILURES_KEPT: Final = 1024
+"""Bound of the table of the last TLS failure per destination (for /status)."""
 
 
 def check_listen_transport(transport: str) -> None:
-    """ValueError unless ``transport`` is one sipha listens on (udp or tcp, any case)."""
+    """ValueError unless ``transport`` is one sipha listens on (udp, tcp or tls, any case)."""
     if transport.upper() not in _TRANSPORTS:
-        raise ValueError(f"unsupported transport {transport!r} (udp or tcp)")
+        raise ValueError(f"unsupported transport {transport!r} (udp, tcp or tls)")
 
 
 def resolve_listen(transport: str, host: str, port: int) -> tuple[socket.AddressFamily, str]:
@@ -91,6 +94,8 @@ class TransportManager:
         udp_reuse_address: bool = True,
         resolver: Resolver | None = None,
         on_batch_end: Callable[[], None] | None = None,
+        tls: TlsSettings | None = None,
+        on_tls: OnTlsEvent | None = None,
     ) -> None:
         self._on_message = on_message
         self._on_batch_end = on_batch_end
@@ -114,6 +119,15 @@ class TransportManager:
         self._servers: list[asyncio.Server] = []
         self._listen: list[Address] = []
         self._tcp: TcpContext | None = None
+        self._tls_context: TcpContext | None = None
+        self.tls = tls
+        """The TLS contexts (None: no TLS); :meth:`set_tls` replaces them on reload."""
+        self._on_tls = on_tls
+        self.tls_outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        """TLS handshakes by outcome (:data:`sipha.net.tls.OUTCOMES`), both directions."""
+        self.tls_failures: dict[tuple[str, int], str] = {}
+        """Destinations we connect to over TLS whose last handshake failed: (IP, port) -> why.
+        Cleared by the next handshake that succeeds (read by /status)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -139,6 +153,19 @@ class TransportManager:
             write_max=self._write_max,
             max_connections=self._max_connections,
         )
+        self._tls_context = TcpContext(
+            loop,
+            stats=self.stats,
+            on_message=self._on_message,
+            on_error=self._report,
+            on_bad_stream=self._on_bad_stream,
+            limits=self._limits,
+            idle_timeout=self._idle_timeout,
+            write_high=self._write_high,
+            write_max=self._write_max,
+            max_connections=self._max_connections,
+            transport="TLS",
+        )
         for transport, _host, _port in listens:
             try:
                 check_listen_transport(transport)
@@ -152,7 +179,7 @@ class TransportManager:
                 if kind == "UDP":
                     self._start_udp(loop, family, ip, port)
                 else:
-                    await self._start_tcp(loop, self._tcp, family, ip, port)
+                    await self._start_stream(loop, kind, family, ip, port)
         except BaseException:
             await self.stop()
             raise
@@ -194,41 +221,96 @@ class TransportManager:
         self._udp_by_family.setdefault(family, endpoint)
         self._listen.append(endpoint.local)
 
-    async def _start_tcp(
+    def _accepting(self, kind: str) -> Callable[[], TcpConnection]:
+        """The protocol factory of a TCP or TLS listen (TLS: the contexts current at accept time)."""
+        if kind == "TCP":
+            context = self._tcp
+            assert context is not None  # noqa: S101 - started
+            return lambda: TcpConnection(context)
+        tls_context = self._tls_context
+        assert tls_context is not None  # noqa: S101 - started
+        if self.tls is None or self.tls.server is None:
+            raise ValueError("a tls: listen address needs a certificate and a private key ([tls])")
+        return lambda: self._accept_tls(tls_context)
+
+    def _accept_tls(self, context: TcpContext) -> TcpConnection:
+        settings = self.tls
+        assert settings is not None  # noqa: S101 - checked at listen
+        assert settings.server is not None  # noqa: S101
+        return TlsConnection(
+            context,
+            tls=settings.server,
+            handshake_timeout=settings.handshake_timeout,
+            on_tls=self._tls_event,
+        )
+
+    async def _start_stream(
         self,
         loop: asyncio.AbstractEventLoop,
-        context: TcpContext,
+        kind: str,
         family: socket.AddressFamily,
         ip: str,
         port: int,
     ) -> None:
-        server = await loop.create_server(
-            lambda: TcpConnection(context), ip, port, family=family, reuse_address=True, backlog=1024
-        )
+        factory = self._accepting(kind)
+        server = await loop.create_server(factory, ip, port, family=family, reuse_address=True, backlog=1024)
         self._servers.append(server)
         for sock in server.sockets:
             name = sock.getsockname()
-            self._listen.append(Address("TCP", name[0], name[1]))
+            self._listen.append(Address(kind, name[0], name[1]))
 
-    async def adopt_listen(self, sock: socket.socket, *, recverr: bool = False) -> Address:
-        """Serve a socket bound elsewhere: a UDP socket or a listening TCP one.
+    async def adopt_listen(
+        self, sock: socket.socket, *, recverr: bool = False, transport: str = ""
+    ) -> Address:
+        """Serve a socket bound elsewhere: a UDP socket or a listening TCP one (``transport`` TLS: TLS).
 
         A ``[proxy] workers`` process gets its sockets from the parent; ``recverr``:
         IP_RECVERR is on (UDP).
         """
         loop = self._loop
-        context = self._tcp
-        if loop is None or context is None:
+        if loop is None or self._tcp is None:
             raise RuntimeError("TransportManager not started")
         before = len(self._listen)
         if sock.type == socket.SOCK_DGRAM:
             self._serve_udp(loop, sock, sock.family, recverr=recverr)
         else:
-            server = await loop.create_server(lambda: TcpConnection(context), sock=sock, backlog=1024)
+            kind = "TLS" if transport.upper() == "TLS" else "TCP"
+            server = await loop.create_server(self._accepting(kind), sock=sock, backlog=1024)
             self._servers.append(server)
             name = sock.getsockname()
-            self._listen.append(Address("TCP", name[0], name[1]))
+            self._listen.append(Address(kind, name[0], name[1]))
         return self._listen[before]
+
+    def set_tls(self, settings: TlsSettings | None) -> None:
+        """New TLS contexts (a reload): used by connections from now on; open ones keep theirs.
+
+        A connection we opened to a member whose name to verify changed is no longer
+        used for new messages (one connection per peer *and* identity); it stays open
+        for the transactions under way on it until it idles out.
+        """
+        self.tls = settings
+        context = self._tls_context
+        if context is None:
+            return
+        names = {} if settings is None else settings.member_names
+        for connection in list(context.connections.values()):
+            if isinstance(connection, TlsConnection) and connection.outbound:
+                remote = connection.remote
+                if remote is not None and names.get((remote.host, remote.port)) != connection.server_hostname:
+                    connection.retire()
+
+    def _tls_event(self, peer: Address, outbound: bool, outcome: str, text: str) -> None:  # noqa: FBT001
+        self.tls_outcomes[outcome] = self.tls_outcomes.get(outcome, 0) + 1
+        if outbound:
+            key = (peer.host, peer.port)
+            if outcome == "ok":
+                self.tls_failures.pop(key, None)
+            else:
+                if len(self.tls_failures) >= _TLS_FAILURES_KEPT and key not in self.tls_failures:
+                    self.tls_failures.pop(next(iter(self.tls_failures)))
+                self.tls_failures[key] = text
+        if self._on_tls is not None:
+            self._on_tls(peer, outbound, outcome, text)
 
     async def add_listen(self, transport: str, host: str, port: int) -> list[Address]:
         """Bind one more listen address while running (SIGHUP); the addresses it bound.
@@ -236,17 +318,18 @@ class TransportManager:
         Raises OSError (cannot bind) or ValueError (transport); nothing is bound then.
         """
         loop = self._loop
-        context = self._tcp
-        if loop is None or context is None:
+        if loop is None or self._tcp is None:
             raise RuntimeError("TransportManager not started")
         check_listen_transport(transport)
         kind = transport.upper()
+        if kind != "UDP":
+            self._accepting(kind)  # ValueError now, before anything is bound
         family, ip = await self._listen_ip(loop, kind, host, port)
         before = len(self._listen)
         if kind == "UDP":
             self._start_udp(loop, family, ip, port)
         else:
-            await self._start_tcp(loop, context, family, ip, port)
+            await self._start_stream(loop, kind, family, ip, port)
         return self._listen[before:]
 
     def remove_listen(self, address: Address) -> bool:
@@ -272,7 +355,7 @@ class TransportManager:
             return True
         for server in self._servers:
             names = [sock.getsockname() for sock in server.sockets]
-            bound = [Address("TCP", name[0], name[1]) for name in names]
+            bound = [Address(address.transport, name[0], name[1]) for name in names]
             if address in bound:
                 server.close()
                 self._servers.remove(server)
@@ -292,17 +375,20 @@ class TransportManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        context = self._tcp
-        if context is not None:
+        contexts = [context for context in (self._tcp, self._tls_context) if context is not None]
+        for context in contexts:
             for connection in list(context.live):
                 connection.close()
-            if context.live:
-                # Lost connections leave context.live on their own; poll it at a fine grain
-                # for at most _STOP_GRACE, then abort whatever has not flushed.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_until_empty(context.live), _STOP_GRACE)
+        live = [connection for context in contexts for connection in context.live]
+        if live:
+            # Lost connections leave context.live on their own; poll it at a fine grain
+            # for at most _STOP_GRACE, then abort whatever has not flushed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_until_empty(contexts), _STOP_GRACE)
+        for context in contexts:
             for connection in list(context.live):
                 connection.abort()
+        if contexts:
             await asyncio.sleep(0)  # let the aborted transports call connection_lost
         for server in self._servers:
             await server.wait_closed()
@@ -347,7 +433,7 @@ class TransportManager:
         The core uses it for RFC 3261 §18.2.2: if the request's connection is
         gone, a response goes to ``via.response_fallback_destination`` instead.
         """
-        context = self._tcp
+        context = self._tls_context if destination.transport.upper() == "TLS" else self._tcp
         if context is None:
             return False
         if (destination.host, destination.port) in context.connections:
@@ -394,8 +480,8 @@ class TransportManager:
                 else:
                     self._report(destination, "no UDP socket of this address family")
                 return
-        elif kind == "TCP":
-            context = self._tcp
+        elif kind == "TCP" or kind == "TLS":  # noqa: PLR1714 - the hot path compares str identity first
+            context = self._tcp if kind == "TCP" else self._tls_context
             if context is None:
                 return  # not started: nothing can be sent
             connection = context.connections.get((destination.host, destination.port))
@@ -404,7 +490,7 @@ class TransportManager:
                 return
             parsed = parse_ip(destination.host)
             if parsed is not None:
-                self._send_new_connection(context, data, Address("TCP", parsed[1], destination.port))
+                self._send_new_connection(context, data, Address(kind, parsed[1], destination.port))
                 return
         elif kind.upper() in _TRANSPORTS:
             self.send(data, Address(kind.upper(), destination.host, destination.port))
@@ -414,7 +500,9 @@ class TransportManager:
             return
         self._spawn(self._send_resolved(data, destination))
 
-    def _send_new_connection(self, context: TcpContext, data: bytes, destination: Address) -> None:
+    def _send_new_connection(
+        self, context: TcpContext, data: bytes, destination: Address, name: str | None = None
+    ) -> None:
         existing = context.connections.get((destination.host, destination.port))
         if existing is not None:  # the destination was written differently ([::1], 0:0::1)
             existing.send(data)
@@ -423,9 +511,45 @@ class TransportManager:
             self.stats.connections_refused += 1
             self._report(destination, "connection limit reached")
             return
-        connection = TcpConnection(context, destination)  # registered under the destination
+        connection: TcpConnection
+        if context.transport == "TLS":
+            built = self._tls_connection(context, destination, name)
+            if built is None:
+                return
+            connection = built
+        else:
+            connection = TcpConnection(context, destination)  # registered under the destination
         connection.send(data)
         self._spawn(self._connect(connection, destination))
+
+    def _tls_connection(
+        self, context: TcpContext, destination: Address, name: str | None
+    ) -> TcpConnection | None:
+        """A TLS connection to open to ``destination`` (an IP; ``name``: the host name it was given by).
+
+        A pair member is verified with the members context against its configured
+        server name, else its IP (RFC 5922 §7.2 asks for the domain the request was
+        routed to; a member is named by the configuration); anyone else gets the
+        non-verifying context, with SNI when a host name is known (RFC 6066 §3: SNI
+        carries host names, never IP literals).
+        """
+        settings = self.tls
+        if settings is None:
+            self._report(destination, "no TLS configured ([tls]) to reach a tls: destination")
+            return None
+        member_name = settings.member_names.get((destination.host, destination.port))
+        if member_name is None and name is not None:  # a member configured by host name
+            member_name = settings.member_names.get((name.lower(), destination.port))
+        tls = settings.others if member_name is None else settings.members
+        server_hostname = name if member_name is None else member_name
+        return TlsConnection(
+            context,
+            destination,
+            tls=tls,
+            server_hostname=server_hostname,
+            handshake_timeout=settings.handshake_timeout,
+            on_tls=self._tls_event,
+        )
 
     async def _connect(self, connection: TcpConnection, destination: Address) -> None:
         loop = self._loop
@@ -452,7 +576,12 @@ class TransportManager:
         if destination.transport == "UDP":
             usable = [ip for ip in addresses if (parse_ip(ip) or (0, ""))[0] in self._udp_by_family]
             addresses = usable or addresses
-        self.send(data, Address(destination.transport, addresses[0], destination.port))
+        resolved = Address(destination.transport, addresses[0], destination.port)
+        if destination.transport == "TLS" and self._tls_context is not None:
+            # The name it was routed by is the identity to ask for (SNI).
+            self._send_new_connection(self._tls_context, data, resolved, destination.host)
+            return
+        self.send(data, resolved)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         loop = self._loop
@@ -469,6 +598,6 @@ class TransportManager:
             loop.call_soon(self._on_transport_error, destination, error)
 
 
-async def _until_empty(live: set[TcpConnection]) -> None:
-    while live:
+async def _until_empty(contexts: list[TcpContext]) -> None:
+    while any(context.live for context in contexts):
         await asyncio.sleep(0.005)

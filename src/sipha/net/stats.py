@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass(slots=True)
 class TransportStats:
-    """Monotonic counters, except ``connections_open`` which is a gauge."""
+    """Monotonic counters, except ``connections_open`` and ``tls_connections_open``: gauges."""
 
     datagrams_in: int = 0
     datagrams_out: int = 0
@@ -36,6 +36,12 @@ class TransportStats:
     write_overflows: int = 0
     """Connections aborted because the peer did not read what was sent to it."""
     framing_errors: int = 0
+    tls_connections_open: int = 0
+    """Gauge: TLS connections not yet lost (handshaking, open or closing)."""
+    tls_handshakes: int = 0
+    """TLS handshakes completed, either direction."""
+    tls_handshake_failures: int = 0
+    """TLS handshakes that failed or timed out, either direction (by outcome: the manager)."""
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""

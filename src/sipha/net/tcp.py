@@ -42,6 +42,7 @@ class TcpContext:
         "on_error",
         "on_message",
         "stats",
+        "transport",
         "write_high",
         "write_max",
     )
@@ -59,7 +60,10 @@ class TcpContext:
         write_high: int,
         write_max: int,
         max_connections: int,
+        transport: str = "TCP",
     ) -> None:
+        self.transport = transport
+        """"TCP", or "TLS" for the connections of :class:`sipha.net.tls.TlsConnection`."""
         self.loop = loop
         self.stats = stats
         self.on_message = on_message
@@ -75,6 +79,13 @@ class TcpContext:
         self.live: set[TcpConnection] = set()
         """Every connection not yet lost, closing ones included (counted against the limit)."""
 
+    def count_open(self) -> None:
+        """Update the gauge of open connections of this transport."""
+        if self.transport == "TLS":
+            self.stats.tls_connections_open = len(self.live)
+        else:
+            self.stats.connections_open = len(self.live)
+
 
 class TcpConnection(asyncio.Protocol):
     """One TCP connection, inbound (accepted) or outbound (opened by :meth:`send`)."""
@@ -84,7 +95,7 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         # Outbound: the destination it is opened to (its table key); inbound: set on accept.
         self.remote = remote
-        self.local = Address("TCP", "", 0)
+        self.local = Address(context.transport, "", 0)
         self._framer = StreamFramer(context.limits)
         self._pending: list[bytes] = []
         self._pending_size = 0
@@ -96,7 +107,7 @@ class TcpConnection(asyncio.Protocol):
         if remote is not None:
             context.connections[remote.host, remote.port] = self
             context.live.add(self)
-            context.stats.connections_open = len(context.live)
+            context.count_open()
 
     def __repr__(self) -> str:
         return f"<TcpConnection {self.remote} local={self.local}>"
@@ -111,6 +122,11 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, base: asyncio.BaseTransport) -> None:  # noqa: D102
         # A stream transport (uvloop's is not an asyncio.Transport subclass, so no isinstance).
         transport = cast("asyncio.Transport", base)
+        if self._admit(transport):
+            self._established(transport)
+
+    def _admit(self, transport: asyncio.Transport) -> bool:
+        """Count and register a connection just made; False when it was refused or given up."""
         context = self._context
         stats = context.stats
         if self.remote is None:
@@ -119,21 +135,26 @@ class TcpConnection(asyncio.Protocol):
                 stats.connections_refused += 1
                 self._closing = True
                 transport.abort()
-                return
+                return False
             peer = transport.get_extra_info("peername")
-            self.remote = Address("TCP", peer[0], peer[1])
+            self.remote = Address(context.transport, peer[0], peer[1])
             context.connections[peer[0], peer[1]] = self
             context.live.add(self)
-            stats.connections_open = len(context.live)
+            context.count_open()
             stats.connections_accepted += 1
         elif self._closing:
             transport.abort()  # given up on (stop(), send queue overflow) while connecting
-            return
+            return False
         else:
             stats.connections_opened += 1
-        self.transport = transport
         name = transport.get_extra_info("sockname")
-        self.local = Address("TCP", name[0], name[1])
+        self.local = Address(context.transport, name[0], name[1])
+        return True
+
+    def _established(self, transport: asyncio.Transport) -> None:
+        """Ready for SIP (for TLS: once the handshake is done): send what waited, watch idleness."""
+        context = self._context
+        self.transport = transport
         # Above the high-water mark pause_writing() is called: see there.
         transport.set_write_buffer_limits(high=context.write_high)
         self._last_activity = context.loop.time()
@@ -191,7 +212,7 @@ class TcpConnection(asyncio.Protocol):
         self._unregister()
         if self in context.live:
             context.live.discard(self)
-            context.stats.connections_open = len(context.live)
+            context.count_open()
         if self.remote is not None and not self._closing and not self._reported and exc is not None:
             # Reset or broken: whatever was sent but not acknowledged may be lost
             # (RFC 3261 §18.4: report the failure to the transport user).
@@ -259,7 +280,7 @@ class TcpConnection(asyncio.Protocol):
         context = self._context
         if self in context.live:
             context.live.discard(self)
-            context.stats.connections_open = len(context.live)
+            context.count_open()
 
     def _fail(self, error: OSError | str) -> None:
         """Report ``error`` for this peer once and drop the connection."""

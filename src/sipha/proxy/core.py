@@ -114,6 +114,7 @@ class ProxyCore:
         )
         self.failover: FailoverPolicy = self._responses.failover
         self._link = MonitorLink(self.failover, self.txn, settings, self._record_route, self._token)
+        self._record_routes = self._responses.record_routes
         self._responses.pump_monitor = self._link.pump
 
     # ------------------------------------------------------------------ I/O-facing API
@@ -261,6 +262,7 @@ class ProxyCore:
         self.view = view
         self.monitor = monitor
         self._responses.reconfigure(settings, view, monitor)
+        self._record_routes = self._responses.record_routes
         self._link.reconfigure(settings, record_route, old_monitor, now)
         self._run(now)
 
@@ -339,7 +341,7 @@ class ProxyCore:
             self.counters.loops_detected += refusal[0] == LOOP_DETECTED
             self._responses.refuse(context, *refusal, now=now)
             return
-        preprocess_routes(request, self._record_route, self.view)  # §16.4
+        preprocess_routes(request, self._record_routes, self.view)  # §16.4
         origin = member_source(request, source)
         self._link.note_request_from(request, origin, now)
         if request.to.tag is None:
@@ -372,12 +374,12 @@ class ProxyCore:
         """An ACK for a 2xx: its own transaction, forwarded like any request (§16.6, §13.2.2.4)."""
         if ack.max_forwards == 0:
             return  # an ACK is never answered (§17.1.1.3); a looped one is dropped
-        preprocess_routes(ack, self._record_route, self.view)
+        preprocess_routes(ack, self._record_routes, self.view)
         origin = member_source(ack, source)
         self._link.note_request_from(ack, origin, now)
         decision = decide(ack, origin, self.view)
         if isinstance(decision, Forward):
-            forwarded = self._responses.prepare(ack, decision.destination, fork=0)  # §16.6 steps 1-8
+            forwarded = self._responses.prepare(ack, source, decision.destination, fork=0)  # §16.6 steps 1-8
             self.txn.send_stateless(forwarded, decision.destination)
 
     # ------------------------------------------------------------------ responses: §16.7

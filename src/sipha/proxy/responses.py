@@ -20,7 +20,7 @@ from sipha.proxy.context import TABLE, Input, Op, ResponseContext, State, Timer
 from sipha.proxy.failover import FailoverPolicy
 from sipha.proxy.lifecycle import CallMemory
 from sipha.proxy.routing import RETRY_AFTER_SECONDS, Forward
-from sipha.proxy.rules import better, build_cancel, call_key, prepare
+from sipha.proxy.rules import RecordRoutes, better, build_cancel, call_key, prepare
 from sipha.proxy.settings import Counters, ProxySettings
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Request, Response, make_response
@@ -45,6 +45,8 @@ class ResponseContexts:
         token: Callable[[], str],
     ) -> None:
         self.settings = settings
+        self.record_routes = _record_routes(settings)
+        """Our Record-Route values per transport (§16.6 step 4, RFC 5658), for these settings."""
         self.view = view
         self.txn = txn
         self.counters = counters
@@ -66,6 +68,7 @@ class ResponseContexts:
     def reconfigure(self, settings: ProxySettings, view: ConfiguredView, monitor: Monitor | None) -> None:
         """SIGHUP: new settings, view and monitor for the contexts and the policy."""
         self.settings = settings
+        self.record_routes = _record_routes(settings)
         self.view = view
         self.failover.reconfigure(settings, view, monitor)
 
@@ -78,7 +81,9 @@ class ResponseContexts:
 
     def forward(self, context: ResponseContext, decision: Forward, now: float) -> None:
         """§16.6 request forwarding, steps 1 to 11, for one target."""
-        forwarded = self.prepare(context.request, decision.destination, fork=context.attempt)  # steps 1-8
+        # Steps 1-8 (the server transaction's peer: where, and on which transport, the request came from).
+        source = context.server.peer
+        forwarded = self.prepare(context.request, source, decision.destination, fork=context.attempt)
         client = self.txn.send_request(forwarded, decision.destination, now)  # step 10
         context.forwarded = forwarded
         context.client = client
@@ -91,13 +96,14 @@ class ResponseContexts:
             context.member = self.view.active_member(decision.pair)
             self.failover.forwarded(context, now)
 
-    def prepare(self, request: Request, destination: Address, *, fork: int) -> Request:
-        """§16.6 steps 1 to 8 with our settings: the copy of ``request`` to send to ``destination``."""
+    def prepare(self, request: Request, source: Address, destination: Address, *, fork: int) -> Request:
+        """§16.6 steps 1 to 8 with our settings: the copy of ``request``, from ``source``, to send."""
         settings = self.settings
         return prepare(
             request,
             destination,
-            record_route=settings.record_route,
+            inbound=source.transport,
+            record_routes=self.record_routes,
             via=settings.via,
             branch_tag=settings.branch_tag,
             fork=fork,
@@ -344,6 +350,11 @@ class ResponseContexts:
         to_tag = response.to.tag
         if request.method == "INVITE" and request.to.tag is None and to_tag is not None:
             self.calls.remember(call_key(request.call_id, request.from_.tag, to_tag), now)
+
+
+def _record_routes(settings: ProxySettings) -> RecordRoutes:
+    """Our Record-Route values for ``settings`` (derived from the configured URI and Via if not given)."""
+    return RecordRoutes.build(settings.record_route, settings.record_routes, settings.via)
 
 
 def _no_pump(now: float) -> None:

@@ -65,12 +65,24 @@ Decision = Forward | Answer
 # How long a 503 for a pair without an active member asks the caller to wait (docs/design.md §2).
 RETRY_AFTER_SECONDS: Final = 5
 
+CLEARTEXT_REFUSED: Final = Answer(416, "Unsupported URI Scheme (SIPS needs a TLS hop; this one is not)")
+"""A SIPS request whose next hop is not over TLS (RFC 3261 §26.2.2: "SIPS ... requires TLS on
+every hop").  416 is what §8.1.3.5 tells the client to answer by retrying with a SIP URI."""
+
 
 def uri_address(uri: SipUri) -> Address:
-    """The transport address a SIP URI points at (RFC 3263 §4 without DNS: transport, port)."""
+    """The transport address a SIP URI points at (RFC 3263 §4 without DNS: transport, port).
+
+    A ``sips:`` URI is always reached over TLS: RFC 3261 §26.2.2, "the SIPS URI
+    scheme ... requires TLS on every hop", and RFC 3263 §4.1, "if the URI is a SIPS
+    URI ... the client MUST use TLS" (``transport=tcp`` on a SIPS URI is the old
+    spelling of TLS over TCP, RFC 5630 §3.1.3).
+    """
     transport = uri.transport
-    if transport is None:
-        transport = "tls" if uri.scheme == "sips" else "udp"
+    if uri.scheme == "sips":
+        transport = "tls"
+    elif transport is None:
+        transport = "udp"
     port = uri.port
     if port is None:
         port = SIPS_PORT if uri.scheme == "sips" or transport == "tls" else SIP_PORT
@@ -118,13 +130,18 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     elif sip_uri is not None and not _names_own(sip_uri, view):
         next_hop = sip_uri
     # Rule 2: anything that names a member goes to its pair's active member.
+    secure = (sip_uri is not None and sip_uri.scheme == "sips") or (
+        next_hop is not None and next_hop.scheme == "sips"
+    )
     if next_hop is not None:
         target = uri_address(next_hop)
         member = view.member_at(target.host, target.port)
         if member is not None:
-            return _to_active(member.pair, view)
+            return _to_active(member.pair, view, secure=secure)
         if from_member:
             # Rule 3: a SIP server using sipha as its outbound proxy.
+            if secure and target.transport != "TLS":
+                return CLEARTEXT_REFUSED
             return Forward(target)
         if routes:
             return Answer(403, "Forbidden (relaying denied)")
@@ -132,7 +149,7 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     pair = view.serving_pair(request)
     if pair is None:
         return Answer(404, "Not Found (no pair serves this request)")
-    return _to_active(pair, view)
+    return _to_active(pair, view, secure=secure)
 
 
 def is_keepalive(request: Request, view: RoutingView) -> bool:
@@ -148,8 +165,10 @@ def _names_own(uri: SipUri, view: RoutingView) -> bool:
     return view.is_own(uri.host_key, uri_port(uri))
 
 
-def _to_active(pair: str, view: RoutingView) -> Decision:
+def _to_active(pair: str, view: RoutingView, *, secure: bool = False) -> Decision:
     active = view.active_member(pair)
     if active is None:
         return Answer(503, "Service Unavailable", retry_after=RETRY_AFTER_SECONDS, pair=pair)
+    if secure and active.address.transport != "TLS":
+        return CLEARTEXT_REFUSED
     return Forward(active.address, pair)

@@ -1,7 +1,7 @@
 """The RFC 3261 §16 rules a proxy applies to one message, as pure functions.
 
 Nothing here keeps state: each function takes the message and what it needs to
-know (our option tags, our Via sent-by addresses, our Record-Route URI, the
+know (our option tags, our Via sent-by addresses, our Record-Route URIs, the
 routing view) and returns a value or edits the message it was given.  The
 proxy core (:mod:`sipha.proxy.core`) calls them in the order of §16: validate
 (§16.3), preprocess routes (§16.4), forward (§16.6), choose the best response
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
-from sipha.proxy.routing import uri_port
+from sipha.proxy.routing import uri_address, uri_port
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Request, Response, SipParseError, SipUri, Via, parse_uri
 from sipha.sip.address import Address, default_port
@@ -120,14 +121,14 @@ def loop_hash(request: Request, top_via: str) -> str:
 # ------------------------------------------------------------------ §16.4 route information preprocessing
 
 
-def preprocess_routes(request: Request, record_route: SipUri, view: ConfiguredView) -> None:
-    """§16.4 route information preprocessing (``record_route``: the URI we Record-Route with)."""
+def preprocess_routes(request: Request, record_routes: RecordRoutes, view: ConfiguredView) -> None:
+    """§16.4 route information preprocessing (``record_routes``: the URIs we Record-Route with)."""
     uri = request.parsed_uri
     routes = request.routes
     # "If the Request-URI of the request contains a value this proxy previously placed
     # into a Record-Route header field ... replace the Request-URI in the request with the
     # last value from the Route header field, and remove that value" (strict routing).
-    if isinstance(uri, SipUri) and routes and is_record_route(uri, record_route):
+    if isinstance(uri, SipUri) and routes and is_record_route(uri, record_routes):
         last = routes[-1]
         elements = request.get_elements("route")
         request.remove_header("route")
@@ -141,11 +142,24 @@ def preprocess_routes(request: Request, record_route: SipUri, view: ConfiguredVi
         first = routes[0].uri
         if isinstance(first, SipUri) and view.is_own(first.host_key, uri_port(first)):
             request.pop_route()
+            # RFC 5658: a request that changed transports here was Record-Routed twice (see
+            # RecordRoutes), so the route set of its dialog names us twice in a row: the
+            # value of the side this request came in on, then the other side's.  Both are
+            # ours; the next hop is the value after them.
+            routes = request.routes
+            if routes:
+                second = routes[0].uri
+                if isinstance(second, SipUri) and is_record_route(second, record_routes):
+                    request.pop_route()
 
 
-def is_record_route(uri: SipUri, own: SipUri) -> bool:
-    """Whether ``uri`` is the value this proxy puts in Record-Route (``own``; no user part)."""
-    return uri.user is None and uri.host_key == own.host_key and uri_port(uri) == uri_port(own)
+def is_record_route(uri: SipUri, own: RecordRoutes) -> bool:
+    """Whether ``uri`` is a value this proxy puts in Record-Route, for any transport (no user part).
+
+    Compared by host and port (the scheme's and transport's default port when none is
+    given, §19.1.2), as the address the URI resolves to.
+    """
+    return uri.user is None and (uri.host_key, uri_port(uri)) in own.addresses
 
 
 def member_source(request: Request, source: Address) -> Address:
@@ -162,25 +176,27 @@ def prepare(
     request: Request,
     destination: Address,
     *,
-    record_route: str,
+    inbound: str,
+    record_routes: RecordRoutes,
     via: Mapping[str, tuple[str, int]],
     branch_tag: str,
     fork: int,
 ) -> Request:
     """§16.6 steps 1-8: copy, Max-Forwards, Record-Route, Via (the target is ``destination``).
 
-    ``via``: our sent-by per transport; ``fork``: the attempt number of this request (a
-    new branch per target, §16.6 step 8); ``branch_tag``: appended to the branch (the
-    worker that holds the transaction).
+    ``inbound``: the transport ``request`` came in on (for its Record-Route, see
+    :meth:`RecordRoutes.push`); ``via``: our sent-by per transport; ``fork``: the attempt
+    number of this request (a new branch per target, §16.6 step 8); ``branch_tag``:
+    appended to the branch (the worker that holds the transaction).
     """
     forwarded = request.copy()  # step 1
     max_forwards = request.max_forwards
     forwarded.set_max_forwards(  # step 3
         DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1
     )
-    if request.method in DIALOG_CREATING and request.to.tag is None:  # step 4
-        forwarded.push_record_route(f"<{record_route}>")
     transport = destination.transport.upper()
+    if request.method in DIALOG_CREATING and request.to.tag is None:  # step 4
+        record_routes.push(forwarded, request, inbound.upper(), transport)
     host, port = via.get(transport) or next(iter(via.values()))
     # Step 8: the branch carries the §16.6 loop hash, so that loop detection can
     # recompute it, and a CANCEL (same fields but the method) gets the INVITE's branch
@@ -271,3 +287,111 @@ def record_route_uri(text: str) -> SipUri:
     if not isinstance(uri, SipUri):
         raise TypeError(f"record-route must be a SIP URI: {text!r}")
     return uri
+
+
+# ------------------------------------------------------------------ §16.6 step 4: Record-Route per transport
+
+
+def derive_record_routes(record_route: str, via: Mapping[str, tuple[str, int]]) -> dict[str, str]:
+    """The Record-Route URI of each transport we listen on, from the configured one (RFC 5658).
+
+    A Record-Route URI also tells each end of the dialog how to reach us: "If the URI
+    specifies a transport protocol in the transport parameter, that transport protocol
+    SHOULD be used.  Otherwise, if no transport protocol is specified, but the TARGET is
+    a numeric IP address, the client SHOULD use UDP for a SIP URI" (RFC 3263 §4.1).  So
+    one URI cannot serve a TCP side and a UDP side at once.
+
+    The configured URI belongs to its own transport (as :func:`uri_address` reads it:
+    its ``transport`` parameter, else TLS for ``sips:``, else UDP) and is used as is
+    for it.  For each other transport of
+    ``via`` (our sent-by per transport, the first listen address of each): the same
+    host; no port when the configured URI has none (the pool is then found through
+    DNS per transport, RFC 3263), else our port of that transport; ``transport=tcp`` /
+    ``transport=tls`` (nothing for UDP); ``lr``.  Its other parameters are dropped.
+    """
+    uri = record_route_uri(record_route)
+    routes = {uri_address(uri).transport: record_route}
+    for name, (_, port) in via.items():
+        transport = name.upper()
+        if transport not in routes:
+            port_text = "" if uri.port is None else f":{port}"
+            param = "" if transport == "UDP" else f";transport={transport.lower()}"
+            routes[transport] = f"sip:{uri.host}{port_text}{param};lr"
+    return routes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRoutes:
+    """Our Record-Route values (§16.6 step 4), computed once per settings.
+
+    A request that changes transports here is Record-Routed twice, once per side.  RFC
+    5658: "It is not possible to make one header have the characteristics of both
+    interfaces at the same time"; it "formally recommends the use of the double
+    Record-Route technique as an alternative to the current RFC 3261 text, which
+    describes only a Record-Route rewriting solution" (the rewriting of responses of
+    RFC 3261 §16.7 step 9, which sipha does not do).
+    """
+
+    values: dict[str, str]
+    """Per transport (UDP, TCP, TLS): the header value pushed, ``<uri>``."""
+    configured: str
+    """``<the configured URI>``: for a transport with no value of its own."""
+    sips: str | None
+    """``<sips:host[:TLS port];lr>`` when we listen on TLS (or the configured URI is SIPS)."""
+    addresses: frozenset[tuple[str, int]]
+    """(host, port) of every value above: what §16.4 recognises as ours."""
+
+    @classmethod
+    def build(
+        cls, record_route: str, per_transport: Mapping[str, str], via: Mapping[str, tuple[str, int]]
+    ) -> RecordRoutes:
+        """From the configured URI and the URI per transport (empty: derived from ``via``)."""
+        configured = record_route_uri(record_route)
+        texts = per_transport or derive_record_routes(record_route, via)
+        values = {transport.upper(): f"<{text}>" for transport, text in texts.items()}
+        sips: str | None = None
+        tls = values.get("TLS")
+        if configured.scheme == "sips":
+            sips = f"<{record_route}>"
+        elif tls is not None:
+            # §16.6 step 4: a SIPS Record-Route reaching the TLS side; no transport
+            # parameter, the sips scheme asks for TLS by itself (RFC 3261 §26.2.2).
+            uri = record_route_uri(tls[1:-1])
+            sips = f"<sips:{uri.host}{'' if uri.port is None else f':{uri.port}'};lr>"
+        uris = [configured] + [record_route_uri(value[1:-1]) for value in values.values()]
+        if sips is not None:
+            uris.append(record_route_uri(sips[1:-1]))
+        addresses = frozenset((uri.host_key, uri_port(uri)) for uri in uris)
+        return cls(values, f"<{record_route}>", sips, addresses)
+
+    def push(self, forwarded: Request, request: Request, inbound: str, outbound: str) -> None:
+        """§16.6 step 4 on ``forwarded``, received on ``inbound`` and sent on ``outbound``.
+
+        RFC 5658 double Record-Route when the transports differ: the value of the side
+        the request came in on first (bottom), the side it goes out on on top.  A UAS
+        takes the route set "in order" from the request and a UAC "in reverse order"
+        from the response (RFC 3261 §12.1.1, §12.1.2), so each end's first hop is the
+        value facing it.
+
+        §16.6 step 4: "If the Request-URI contains a SIPS URI, or the topmost Route header
+        field value (after the post processing of bullet 6) contains a SIPS URI, the URI
+        placed into the Record-Route header field MUST be a SIPS URI."  Both sides then
+        reach us at the same ``sips:`` URI (TLS): one value serves both.
+        """
+        if self.sips is not None and _sips_target(request):
+            forwarded.push_record_route(self.sips)
+            return
+        values = self.values
+        received_on = values.get(inbound, self.configured)
+        sent_on = values.get(outbound, self.configured)
+        forwarded.push_record_route(received_on)
+        if sent_on != received_on:
+            forwarded.push_record_route(sent_on)
+
+
+def _sips_target(request: Request) -> bool:
+    """Whether the Request-URI or the topmost Route (after §16.4) is a SIPS URI (§16.6 step 4)."""
+    if request.parsed_uri.scheme == "sips":
+        return True
+    routes = request.routes
+    return bool(routes) and routes[0].uri.scheme == "sips"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sipha.proxy.rules import TIMER_C
@@ -14,9 +15,13 @@ class ProxySettings:
     """What the core needs of the configuration."""
 
     record_route: str
-    """The Record-Route URI (the pool FQDN with ;lr)."""
+    """The Record-Route URI as configured (the pool FQDN with ;lr)."""
     via: dict[str, tuple[str, int]]
     """Per transport (UDP, TCP, TLS): the host and port put in our Via sent-by."""
+    record_routes: Mapping[str, str] = field(default_factory=dict)
+    """Per transport (UDP, TCP, TLS): the Record-Route URI of that side of a request (RFC 5658),
+    :func:`sipha.proxy.rules.derive_record_routes` of ``record_route`` and our listen addresses.
+    Empty: derived the same way from ``record_route`` and ``via`` when the core starts."""
     supported: frozenset[str] = frozenset()
     """Option tags a Proxy-Require may name (§16.3 step 5)."""
     timers: TimerConfig = field(default_factory=TimerConfig)

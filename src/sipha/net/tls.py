@@ -1,0 +1,359 @@
+"""TLS (RFC 3261 §26.2): what the transports need to know, and one TLS connection.
+
+The configuration layer (:mod:`sipha.tlsconfig`) turns ``[tls]`` into a
+:class:`TlsSettings`; the transport manager uses its contexts for ``tls:``
+listens and for the connections it opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, cast
+
+from sipha.net.tcp import TcpConnection, TcpContext
+from sipha.sip.address import Address
+
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """The TLS contexts and names the transports use; replaced as a whole on reload."""
+
+    server: ssl.SSLContext | None
+    """Context of ``tls:`` listens (our certificate, client verification per verify-clients);
+    None when no certificate is configured (a ``tls:`` listen is then refused)."""
+    members: ssl.SSLContext
+    """Client context toward pair members: verifies their certificate and name when
+    verify-members is true, and presents our certificate if one is configured."""
+    others: ssl.SSLContext
+    """Client context toward anyone else (an endpoint a Request-URI names): encrypts,
+    does not verify (endpoints rarely hold a certificate for the address they register)."""
+    member_names: Mapping[tuple[str, int], str] = field(default_factory=dict)
+    """Every ``tls:`` pair member's (host as configured, port) -> the name sent as SNI and
+    verified: its ``*-server-name``, else its host (an IP is verified against the
+    certificate's IP SANs).  Hosts are IPs in compressed form or lower-case names."""
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    """Seconds a handshake may take, in either direction, before the connection is dropped."""
+
+
+# ---------------------------------------------------------------------- handshake outcomes
+
+OUTCOMES: Final = ("ok", "verify_failed", "peer_refused", "not_tls", "closed", "timeout", "error")
+"""How a TLS handshake ends, the label of the handshake counter: completed; our verification
+of the peer's certificate failed; the peer sent an alert (it refused our certificate, our
+protocol version or cipher); what arrived is not TLS (plaintext SIP sent to a TLS port);
+the peer closed the connection during the handshake; it did not finish in time; anything else."""
+
+
+def describe_failure(error: BaseException) -> tuple[str, str]:
+    """(outcome, plain words) for a failed handshake, for the log, /status and /metrics.
+
+    OpenSSL's texts are kept where they are precise ("certificate verify failed:
+    Hostname mismatch, certificate is not valid for 'sip1.test'") and named where
+    they are cryptic ("wrong version number" is what plaintext looks like to it).
+    """
+    if isinstance(error, ssl.SSLCertVerificationError):
+        detail = (error.verify_message or error.reason or str(error)).rstrip(".")
+        return "verify_failed", f"certificate verify failed: {detail}"
+    if isinstance(error, ssl.SSLError):
+        reason = error.reason or ""
+        if reason in {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"}:
+            return "not_tls", f"the peer does not speak TLS ({reason.lower().replace('_', ' ')})"
+        if reason.startswith(("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")):
+            alert = reason.split("ALERT_", 1)[1].lower().replace("_", " ")
+            return "peer_refused", f"the peer refused the handshake (TLS alert: {alert})"
+        if reason in {"UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE", "TLSV1_ALERT_PROTOCOL_VERSION"}:
+            return "peer_refused", "no TLS version in common (min-version)"
+        if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+            return "verify_failed", "the client presented no certificate (verify-clients = required)"
+        if isinstance(error, ssl.SSLEOFError):
+            return "closed", "the peer closed the connection during the TLS handshake"
+        return "error", f"TLS error: {reason.lower().replace('_', ' ') or error}"
+    return "error", f"TLS error: {error}"
+
+
+OnTlsEvent = Callable[[Address, bool, str, str], None]
+"""``(peer, outbound, outcome, text)``: a handshake ended (outcome "ok": text is the
+protocol version); ``outbound``: we opened the connection."""
+
+
+class TlsSession:
+    """One TLS endpoint on memory buffers (``ssl.SSLObject``): bytes in, bytes out, no socket.
+
+    asyncio's own TLS support hides handshake failures of accepted connections
+    (they never reach the protocol), and a proxy must count and name them: so the
+    record layer is driven here, on the connection's raw bytes.
+    """
+
+    __slots__ = ("_incoming", "_object", "_outgoing", "established")
+
+    def __init__(self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._object = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        self.established = False
+
+    def handshake(self) -> bool:
+        """Advance the handshake; True once it is complete.  Raises ssl.SSLError on failure."""
+        try:
+            self._object.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        self.established = True
+        return True
+
+    def feed(self, data: bytes) -> None:
+        """Ciphertext received from the peer."""
+        self._incoming.write(data)
+
+    def feed_eof(self) -> None:
+        """The peer closed its side of the connection."""
+        self._incoming.write_eof()
+
+    def read(self) -> tuple[bytes, bool]:
+        """(the plaintext available, whether the peer closed the TLS session)."""
+        chunks: list[bytes] = []
+        obj = self._object
+        while True:
+            try:
+                chunk = obj.read(65536)
+            except ssl.SSLWantReadError:
+                return b"".join(chunks), False
+            except ssl.SSLZeroReturnError:
+                return b"".join(chunks), True
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+
+    def encrypt(self, data: bytes) -> None:
+        """Plaintext to send: its records go to the output buffer."""
+        view = memoryview(data)
+        obj = self._object
+        while view:
+            written = obj.write(view)
+            view = view[written:]
+
+    def close(self) -> None:
+        """Send close_notify (RFC 8446 §6.1) if the session is up; errors are moot then."""
+        if self.established:
+            with contextlib.suppress(ssl.SSLError):
+                self._object.unwrap()
+
+    def output(self) -> bytes:
+        """Ciphertext to write to the socket."""
+        return self._outgoing.read()
+
+    @property
+    def version(self) -> str:
+        """The negotiated protocol version (TLSv1.3), once established."""
+        return self._object.version() or ""
+
+    def peer_certificate(self) -> dict[str, object] | None:
+        """The peer's verified certificate, decoded (None: none presented, or not verified)."""
+        return self._object.getpeercert()  # type: ignore[return-value]
+
+
+class _TlsWriter:
+    """What :class:`TlsConnection` gives its TCP half as ``transport``: writes are encrypted.
+
+    The TCP connection code (buffer limits, pause/resume, close, abort) then works
+    unchanged on top of TLS.
+    """
+
+    __slots__ = ("_raw", "_session")
+
+    def __init__(self, raw: asyncio.Transport, session: TlsSession) -> None:
+        self._raw = raw
+        self._session = session
+
+    def write(self, data: bytes) -> None:
+        self._session.encrypt(data)
+        self._raw.write(self._session.output())
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._raw.set_write_buffer_limits(high, low)
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self._raw.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._raw.is_closing()
+
+    def pause_reading(self) -> None:
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._raw.resume_reading()
+
+    def close(self) -> None:
+        if not self._raw.is_closing():
+            self._session.close()
+            self._raw.write(self._session.output())
+        self._raw.close()
+
+    def abort(self) -> None:
+        self._raw.abort()
+
+
+class TlsConnection(TcpConnection):
+    """A TCP connection carrying TLS: the handshake first, then SIP framed as on TCP.
+
+    Until the handshake completes nothing is framed and what the core sends waits
+    (as for a TCP connection still connecting).  A handshake that fails or does not
+    finish in ``handshake_timeout`` drops the connection, is counted by outcome and
+    reported through ``on_tls``; on a connection we opened it is also a transport
+    error for what waited on it (RFC 3261 §18.4: the branch or probe fails at once).
+    """
+
+    def __init__(
+        self,
+        context: TcpContext,
+        remote: Address | None = None,
+        *,
+        tls: ssl.SSLContext,
+        server_hostname: str | None = None,
+        handshake_timeout: float,
+        on_tls: OnTlsEvent,
+    ) -> None:
+        super().__init__(context, remote)
+        self._outbound = remote is not None
+        self.server_hostname = server_hostname
+        """The name this connection verified the peer's certificate against (outbound)."""
+        self._session = TlsSession(tls, server_side=not self._outbound, server_hostname=server_hostname)
+        self._raw: asyncio.Transport | None = None
+        self._handshake_timeout = handshake_timeout
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._on_tls = on_tls
+
+    def __repr__(self) -> str:
+        return f"<TlsConnection {self.remote} local={self.local}>"
+
+    @property
+    def outbound(self) -> bool:
+        """Whether we opened this connection (else the peer did)."""
+        return self._outbound
+
+    def retire(self) -> None:
+        """Not used for new messages any more (its identity changed); closes when idle."""
+        self._unregister()
+
+    def connection_made(self, base: asyncio.BaseTransport) -> None:  # noqa: D102
+        raw = cast("asyncio.Transport", base)
+        if not self._admit(raw):
+            return
+        self._raw = raw
+        self._handshake_timer = self._context.loop.call_later(self._handshake_timeout, self._timed_out)
+        self._advance()
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        session = self._session
+        session.feed(data)
+        if not session.established:
+            self._context.stats.stream_bytes_in += len(data)
+            if not self._advance():
+                return
+        plaintext, closed = session.read()
+        if plaintext:
+            super().data_received(plaintext)
+        if closed and self._raw is not None and not self._raw.is_closing():
+            self.close()
+
+    def eof_received(self) -> bool | None:  # noqa: D102
+        if not self._session.established:
+            self._handshake_failed("closed", "the peer closed the connection during the TLS handshake")
+            return None
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        self._cancel_handshake_timer()
+        if not self._session.established and not self._closing and not self._reported:
+            self._handshake_failed("closed", f"the connection was lost during the TLS handshake ({exc})")
+        super().connection_lost(exc)
+
+    def _advance(self) -> bool:
+        """Drive the handshake with what arrived; True once it is complete (the caller reads)."""
+        session = self._session
+        raw = self._raw
+        assert raw is not None  # noqa: S101 - connection_made set it
+        try:
+            done = session.handshake()
+        except ssl.SSLError as error:
+            output = session.output()
+            if output:
+                raw.write(output)  # our alert: tells the peer why
+            outcome, text = describe_failure(error)
+            self._handshake_failed(outcome, text)
+            return False
+        output = session.output()
+        if output:
+            raw.write(output)
+        if not done:
+            return False
+        self._cancel_handshake_timer()
+        remote = self.remote
+        assert remote is not None  # noqa: S101 - set by _admit
+        self._context.stats.tls_handshakes += 1
+        self._on_tls(remote, self._outbound, "ok", session.version)
+        self._established(_TlsWriter(raw, session))  # type: ignore[arg-type]
+        return True
+
+    def _timed_out(self) -> None:
+        self._handshake_timer = None
+        if not self._session.established:
+            self._handshake_failed(
+                "timeout", f"the TLS handshake did not complete in {self._handshake_timeout:g} s"
+            )
+
+    def _handshake_failed(self, outcome: str, text: str) -> None:
+        self._cancel_handshake_timer()
+        if self._reported or self._closing:
+            return
+        stats = self._context.stats
+        stats.tls_handshake_failures += 1
+        remote = self.remote
+        if remote is not None:
+            self._on_tls(remote, self._outbound, outcome, text)
+        if self._outbound:
+            self._pending.clear()
+            self._fail(f"TLS handshake failed: {text}")
+        else:
+            self._reported = True
+            self._closing = True
+            self._unregister()
+            if self._raw is not None:
+                self._raw.abort()
+            else:
+                self._forget()
+
+    def _cancel_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
+    def abort(self) -> None:  # noqa: D102
+        self._cancel_handshake_timer()
+        if self.transport is None and self._raw is not None:
+            self._closing = True
+            self._unregister()
+            self._raw.abort()
+            return
+        super().abort()
+
+    def close(self) -> None:  # noqa: D102
+        self._cancel_handshake_timer()
+        if self.transport is None and self._raw is not None:
+            self._closing = True
+            self._unregister()
+            self._raw.close()
+            return
+        super().close()
