@@ -12,7 +12,7 @@ DEB_DEPS  := sip-tester chromium nftables
 DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench clean
+.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos clean
 
 setup: $(VENV)/.installed
 
@@ -53,7 +53,7 @@ typecheck: setup
 # Unit and integration tests with branch coverage of the sans-IO core; then the property
 # tests on their own, untraced (10,000 examples each under the ci profile).
 pytest: setup deb-deps
-	$(PY) -m pytest -m "not property" \
+	$(PY) -m pytest -m "not property and not long" \
 	  --cov=sipha.sip --cov=sipha.txn --cov=sipha.proxy --cov=sipha.ha --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest -m property -p no:cacheprovider
 
@@ -88,6 +88,11 @@ check: lint typecheck unit
 
 # Everything CI runs: lint, types, tests (interpreted with coverage, then compiled).
 test: lint typecheck pytest pytest-compiled
+
+# The long runs kept out of `make test` (marker "long"): the fault bed of tests/chaos with
+# 2 workers as well as 1 (about 5 minutes more), printing each case's CHAOS line.
+chaos: setup deb-deps
+	$(PY) -m pytest -s -p no:cacheprovider tests/chaos tests/integration/test_failover.py
 
 # Benchmarks: the parser alone; the side by side with Kamailio is bench/proxies.py (see bench/README.md).
 bench: setup compiled

@@ -130,7 +130,9 @@ FORGED_RATE = 50
 FORGED = 400  # 8 s at FORGED_RATE, inside the 10 s of calls
 FORGE = Path(__file__).resolve().parent / "forge.py"
 
-WORKERS = pytest.mark.parametrize("workers", [1, 2], ids=["w1", "w2"])
+# Every case with 1 worker in `make test`; with 2 workers too in `make chaos` (marker "long":
+# the hand-over between workers is exercised in `make test` by tests/integration).
+WORKERS = pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.long)], ids=["w1", "w2"])
 
 
 # ---------------------------------------------------------------------------- the pair, the calls

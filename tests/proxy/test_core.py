@@ -373,6 +373,16 @@ def test_tcp_request_from_member_is_recognised_by_its_via_port(h: Harness) -> No
     assert as_request(only(sent, ALICE)).uri == "sip:alice@127.0.0.1:5061"
 
 
+def test_tls_request_from_member_is_recognised_by_its_via_port(h: Harness) -> None:
+    """§2 over TLS as over TCP: source IP and top Via sent-by port (the connection's port is ephemeral)."""
+    tls = Address("TLS", "127.0.0.1", 40001)
+    data = invite(uri="sip:alice@127.0.0.1:5061", via_host="127.0.0.1:5070")
+    h.core.receive(data, tls, h.now, stream=True)
+    sent = h.core.drain()
+    assert statuses(sent, tls) == [100]
+    assert as_request(only(sent, ALICE)).uri == "sip:alice@127.0.0.1:5061"
+
+
 def test_udp_request_naming_a_member_port_in_via_is_not_from_the_member(h: Harness) -> None:
     """§2: on UDP only the source port counts; this endpoint's request goes to the pair."""
     data = invite(uri="sip:alice@127.0.0.1:5061", via_host="127.0.0.1:5070")
