@@ -62,7 +62,13 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
         return "verify_failed", f"certificate verify failed: {detail}"
     if isinstance(error, ssl.SSLError):
         reason = error.reason or ""
-        if reason in {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"}:
+        if reason in {
+            "WRONG_VERSION_NUMBER",
+            "HTTP_REQUEST",
+            "HTTPS_PROXY_REQUEST",
+            "UNKNOWN_PROTOCOL",
+            "RECORD_LAYER_FAILURE",
+        }:
             return "not_tls", f"the peer does not speak TLS ({reason.lower().replace('_', ' ')})"
         if reason.startswith(("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")):
             alert = reason.split("ALERT_", 1)[1].lower().replace("_", " ")
@@ -253,7 +259,11 @@ class TlsConnection(TcpConnection):
             return
         self._raw = raw
         self._handshake_timer = self._context.loop.call_later(self._handshake_timeout, self._timed_out)
-        self._advance()
+        if self._outbound:
+            self._advance()  # our ClientHello
+        # An accepted connection waits for the peer's ClientHello: OpenSSL allocates its
+        # record buffers (about 33 KB) at the first handshake step, so a connection that
+        # never sends anything costs only the SSL object until the handshake timeout.
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
         session = self._session
