@@ -20,12 +20,23 @@ One run of this script, everything on 127.0.0.1:
 2. (UDP) resident memory: a fresh proxy, baseline RSS after the warm-up, then
    10,000 calls held open (``uac -d 30000`` at 1,000 calls/s) and the RSS again.
 
+With ``--transport tls`` (or ``all``) the proxy under test speaks TLS on both
+sides, between two Kamailios that do the UDP <-> TLS conversion (certificates
+from a trustme CA made for the run)::
+
+    SIPp uac --UDP--> edge (tls-edge.cfg) --TLS--> proxy --TLS--> member (tls-member.cfg) --UDP--> SIPp uas
+
+the pair being that member (primary, ``sip1.test``, OPTIONS answered 200) and
+a second one in backup mode (``sip2.test``, 503); Kamailio as the proxy under
+test runs ``bench/kamailio/tls-proxy.cfg``.  Only the proxy's CPU counts per
+call; the edge's and the member's are reported beside it.
+
 It prints a Markdown report (table, summary, machine, command) and writes it
 to ``--out``.  Kamailio and SIPp are installed with apt-get when missing (as
 root).  Usage::
 
     .venv/bin/python bench/proxies.py [--quick] [--rates 500,1000] [--duration S]
-                                      [--transport udp|tcp|both] [--out FILE.md]
+                                      [--transport udp|tcp|tls|both|all] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -57,11 +68,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import ClassVar
 
 HOST = "127.0.0.1"
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 KAMAILIO_CFG = BENCH / "kamailio" / "kamailio.cfg"
+KAMAILIO_TLS_CFG = BENCH / "kamailio" / "tls-proxy.cfg"  # Kamailio under test, TLS on both sides
+EDGE_CFG = BENCH / "kamailio" / "tls-edge.cfg"  # TLS ladder: SIPp uac --UDP--> edge --TLS--> proxy
+MEMBER_CFG = BENCH / "kamailio" / "tls-member.cfg"  # and proxy --TLS--> member --UDP--> SIPp uas
+TRANSPORTS = {
+    "udp": ["udp"],
+    "tcp": ["tcp"],
+    "tls": ["tls"],
+    "both": ["udp", "tcp"],
+    "all": ["udp", "tcp", "tls"],
+}
 
 DEFAULT_RATES = [500, 1000, 2000, 3000, 4000, 5000, 7000, 10000]
 QUICK_RATES = [200, 500, 1000]
@@ -74,9 +96,14 @@ HOLD_CALLS = 10_000
 HOLD_RATE = 1_000
 HOLD_MS = 30_000
 SIPP_BUFFER = 4 * 1024 * 1024  # SIPp -buff_size (socket buffers; net.core.rmem_max here)
+RTT_FREQ = 100  # SIPp writes its response times every this many calls: the last < 100 calls are not seen
 RECV_TIMEOUT_MS = 5_000  # a call that waits longer than this for a message fails
 KAMAILIO_SHM_MB = 4096  # tm keeps answered transactions 5 s: ~1 GiB at 7,000 calls/s over TCP
 KAMAILIO_PKG_MB = 16
+PEER_SHM_MB = 1024  # the edge's and the members' Kamailio (tm keeps 5 s of transactions, plus TLS buffers)
+PEER_START_TIMEOUT = 15.0
+PEER_CHILDREN = 2  # worker processes per transport of the edge and the members (CHILDREN); --peer-children
+PROXY_SNI = "sipha.test"  # the name the edge sends and the proxy under test's certificate holds
 SIPHA_WORKERS = 2
 COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
 """``[proxy] workers`` of sipha: as many as Kamailio's UDP workers (``children=2``); --sipha-workers."""
@@ -91,8 +118,17 @@ def log(text: str) -> None:
 # --------------------------------------------------------------------------- setup
 
 
-def ensure_installed() -> None:
-    """SIPp (Debian sip-tester) and Kamailio: install with apt-get when missing."""
+def kamailio_tls_module() -> Path | None:
+    """Kamailio's tls.so (Debian: kamailio-tls-modules), or None."""
+    for pattern in ("/usr/lib/*/kamailio/modules/tls.so", "/usr/lib*/kamailio/modules/tls.so"):
+        found = sorted(Path("/").glob(pattern.lstrip("/")))
+        if found:
+            return found[0]
+    return None
+
+
+def ensure_installed(*, tls: bool = False) -> None:
+    """SIPp (Debian sip-tester) and Kamailio (and its tls module for ``tls``): apt-get when missing."""
     missing = []
     if shutil.which("sipp") is None:
         missing.append("sip-tester")
@@ -102,8 +138,10 @@ def ensure_installed() -> None:
         dpkg = subprocess.run(["dpkg", "-s", "kamailio"], capture_output=True, check=False)
         if dpkg.returncode != 0 and shutil.which("kamailio") is None:
             missing.append("kamailio")
+    if tls and kamailio_tls_module() is None:
+        missing.append("kamailio-tls-modules")
     if not missing:
-        log("SIPp and Kamailio are installed")
+        log("SIPp and Kamailio are installed" + (" (and Kamailio's tls module)" if tls else ""))
         return
     if os.geteuid() != 0:
         sys.exit(f"missing Debian packages {missing}: run as root or `apt-get install {' '.join(missing)}`")
@@ -121,17 +159,14 @@ def kamailio_bin() -> str:
     return shutil.which("kamailio") or "/usr/sbin/kamailio"
 
 
-def check_kamailio_cfg() -> None:
-    result = subprocess.run(
-        [kamailio_bin(), "-c", "-f", str(KAMAILIO_CFG)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+def check_kamailio_cfg(cfg: Path = KAMAILIO_CFG, defines: dict[str, str] | None = None) -> None:
+    args = [kamailio_bin(), "-c", "-f", str(cfg)]
+    for key, value in (defines or {}).items():
+        args += ["-A", f"{key}={value}"]
+    result = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
     if result.returncode != 0:
-        sys.exit(f"{KAMAILIO_CFG} does not validate:\n{result.stdout}{result.stderr}")
-    log(f"kamailio -c -f {KAMAILIO_CFG.relative_to(REPO)}: OK")
+        sys.exit(f"{cfg} does not validate:\n{result.stdout}{result.stderr}")
+    log(f"kamailio -c -f {cfg.relative_to(REPO)}: OK")
 
 
 _used_ports: set[int] = set()
@@ -316,10 +351,8 @@ class IdleMember:
         self.selector.close()
 
 
-@contextlib.contextmanager
-def pair(workdir: Path, transport: str) -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
-    """(primary port, backup port, primary SIPp process): SIPp uas -aa and an idle backup."""
-    primary, backup = free_port(), free_port()
+def start_uas(workdir: Path, port: int, transport: str) -> subprocess.Popen[bytes]:
+    """``sipp -sn uas -aa`` on ``port`` (answers calls, and OPTIONS with 200); raises if it exits at once."""
     args = [
         "sipp",
         "-sn",
@@ -327,7 +360,7 @@ def pair(workdir: Path, transport: str) -> Iterator[tuple[int, int, subprocess.P
         "-i",
         HOST,
         "-p",
-        str(primary),
+        str(port),
         "-aa",
         "-nostdin",
         "-buff_size",
@@ -337,16 +370,272 @@ def pair(workdir: Path, transport: str) -> Iterator[tuple[int, int, subprocess.P
     ]
     if transport == "tcp":
         args += ["-t", "t1"]
-    idle = IdleMember(backup)
     uas = popen(args, workdir, f"uas-{transport}")
+    time.sleep(0.3)
+    if uas.poll() is not None:
+        raise RuntimeError(f"SIPp uas exited at once: see {workdir}/uas-{transport}.log")
+    return uas
+
+
+@contextlib.contextmanager
+def pair(workdir: Path, transport: str) -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
+    """(primary port, backup port, primary SIPp process): SIPp uas -aa and an idle backup."""
+    primary, backup = free_port(), free_port()
+    idle = IdleMember(backup)
+    uas: subprocess.Popen[bytes] | None = None
     try:
-        time.sleep(0.3)
-        if uas.poll() is not None:
-            raise RuntimeError(f"SIPp uas exited at once: see {workdir}/uas-{transport}.log")
+        uas = start_uas(workdir, primary, transport)
         yield primary, backup, uas
     finally:
-        stop_process(uas)
+        if uas is not None:
+            stop_process(uas)
         idle.close()
+
+
+# --------------------------------------------------------------------------- TLS: certificates and peers
+
+
+@dataclass(frozen=True)
+class Pki:
+    """PEM files of a trustme CA made for the run (``directory``); each leaf: (chain, key).
+
+    ``proxy``: the proxy under test's (sipha's, and Kamailio's in its place): sipha.test
+    + 127.0.0.1; ``sip1``/``sip2``: the primary's and the backup's (sip1.test / sip2.test
+    + 127.0.0.1); ``edge``: the edge's server certificate; ``client``: the client
+    certificate the edge presents to the proxy.  Every peer trusts ``ca``.
+    """
+
+    directory: Path
+    ca: Path
+    proxy: tuple[Path, Path]
+    sip1: tuple[Path, Path]
+    sip2: tuple[Path, Path]
+    edge: tuple[Path, Path]
+    client: tuple[Path, Path]
+
+
+def write_pki(directory: Path) -> Pki:
+    """A trustme CA and the certificates of :class:`Pki` (ECDSA P-256, as trustme issues them)."""
+    import trustme  # noqa: PLC0415 - only the TLS ladder needs it (a dev dependency, in .venv)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA(organization_name="sipha bench")
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+
+    def issue(name: str, *identities: str) -> tuple[Path, Path]:
+        leaf = ca.issue_cert(*identities)
+        cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+        cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        key.write_bytes(leaf.private_key_pem.bytes())
+        key.chmod(0o600)
+        return cert, key
+
+    return Pki(
+        directory,
+        directory / "ca.pem",
+        proxy=issue("proxy", PROXY_SNI, HOST),
+        sip1=issue("sip1", "sip1.test", HOST),
+        sip2=issue("sip2", "sip2.test", HOST),
+        edge=issue("edge", "edge.test", HOST),
+        client=issue("client", "client.test", HOST),
+    )
+
+
+def write_kamailio_tls_cfg(
+    path: Path, pki: Pki, certificate: tuple[Path, Path], client: tuple[Path, Path] | None = None
+) -> Path:
+    """The tls.cfg of Kamailio's tls module: ``certificate`` presented on its TLS port, ``client``
+    (default: the same) on the connections it opens, which verify the peer's chain against
+    the CA (Kamailio 5.6 checks chain and dates, not the name); clients are not asked for a
+    certificate.  TLS 1.2 and later (tests/tls/support.py writes the same)."""
+    cert, key = certificate
+    client_cert, client_key = client or certificate
+    path.write_text(
+        "# written by bench/proxies.py\n"
+        "[server:default]\n"
+        "method = TLSv1.2+\n"
+        "verify_certificate = no\n"
+        "require_certificate = no\n"
+        f"certificate = {cert}\n"
+        f"private_key = {key}\n"
+        f"ca_list = {pki.ca}\n"
+        "\n"
+        "[client:default]\n"
+        "method = TLSv1.2+\n"
+        "verify_certificate = yes\n"
+        "require_certificate = yes\n"
+        f"ca_list = {pki.ca}\n"
+        f"certificate = {client_cert}\n"
+        f"private_key = {client_key}\n"
+    )
+    return path
+
+
+def tls_uri(port: int) -> str:
+    return f"sip:{HOST}:{port};transport=tls"
+
+
+def options_answered(port: int, timeout: float) -> bool:
+    """One OPTIONS (no user part) over UDP to ``HOST:port``: did a final response come?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind((HOST, 0))
+        local = int(udp.getsockname()[1])
+        request = (
+            f"OPTIONS sip:{HOST}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {HOST}:{local};branch=z9hG4bK{os.urandom(8).hex()};rport\r\n"
+            f"From: <sip:bench@{HOST}>;tag={os.urandom(4).hex()}\r\n"
+            f"To: <sip:{HOST}:{port}>\r\n"
+            f"Call-ID: {os.urandom(8).hex()}@{HOST}\r\n"
+            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            udp.sendto(request.encode(), (HOST, port))
+            while (left := deadline - time.monotonic()) > 0:
+                udp.settimeout(left)
+                answer = udp.recv(65535)
+                if answer.startswith(b"SIP/2.0 ") and not answer.startswith(b"SIP/2.0 1"):
+                    return True
+        except OSError:
+            return False
+    return False
+
+
+@dataclass
+class Peer:
+    """A Kamailio of the TLS ladder: the edge or a member (its UDP and TLS ports)."""
+
+    children: ClassVar[int] = PEER_CHILDREN
+    """Its CHILDREN define: worker processes per transport (--peer-children)."""
+    name: str
+    udp_port: int
+    tls_port: int
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def kamailio_peer(
+    workdir: Path,
+    name: str,
+    cfg: Path,
+    *,
+    pki: Pki,
+    certificate: tuple[Path, Path],
+    defines: dict[str, str | None],
+    udp_port: int,
+    tls_port: int,
+    client: tuple[Path, Path] | None = None,
+) -> Iterator[Peer]:
+    """Kamailio with ``cfg`` (tls-edge.cfg or tls-member.cfg) in the foreground; ready when it
+    answers an OPTIONS on ``udp_port`` and accepts TCP on ``tls_port``; stopped at the end."""
+    rundir = workdir / f"{name}-run"
+    rundir.mkdir(exist_ok=True)
+    tls_cfg = write_kamailio_tls_cfg(workdir / f"{name}-tls.cfg", pki, certificate, client)
+    args = [kamailio_bin(), "-DD", "-E", "-f", str(cfg), "-Y", str(rundir)]
+    args += ["-m", str(PEER_SHM_MB), "-M", str(KAMAILIO_PKG_MB)]
+    for key, value in {**defines, "TLS_CFG": f'"{tls_cfg}"', "CHILDREN": str(Peer.children)}.items():
+        args += ["-A", key if value is None else f"{key}={value}"]
+    process = popen(args, workdir, name)
+    try:
+        deadline = time.monotonic() + PEER_START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{name}: kamailio exited with {process.returncode}: see {workdir}/{name}.log"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{name}: kamailio not ready in {PEER_START_TIMEOUT:g} s: see {workdir}/{name}.log"
+                )
+            if options_answered(udp_port, 0.3):
+                with contextlib.suppress(OSError), socket.create_connection((HOST, tls_port), timeout=0.3):
+                    break
+            time.sleep(0.1)
+        yield Peer(name, udp_port, tls_port, process)
+    finally:
+        stop_process(process)
+
+
+@contextlib.contextmanager
+def tls_members(workdir: Path, pki: Pki) -> Iterator[tuple[Peer, Peer, subprocess.Popen[bytes]]]:
+    """(primary, backup, SIPp uas): two tls-member.cfg Kamailios in front of one SIPp uas over UDP.
+
+    The primary (sip1.test) answers OPTIONS 200; the backup (sip2.test, ``BACKUP``) 503:
+    a member in backup mode, never active, never sent a call.
+    """
+    uas_port = free_port()
+    with contextlib.ExitStack() as stack:
+        uas = start_uas(workdir, uas_port, "udp")
+        stack.callback(stop_process, uas)
+        members = []
+        for name, certificate, extra in (("member", pki.sip1, {}), ("backup", pki.sip2, {"BACKUP": None})):
+            udp_port, tls_port = free_port(), free_port()
+            defines: dict[str, str | None] = {
+                "MEMBER_TLS_PORT": str(tls_port),
+                "MEMBER_UDP_PORT": str(udp_port),
+                "UAS": f'"sip:{HOST}:{uas_port}"',
+                **extra,
+            }
+            members.append(
+                stack.enter_context(
+                    kamailio_peer(
+                        workdir,
+                        name,
+                        MEMBER_CFG,
+                        pki=pki,
+                        certificate=certificate,
+                        defines=defines,
+                        udp_port=udp_port,
+                        tls_port=tls_port,
+                    )
+                )
+            )
+        yield members[0], members[1], uas
+
+
+@contextlib.contextmanager
+def tls_edge(workdir: Path, pki: Pki, proxy_port: int) -> Iterator[Peer]:
+    """tls-edge.cfg: UDP from SIPp's uac, TLS to ``proxy_port`` (SNI sipha.test, chain verified,
+    the client certificate presented)."""
+    udp_port, tls_port = free_port(), free_port()
+    defines: dict[str, str | None] = {
+        "EDGE_UDP_PORT": str(udp_port),
+        "EDGE_TLS_PORT": str(tls_port),
+        "NEXT_HOP": f'"{tls_uri(proxy_port)}"',
+        "TLS_SNI": f'"{PROXY_SNI}"',
+    }
+    with kamailio_peer(
+        workdir,
+        "edge",
+        EDGE_CFG,
+        pki=pki,
+        certificate=pki.edge,
+        defines=defines,
+        udp_port=udp_port,
+        tls_port=tls_port,
+        client=pki.client,
+    ) as edge:
+        yield edge
+
+
+def tls_session(port: int, pki: Pki) -> str:
+    """What ``openssl s_client`` (SNI sipha.test, the run's CA) negotiates with ``port``:
+    protocol, cipher suite, verification; '' when openssl is missing or says nothing."""
+    if shutil.which("openssl") is None:
+        return ""
+    args = ["openssl", "s_client", "-connect", f"{HOST}:{port}", "-servername", PROXY_SNI]
+    args += ["-CAfile", str(pki.ca), "-verify_hostname", PROXY_SNI, "-brief"]
+    try:
+        result = subprocess.run(args, input=b"", capture_output=True, timeout=10, check=False)
+    except subprocess.TimeoutExpired:
+        return ""
+    text = (result.stdout + result.stderr).decode(errors="replace")
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("Protocol version", "Ciphersuite", "Verification", "Peer signature type"):
+            found[key.strip()] = value.strip()
+    return ", ".join(f"{key} {value}" for key, value in found.items())
 
 
 # --------------------------------------------------------------------------- proxies
@@ -355,11 +644,15 @@ def pair(workdir: Path, transport: str) -> Iterator[tuple[int, int, subprocess.P
 class Proxy:
     name = ""
 
-    def __init__(self, workdir: Path, transport: str, primary: int, backup: int) -> None:
+    def __init__(
+        self, workdir: Path, transport: str, primary: int, backup: int, pki: Pki | None = None
+    ) -> None:
         self.workdir = workdir
         self.transport = transport
         self.primary = primary
         self.backup = backup
+        self.pki = pki
+        """The run's certificates: the TLS ladder (``transport`` tls: TLS in and out)."""
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -383,13 +676,22 @@ class Proxy:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def log_count(self, *words: str) -> int:
-        path = self.workdir / f"{self.name}.log"
-        if not path.exists():
-            return 0
-        return sum(
-            1 for line in path.read_text(errors="replace").splitlines() if any(w in line for w in words)
-        )
+
+PROBLEMS = ("ERROR", "CRITICAL", "Traceback", " ERROR:", "WARNING")
+TLS_START_WARNING = "openssl bug #1491"
+LOGGED_PEERS = ("edge", "member", "backup")
+
+
+def log_size(path: Path) -> int | None:
+    return path.stat().st_size if path.exists() else None
+
+
+def log_count(path: Path, *words: str, end: int | None = None) -> int:
+    """Lines of the log ``path`` (its first ``end`` bytes) holding any of ``words`` (0: no such file)."""
+    if not path.exists():
+        return 0
+    text = path.read_bytes()[:end].decode(errors="replace")
+    return sum(1 for line in text.splitlines() if any(w in line for w in words))
 
 
 class Sipha(Proxy):
@@ -401,12 +703,29 @@ class Sipha(Proxy):
     def start(self) -> None:
         self.admin = free_port()
         member = "tcp" if self.transport == "tcp" else "udp"
+        listen = f'"udp:{HOST}:{self.port}", "tcp:{HOST}:{self.port}"'
+        record_route = f"sip:{HOST}:{self.port};lr"
+        tls = names = ""
+        if self.transport == "tls":
+            # TLS only, in and out: the edge connects to the TLS listen, the pair's members are
+            # tls: and verified by name (their certificates: sip1.test, sip2.test) against the CA
+            assert self.pki is not None
+            member, listen = "tls", f'"tls:{HOST}:{self.port}"'
+            record_route = f"sip:{HOST}:{self.port};transport=tls;lr"
+            tls = (
+                "\n[tls]\n"
+                f'certificate = "{self.pki.proxy[0]}"\n'
+                f'private-key = "{self.pki.proxy[1]}"\n'
+                f'ca-file = "{self.pki.ca}"\n'
+                "verify-members = true\n"
+            )
+            names = 'primary-server-name = "sip1.test"\nbackup-server-name = "sip2.test"\n'
         config = self.workdir / "sipha.toml"
         config.write_text(
             f"""# generated by bench/proxies.py
 [proxy]
-listen = ["udp:{HOST}:{self.port}", "tcp:{HOST}:{self.port}"]
-record-route = "sip:{HOST}:{self.port};lr"
+listen = [{listen}]
+record-route = "{record_route}"
 
 workers = {self.workers}
 
@@ -419,12 +738,12 @@ failover-timeout = 2.0
 
 [admin]
 listen = "{HOST}:{self.admin}"
-
+{tls}
 [[pair]]
 name = "bench"
 primary = "{member}:{HOST}:{self.primary}"
 backup = "{member}:{HOST}:{self.backup}"
-serving = true
+{names}serving = true
 """
         )
         self.process = popen(
@@ -445,34 +764,32 @@ class Kamailio(Proxy):
     def start(self) -> None:
         rundir = self.workdir / "kamailio-run"
         rundir.mkdir(exist_ok=True)
-        suffix = ";transport=tcp" if self.transport == "tcp" else ""
+        suffix = {"tcp": ";transport=tcp", "tls": ";transport=tls"}.get(self.transport, "")
+        primary, backup = f"sip:{HOST}:{self.primary}{suffix}", f"sip:{HOST}:{self.backup}{suffix}"
         dslist = self.workdir / "dispatcher.list"
         dslist.write_text(
             "# set destination flags priority -- generated by bench/proxies.py\n"
-            f"1 sip:{HOST}:{self.primary}{suffix} 0 10\n"
-            f"1 sip:{HOST}:{self.backup}{suffix} 0 5\n"
+            f"1 {primary} 0 10\n"
+            f"1 {backup} 0 5\n"
         )
-        self.process = popen(
-            [
-                kamailio_bin(),
-                "-DD",
-                "-E",
-                "-f",
-                str(KAMAILIO_CFG),
-                "-Y",
-                str(rundir),
-                "-m",
-                str(KAMAILIO_SHM_MB),
-                "-M",
-                str(KAMAILIO_PKG_MB),
-                "-A",
-                f"SIP_PORT={self.port}",
-                "-A",
-                f'DS_LIST="{dslist}"',
-            ],
-            self.workdir,
-            self.name,
-        )
+        cfg, defines = KAMAILIO_CFG, [f"SIP_PORT={self.port}", f'DS_LIST="{dslist}"']
+        if self.transport == "tls":
+            # tls-proxy.cfg: TLS in and out, sipha's certificate, the members' chain verified
+            assert self.pki is not None
+            tls_cfg = write_kamailio_tls_cfg(self.workdir / "kamailio-tls.cfg", self.pki, self.pki.proxy)
+            cfg = KAMAILIO_TLS_CFG
+            defines += [
+                f'TLS_CFG="{tls_cfg}"',
+                f'PRIMARY_URI="{primary}"',
+                'PRIMARY_SNI="sip1.test"',
+                f'BACKUP_URI="{backup}"',
+                'BACKUP_SNI="sip2.test"',
+            ]
+        args = [kamailio_bin(), "-DD", "-E", "-f", str(cfg), "-Y", str(rundir)]
+        args += ["-m", str(KAMAILIO_SHM_MB), "-M", str(KAMAILIO_PKG_MB)]
+        for define in defines:
+            args += ["-A", define]
+        self.process = popen(args, self.workdir, self.name)
 
 
 PROXIES: dict[str, type[Proxy]] = {"sipha": Sipha, "kamailio": Kamailio}
@@ -551,7 +868,7 @@ def run_uac(workdir: Path, port: int, transport: str, *, rate: int, calls: int, 
         f"{bound}s",
         "-trace_rtt",
         "-rtt_freq",
-        "1000",
+        str(RTT_FREQ),
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
@@ -642,6 +959,13 @@ class Step:
     proxy_drops: int
     other_drops: int
     note: str = ""
+    edge_cpu: float = 0.0
+    """TLS ladder: CPU time of the edge Kamailio (UDP -> TLS) and of the primary member (TLS -> UDP)."""
+    member_cpu: float = 0.0
+    proxy_top: float = 0.0
+    """CPU time of the busiest single process of the proxy, the edge, the member."""
+    edge_top: float = 0.0
+    member_top: float = 0.0
 
     @property
     def failed(self) -> int:
@@ -658,8 +982,51 @@ class Step:
         return 1000.0 * self.proxy_cpu / calls
 
 
-def warm_up(proxy: Proxy, workdir: Path, deadline: float) -> None:
+@dataclass
+class Bed:
+    """What a ladder runs against: the proxy, its pair, and where SIPp's uac sends its calls."""
+
+    proxy: Proxy
+    uas: subprocess.Popen[bytes]
+    target: int
+    """The port SIPp's uac calls: the proxy's, or (TLS) the edge's UDP port."""
+    sipp_transport: str
+    """What SIPp speaks: udp or tcp (TLS ladder: udp, to the edge)."""
+    peers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """TLS ladder: the edge and the primary member, whose CPU is measured apart."""
+
+
+@contextlib.contextmanager
+def bench_bed(proxy_name: str, transport: str, workdir: Path, pki: Pki | None) -> Iterator[Bed]:
+    """The proxy started in front of its pair; for ``tls``, between the edge and the TLS members.
+
+    Everything it started is stopped when the block ends, also on error.
+    """
+    with contextlib.ExitStack() as stack:
+        if transport == "tls":
+            assert pki is not None
+            member, backup, uas = stack.enter_context(tls_members(workdir, pki))
+            proxy = PROXIES[proxy_name](workdir, transport, member.tls_port, backup.tls_port, pki)
+            stack.callback(proxy.stop)
+            proxy.start()
+            edge = stack.enter_context(tls_edge(workdir, pki, proxy.port))
+            log(
+                f"{proxy_name} tls: started on {HOST}:{proxy.port} (members {member.tls_port}/"
+                f"{backup.tls_port}, edge UDP {edge.udp_port})"
+            )
+            yield Bed(proxy, uas, edge.udp_port, "udp", {"edge": edge.process, "member": member.process})
+        else:
+            primary, backup_port, uas = stack.enter_context(pair(workdir, transport))
+            proxy = PROXIES[proxy_name](workdir, transport, primary, backup_port)
+            stack.callback(proxy.stop)
+            proxy.start()
+            log(f"{proxy_name} {transport}: started on {HOST}:{proxy.port} (pair {primary}/{backup_port})")
+            yield Bed(proxy, uas, proxy.port, transport)
+
+
+def warm_up(bed: Bed, workdir: Path, deadline: float) -> None:
     """Wait for the proxy (and for it to find the primary), then 100 calls that must all succeed."""
+    proxy = bed.proxy
     while not proxy.ready():
         if proxy.process is not None and proxy.process.poll() is not None:
             raise RuntimeError(f"{proxy.name} exited:\n{proxy.log_excerpt()}")
@@ -671,8 +1038,8 @@ def warm_up(proxy: Proxy, workdir: Path, deadline: float) -> None:
         attempt += 1
         result = run_uac(
             workdir / f"warmup{attempt}",
-            proxy.port,
-            proxy.transport,
+            bed.target,
+            bed.sipp_transport,
             rate=100,
             calls=WARMUP_CALLS,
             duration=1,
@@ -685,32 +1052,65 @@ def warm_up(proxy: Proxy, workdir: Path, deadline: float) -> None:
         time.sleep(1)
 
 
-def run_ladder(proxy_name: str, transport: str, rates: list[int], duration: float, root: Path) -> list[Step]:
+def tree_cpu(root: subprocess.Popen[bytes]) -> dict[int, float]:
+    """CPU seconds per process of ``root``'s tree."""
+    return cpu_seconds(process_tree(root.pid))
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> tuple[float, float]:
+    """(CPU spent between two :func:`tree_cpu` readings, the most one process of them spent);
+    processes that ended in between are left out."""
+    spent = [value - before.get(pid, 0.0) for pid, value in after.items()]
+    return sum(spent), max(spent, default=0.0)
+
+
+def run_ladder(
+    proxy_name: str,
+    transport: str,
+    rates: list[int],
+    duration: float,
+    root: Path,
+    *,
+    pki: Pki | None = None,
+    sessions: dict[str, str] | None = None,
+) -> list[Step]:
+    """One proxy's ladder over ``transport``; ``sessions`` (TLS): gets what openssl negotiates with it."""
     workdir = root / f"{proxy_name}-{transport}"
     workdir.mkdir()
     steps: list[Step] = []
-    with pair(workdir, transport) as (primary, backup, uas):
-        proxy = PROXIES[proxy_name](workdir, transport, primary, backup)
-        try:
-            proxy.start()
-            log(f"{proxy_name} {transport}: started on {HOST}:{proxy.port} (pair {primary}/{backup})")
-            warm_up(proxy, workdir, time.monotonic() + 30)
+    ends: dict[str, int | None] = {}
+    try:
+        with bench_bed(proxy_name, transport, workdir, pki) as bed:
+            proxy = bed.proxy
+            warm_up(bed, workdir, time.monotonic() + 30)
+            if sessions is not None and pki is not None:
+                sessions[proxy_name] = tls_session(proxy.port, pki)
+                log(f"  {proxy_name} TLS listen: {sessions[proxy_name] or '?'}")
             for rate in rates:
                 calls = int(rate * duration)
                 load = loadavg()
                 pids = proxy.pids()
                 drops0, all_drops0 = udp_drops()
                 cpu0 = cpu_seconds(pids)
-                uas0 = cpu_seconds([uas.pid]).get(uas.pid, 0.0)
+                uas0 = cpu_seconds([bed.uas.pid]).get(bed.uas.pid, 0.0)
+                peers0 = {name: tree_cpu(process) for name, process in bed.peers.items()}
                 result = run_uac(
-                    workdir / f"rate{rate}", proxy.port, transport, rate=rate, calls=calls, duration=duration
+                    workdir / f"rate{rate}",
+                    bed.target,
+                    bed.sipp_transport,
+                    rate=rate,
+                    calls=calls,
+                    duration=duration,
                 )
                 pids = sorted(set(pids) | set(proxy.pids()))
                 cpu1 = cpu_seconds(pids)
                 drops1, all_drops1 = udp_drops()
+                peers = {
+                    name: cpu_delta(peers0[name], tree_cpu(process)) for name, process in bed.peers.items()
+                }
                 proxy_drops = drops1.get(proxy.port, 0) - drops0.get(proxy.port, 0)
-                uas1 = cpu_seconds([uas.pid]).get(uas.pid, 0.0)
-                proxy_cpu = sum(cpu1.get(pid, 0.0) - cpu0.get(pid, 0.0) for pid in pids)
+                uas1 = cpu_seconds([bed.uas.pid]).get(bed.uas.pid, 0.0)
+                proxy_cpu, proxy_top = cpu_delta({pid: cpu0.get(pid, 0.0) for pid in pids}, cpu1)
                 times = sorted(result.answer_times_ms)
                 span = (times[-1] - times[0]) / 1000 if len(times) > 1 else 0.0
                 achieved = (len(times) - 1) / span if span > 0 else 0.0
@@ -736,26 +1136,41 @@ def run_ladder(proxy_name: str, transport: str, rates: list[int], duration: floa
                     result.causes,
                     proxy_drops,
                     all_drops1 - all_drops0 - proxy_drops,
+                    edge_cpu=peers.get("edge", (0.0, 0.0))[0],
+                    member_cpu=peers.get("member", (0.0, 0.0))[0],
+                    proxy_top=proxy_top,
+                    edge_top=peers.get("edge", (0.0, 0.0))[1],
+                    member_top=peers.get("member", (0.0, 0.0))[1],
                 )
                 if proxy.process is not None and proxy.process.poll() is not None:
                     step.note = f"{proxy_name} exited"
                 steps.append(step)
+                peer_text = "".join(
+                    f", {name} CPU {100 * cpu / max(result.elapsed, 1e-9):.0f}%"
+                    f" (busiest process {100 * top / max(result.elapsed, 1e-9):.0f}%)"
+                    for name, (cpu, top) in peers.items()
+                )
                 log(
                     f"  {proxy_name} {transport} {rate:>6} cps: achieved {achieved:8.0f},"
                     f" failed {step.failed}"
                     f" ({step.failed_pct:.2f}%; 1xx after 200: {step.late_provisional}),"
                     f" proxy CPU {proxy_cpu:.2f} s ({step.cpu_per_1000:.3f} s/1000),"
-                    f" SIPp uac CPU {100 * result.sipp_cpu / max(result.elapsed, 1e-9):.0f}%,"
+                    f" SIPp uac CPU {100 * result.sipp_cpu / max(result.elapsed, 1e-9):.0f}%{peer_text},"
                     f" RT p50/p95/p99 {fmt_ms(step.p50)}/{fmt_ms(step.p95)}/{fmt_ms(step.p99)} ms,"
                     f" load {load}"
                 )
                 if step.note or step.failed_pct > STOP_FAILED_PCT:
                     break
-        finally:
-            proxy.stop()
-            errors = proxy.log_count("ERROR", "CRITICAL", "Traceback", " ERROR:", "WARNING")
+            # what the logs say up to here; the rest is the teardown's (a member's retransmitted
+            # response to a proxy already stopped: connection refused)
+            ends = {name: log_size(workdir / f"{name}.log") for name in (proxy_name, *LOGGED_PEERS)}
+    finally:
+        for name in (proxy_name, *LOGGED_PEERS):
+            path = workdir / f"{name}.log"
+            # Kamailio's tls module warns once per process at start (its OpenSSL low-memory workaround)
+            errors = log_count(path, *PROBLEMS, end=ends.get(name)) - log_count(path, TLS_START_WARNING)
             if errors:
-                log(f"  {proxy_name} {transport}: {errors} warning/error lines in {workdir}/{proxy_name}.log")
+                log(f"  {proxy_name} {transport}: {errors} warning/error lines in {path}")
     return steps
 
 
@@ -783,12 +1198,11 @@ def run_memory(proxy_name: str, root: Path) -> Memory:
     """A fresh proxy over UDP: RSS after the warm-up, then with HOLD_CALLS calls held open."""
     workdir = root / f"{proxy_name}-memory"
     workdir.mkdir()
-    with pair(workdir, "udp") as (primary, backup, _uas):
-        proxy = PROXIES[proxy_name](workdir, "udp", primary, backup)
+    with bench_bed(proxy_name, "udp", workdir, None) as bed:
+        proxy = bed.proxy
         uac: subprocess.Popen[bytes] | None = None
         try:
-            proxy.start()
-            warm_up(proxy, workdir, time.monotonic() + 30)
+            warm_up(bed, workdir, time.monotonic() + 30)
             time.sleep(6)  # let the warm-up's transactions end (Kamailio's wait timer: 5 s)
             pids = proxy.pids()
             base_rss, base_pss = rss_kib(pids)
@@ -839,7 +1253,6 @@ def run_memory(proxy_name: str, root: Path) -> Memory:
         finally:
             if uac is not None:
                 stop_process(uac)
-            proxy.stop()
 
 
 # --------------------------------------------------------------------------- report
@@ -898,6 +1311,32 @@ def max_ok(steps: list[Step], *, keeps_up: bool) -> Step | None:
     return max(ok, key=lambda s: s.rate) if ok else None
 
 
+def step_row(s: Step) -> str:
+    """One table row; TLS steps have the edge's and the member's CPU and one drop count."""
+    note = f"; {s.note}" if s.note else ""
+    if s.late_provisional:
+        note = f"; {s.late_provisional:,} by a 1xx after the 200{note}"
+
+    def pct(cpu: float, top: float) -> str:
+        return f"{100 * cpu / s.wall:.0f} ({100 * top / s.wall:.0f})"
+
+    tls = s.transport == "tls"
+    proxy = pct(s.proxy_cpu, s.proxy_top) if tls else f"{100 * s.proxy_cpu / s.wall:.0f}"
+    peers = f" {pct(s.edge_cpu, s.edge_top)} | {pct(s.member_cpu, s.member_top)} |" if tls else ""
+    drops = (
+        f"{s.proxy_drops + s.other_drops:,}"
+        if s.transport == "tls"
+        else f"{s.proxy_drops:,}/{s.other_drops:,}"
+    )
+    return (
+        f"| {s.proxy} | {s.transport.upper()} | {s.rate:,} | {s.achieved_cps:,.0f} |"
+        f" {s.failed:,} ({s.failed_pct:.2f}%{note}) | {s.cpu_per_1000:.3f} |"
+        f" {fmt_ms(s.p50)}/{fmt_ms(s.p95)}/{fmt_ms(s.p99)} |"
+        f" {proxy} |{peers} {100 * s.sipp_cpu / s.wall:.0f} |"
+        f" {100 * s.uas_cpu / s.wall:.0f} | {drops} | {s.load.split()[0]} |"
+    )
+
+
 def report(
     steps: list[Step],
     memories: list[Memory],
@@ -909,7 +1348,9 @@ def report(
     machine_text: str,
     sipha_workers: int = 1,
     sipha_build: str = "interpreted",
+    tls_sessions: dict[str, str] | None = None,
 ) -> str:
+    has_tls = any(s.transport == "tls" for s in steps)
     lines = [
         "## sipha vs Kamailio: SIPp `uac` through the proxy, 127.0.0.1",
         "",
@@ -919,28 +1360,45 @@ def report(
         (
             f"- sipha: {sipha_build}, `[proxy] workers = {sipha_workers}`;"
             " Kamailio: `children=2` (bench/kamailio/kamailio.cfg)"
+            + ("; TLS: bench/kamailio/tls-proxy.cfg, `tcp_children=2`" if has_tls else "")
         ),
-        "",
-        (
-            "| proxy | transport | offered cps | achieved cps | failed | CPU s / 1000 calls"
-            " | RT p50/p95/p99 ms | proxy CPU % | SIPp uac CPU % | UAS CPU % | UDP drops proxy/other"
-            " | load 1m |"
-        ),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in steps:
-        note = f"; {s.note}" if s.note else ""
-        if s.late_provisional:
-            note = f"; {s.late_provisional:,} by a 1xx after the 200{note}"
+    if has_tls:
         lines.append(
-            f"| {s.proxy} | {s.transport.upper()} | {s.rate:,} | {s.achieved_cps:,.0f} |"
-            f" {s.failed:,} ({s.failed_pct:.2f}%{note}) | {s.cpu_per_1000:.3f} |"
-            f" {fmt_ms(s.p50)}/{fmt_ms(s.p95)}/{fmt_ms(s.p99)} |"
-            f" {100 * s.proxy_cpu / s.wall:.0f} | {100 * s.sipp_cpu / s.wall:.0f} |"
-            f" {100 * s.uas_cpu / s.wall:.0f} |"
-            f" {s.proxy_drops:,}/{s.other_drops:,} | {s.load.split()[0]} |"
+            "- TLS: SIPp uac --UDP--> Kamailio edge (tls-edge.cfg) --TLS--> proxy --TLS--> Kamailio member"
+            " (tls-member.cfg) --UDP--> SIPp uas; backup: a second member in backup mode (503);"
+            " certificates from a trustme CA; the edge and the proxy verify the chain (sipha also"
+            " the member's name), members do not ask for a client certificate"
+        )
+        lines.extend(
+            f"- TLS listen of {name} (openssl s_client): {text}"
+            for name, text in (tls_sessions or {}).items()
+            if text
         )
     lines.append("")
+    plain = [s for s in steps if s.transport != "tls"]
+    if plain:
+        lines += [
+            (
+                "| proxy | transport | offered cps | achieved cps | failed | CPU s / 1000 calls"
+                " | RT p50/p95/p99 ms | proxy CPU % | SIPp uac CPU % | UAS CPU % | UDP drops proxy/other"
+                " | load 1m |"
+            ),
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines.extend(step_row(s) for s in plain)
+        lines.append("")
+    if has_tls:
+        lines += [
+            (
+                "| proxy | transport | offered cps | achieved cps | failed | CPU s / 1000 calls"
+                " | RT p50/p95/p99 ms | proxy CPU % (busiest process) | edge CPU % (busiest) | member CPU %"
+                " (busiest) | SIPp uac CPU % | UAS CPU % | UDP drops | load 1m |"
+            ),
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines.extend(step_row(s) for s in steps if s.transport == "tls")
+        lines.append("")
     failing = [s for s in steps if s.failed]
     if failing:
         lines.append("Failed calls by cause (SIPp's error file; calls never completed count as failed):")
@@ -949,7 +1407,7 @@ def report(
             causes = ", ".join(f"{cause}: {count:,}" for cause, count in s.causes.most_common(4)) or "?"
             lines.append(f"- {s.proxy} {s.transport.upper()} {s.rate:,} cps: {s.failed:,} failed; {causes}")
         lines.append("")
-    for transport in sorted({s.transport for s in steps}, key=lambda t: t != "udp"):
+    for transport in sorted({s.transport for s in steps}, key=["udp", "tcp", "tls"].index):
         for label, keeps_up in (("at <= 1% failed calls", False), ("sustained", True)):
             best: dict[str, Step | None] = {}
             for name in PROXIES:
@@ -1031,7 +1489,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help=f"rates {QUICK_RATES}, {QUICK_DURATION} s each")
     parser.add_argument("--rates", help="comma-separated calls/s (default: %(default)s)")
     parser.add_argument("--duration", type=float, help="seconds per step (default 10; --quick: 5)")
-    parser.add_argument("--transport", choices=["udp", "tcp", "both"], default="udp")
+    parser.add_argument(
+        "--transport",
+        choices=list(TRANSPORTS),
+        default="udp",
+        help="udp, tcp, tls, both (udp and tcp) or all (udp, tcp, tls); default %(default)s",
+    )
     parser.add_argument("--proxies", default="sipha,kamailio", help="which proxies (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="skip the held-calls memory test")
     parser.add_argument(
@@ -1042,6 +1505,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--sipha-workers", type=int, default=SIPHA_WORKERS, help="sipha's [proxy] workers (%(default)s)"
+    )
+    parser.add_argument(
+        "--peer-children",
+        type=int,
+        default=PEER_CHILDREN,
+        help="TLS ladder: worker processes per transport of the edge and member Kamailios (%(default)s)",
     )
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp files)")
@@ -1066,7 +1535,7 @@ def main() -> int:
         else (QUICK_RATES if options.quick else DEFAULT_RATES)
     )
     duration = options.duration or (QUICK_DURATION if options.quick else 10)
-    transports = ["udp", "tcp"] if options.transport == "both" else [options.transport]
+    transports = TRANSPORTS[options.transport]
     proxies = [p.strip() for p in options.proxies.split(",") if p.strip()]
     for name in proxies:
         if name not in PROXIES:
@@ -1081,27 +1550,43 @@ def main() -> int:
     signal.signal(signal.SIGHUP, interrupted)
 
     Sipha.workers = options.sipha_workers
+    Peer.children = options.peer_children
     Sipha.python = str(options.sipha_python)
-    ensure_installed()
-    if "kamailio" in proxies:
+    ensure_installed(tls="tls" in transports)
+    root = Path(tempfile.mkdtemp(prefix="sipha-bench-"))
+    pki = write_pki(root / "pki") if "tls" in transports else None
+    if "kamailio" in proxies and transports != ["tls"]:
         check_kamailio_cfg()
+    if pki is not None:
+        tls_cfg = write_kamailio_tls_cfg(root / "check-tls.cfg", pki, pki.proxy)
+        for cfg in (EDGE_CFG, MEMBER_CFG, *([KAMAILIO_TLS_CFG] if "kamailio" in proxies else [])):
+            check_kamailio_cfg(cfg, {"TLS_CFG": f'"{tls_cfg}"'})
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     load_start = loadavg()
     log(
         f"rates {rates} for {duration:g} s each, transports {transports}, proxies {proxies};"
         f" load {load_start}"
     )
-    root = Path(tempfile.mkdtemp(prefix="sipha-bench-"))
     steps: list[Step] = []
     memories: list[Memory] = []
+    tls_sessions: dict[str, str] = {}
     try:
         for transport in transports:
             for name in proxies:
                 try:
-                    steps += run_ladder(name, transport, rates, duration, root)
+                    steps += run_ladder(
+                        name,
+                        transport,
+                        rates,
+                        duration,
+                        root,
+                        pki=pki,
+                        sessions=tls_sessions if transport == "tls" else None,
+                    )
                 except RuntimeError as error:
                     log(f"{name} {transport}: {error}")
-        if not options.no_memory:
+        # memory per held call is a UDP measurement: run with the UDP and TCP ladders
+        if not options.no_memory and transports != ["tls"]:
             for name in proxies:
                 try:
                     memories.append(run_memory(name, root))
@@ -1122,6 +1607,7 @@ def main() -> int:
         "machine_text": machine(),
         "sipha_workers": options.sipha_workers,
         "sipha_build": sipha_build(options.sipha_python),
+        "tls_sessions": tls_sessions,
     }
     text = report(steps, memories, **meta)
     print()
