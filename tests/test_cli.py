@@ -14,7 +14,8 @@ import trustme
 
 from sipha import __version__
 from sipha.cli import EXIT_BAD_CONFIG, EXIT_OK, JsonFormatter, main
-from sipha.config import load_config, load_config_text, render_config, render_reference
+from sipha.config import load_config, load_config_text, render_config
+from sipha.reference import render_reference
 from sipha.runtime import collect_when_idle, tune_gc
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sipha.toml"

@@ -21,9 +21,9 @@ from sipha.config import (
     load_config_text,
     parse_address,
     render_config,
-    render_reference,
 )
 from sipha.ha.settings import AliveCodes
+from sipha.reference import render_reference
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sipha.toml"
 

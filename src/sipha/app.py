@@ -166,7 +166,12 @@ class ProxyApp:
         try:
             view = build_view(self.config, bound)
             core = ProxyCore(
-                build_settings(self.config, bound, worker=None if worker is None else worker.index),
+                build_settings(
+                    self.config,
+                    bound,
+                    worker=None if worker is None else worker.index,
+                    via_host=await self._via_host(self.config),
+                ),
                 view,
                 monitor=build_monitor(self.config, view, self.telemetry),
             )
@@ -202,6 +207,24 @@ class ProxyApp:
         core.start(self._now())
         dispatch.flush()
         self._spawn(collect_garbage_when_idle(lambda: core.contexts, self._now))
+
+    async def _via_host(self, config: Config) -> str:
+        """``resolve-host``: the IP of ``sip-address`` for Via ("" when off: the name as written).
+
+        RFC 3261 §18.2.2 sends responses to the Via sent-by, so a name there makes every
+        SIP server resolve it for every response; an IP spares them (and their resolver).
+        """
+        name = config.proxy.sip_address
+        if not config.proxy.resolve_host or not name:
+            return ""
+        try:
+            addresses = await self.transports.resolve(name)
+        except OSError as error:
+            problem = f"proxy.sip-address = {name!r}: does not resolve ({error}), and resolve-host = true"
+            raise ConfigError(self._config_source(), [problem]) from error
+        ipv4 = [address for address in addresses if ":" not in address]
+        chosen = (ipv4 or addresses)[0]
+        return f"[{chosen}]" if ":" in chosen else chosen
 
     def _config_source(self) -> str:
         return source_name(self.config_path)
@@ -458,7 +481,12 @@ class ProxyApp:
             bound_map = {key: self._bound.get(key) or added[key] for key in wanted}
             bound = [address for addresses in bound_map.values() for address in addresses]
             view = build_view(config, bound)
-            settings = build_settings(config, bound)
+            settings = build_settings(
+                config,
+                bound,
+                worker=None if self.worker is None else self.worker.index,
+                via_host=await self._via_host(config),
+            )
             monitor = build_monitor(config, view, self.telemetry)
         except BaseException:
             for addresses in added.values():

@@ -88,14 +88,18 @@ def build_monitor(config: Config, view: ConfiguredView, telemetry: Telemetry | N
     return ObservedMonitor(pairs, settings, telemetry=telemetry)
 
 
-def build_settings(config: Config, listen: Iterable[Address], *, worker: int | None = None) -> ProxySettings:
+def build_settings(
+    config: Config, listen: Iterable[Address], *, worker: int | None = None, via_host: str = ""
+) -> ProxySettings:
     """The core's settings: our Via sent-by per transport, the Record-Route URI of each transport.
 
-    ``worker``: the index of this worker process when ``[proxy] workers`` > 1 (its branch tag).
+    ``worker``: the index of this worker process when ``[proxy] workers`` > 1 (its branch tag);
+    ``via_host``: the host put in Via when not ``sip-address`` as written (``resolve-host``:
+    its IP, resolved by the caller).
     """
     via: dict[str, tuple[str, int]] = {}
     for address in listen:
-        host = config.proxy.sip_address or address.host
+        host = via_host or config.proxy.sip_address or address.host
         if is_wildcard(host):
             problem = f"proxy.sip-address = {config.proxy.sip_address!r}: needed to listen on {address.host}"
             raise ConfigError("proxy.sip-address", [problem])

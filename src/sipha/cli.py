@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sipha import __version__
-from sipha.config import ConfigError, load_config, render_config, render_reference
+from sipha.config import ConfigError, load_config, render_config
+from sipha.reference import render_reference
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2

@@ -12,7 +12,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, get_args, get_origin
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -56,6 +56,15 @@ class _CrossRules(ValueError):
     def __init__(self, lines: list[str]) -> None:
         super().__init__("; ".join(lines))
         self.lines = lines
+
+
+def is_ip_literal(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (IPv6 with or without brackets)."""
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def is_server_name(text: str) -> bool:
@@ -141,7 +150,9 @@ class ProxySection(_Section):
         default="", alias="sip-address", description="address put in Via; empty: the listen address"
     )
     resolve_host: bool = Field(
-        default=False, alias="resolve-host", description="put the resolved IP rather than a host name in Via"
+        default=False,
+        alias="resolve-host",
+        description="put sip-address's IP (resolved at start and on reload) rather than its name in Via",
     )
     record_route: str = Field(
         default="sip:127.0.0.1;lr",
@@ -181,6 +192,14 @@ class ProxySection(_Section):
                 f"sip-address is required when listening on a wildcard address ({', '.join(wildcard)}): "
                 "it is the address put in Via and Record-Route for the SIP servers to answer to"
             )
+        if self.resolve_host and (not self.sip_address or is_ip_literal(self.sip_address)):
+            what = "empty" if not self.sip_address else "an IP address"
+            problem = (
+                f"proxy.resolve-host = True: it resolves sip-address to the IP put in Via, and "
+                f"sip-address = {self.sip_address!r} is {what}: nothing to resolve; set sip-address "
+                "to this host's name or remove resolve-host"
+            )
+            raise _CrossRules([problem])
         return self
 
     @field_validator("record_route")
@@ -487,22 +506,23 @@ def _render_fields(model: BaseModel) -> list[str]:
         key = info.alias or name
         if isinstance(value, BaseModel):
             inner = ", ".join(
-                f"{sub.alias or sub_name} = {_toml_value(getattr(value, sub_name))}"
+                f"{sub.alias or sub_name} = {toml_value(getattr(value, sub_name))}"
                 for sub_name, sub in type(value).model_fields.items()
             )
             rendered.append(f"{key} = {{ {inner} }}")
         else:
-            rendered.append(f"{key} = {_toml_value(value)}")
+            rendered.append(f"{key} = {toml_value(value)}")
     return rendered
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
+    """``value`` as TOML (a string, number, boolean or list of them)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     return '"' + "".join(_toml_char(char) for char in str(value)) + '"'
 
 
@@ -513,100 +533,3 @@ def _toml_char(char: str) -> str:
     if ord(char) < 0x20 or char == "\x7f":  # noqa: PLR2004 - C0 controls (TOML v1.0 basic strings)
         return f"\\u{ord(char):04X}"
     return char
-
-
-# ---------------------------------------------------------------------- reference
-
-_SECTIONS: Final = (
-    ("proxy", "[proxy]", ProxySection),
-    ("monitor", "[monitor]", MonitorSection),
-    ("admin", "[admin]", AdminSection),
-    ("tls", "[tls]", TlsSection),
-    ("pair", "[[pair]] (one table per pair)", PairSection),
-)
-
-
-def _type_name(annotation: object) -> str:
-    names = {int: "integer", float: "number (seconds)", bool: "boolean", str: "string"}
-    if annotation in names:
-        return names[annotation]
-    if get_origin(annotation) is Literal:
-        return "string"
-    text = str(annotation).replace("typing.", "")
-    if text.startswith("list["):
-        return "list of strings"
-    if "PairMatch" in text:
-        return "table"
-    return text
-
-
-def _allowed(metadata: list[Any], annotation: object) -> str:
-    bounds: list[str] = []
-    if get_origin(annotation) is Literal:
-        bounds.append("one of " + ", ".join(f"`{_toml_value(choice)}`" for choice in get_args(annotation)))
-    unit = "character(s)" if annotation is str else "item(s)"
-    for item in metadata:
-        for attribute, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            value = getattr(item, attribute, None)
-            if value is not None:
-                bounds.append(f"{symbol} {value}")
-        min_length = getattr(item, "min_length", None)
-        if min_length:
-            bounds.append(f"at least {min_length} {unit}")
-        max_length = getattr(item, "max_length", None)
-        if max_length:
-            bounds.append(f"at most {max_length} {unit}")
-        pattern = getattr(item, "pattern", None)
-        if pattern:
-            bounds.append(f"matches `{pattern}`")
-    return ", ".join(bounds)
-
-
-def render_reference() -> str:
-    """The configuration reference (docs/configuration.md), generated from the model."""
-    lines = [
-        "# sipha configuration reference",
-        "",
-        "Generated from the configuration model (`sipha.config`) by",
-        "`python -m sipha config-reference`; a test fails when this file and the model differ.",
-        "A configuration is TOML (docs/design.md §5). Every option has a default; a bad file is",
-        "refused as a whole, each problem named by key, value and what is allowed",
-        "(`sipha check-config FILE`).",
-        "",
-    ]
-    for _name, title, model in _SECTIONS:
-        summary = (model.__doc__ or "").strip().split(": ", 1)[-1]
-        lines += [f"## {title}", "", summary[:1].upper() + summary[1:], ""]
-        lines += ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
-        for field_name, info in model.model_fields.items():
-            key = info.alias or field_name
-            if info.is_required():
-                default = "(required)"
-            elif info.default_factory is not None:
-                produced = info.default_factory()  # type: ignore[call-arg]
-                default = "`{}`" if isinstance(produced, BaseModel) else f"`{_toml_value(produced)}`"
-            else:
-                default = f"`{_toml_value(info.default)}`"
-            allowed = _allowed(list(info.metadata), info.annotation)
-            description = (info.description or "").replace("|", "\\|")
-            kind = _type_name(info.annotation)
-            lines.append(f"| `{key}` | {kind} | {default} | {allowed} | {description} |")
-        lines.append("")
-    lines += [
-        '`match` holds `domain = ["a.example.com", ...]`: Request-URI hosts this pair serves.',
-        "",
-        "Addresses are `transport:host:port` with transport `udp`, `tcp` or `tls`",
-        "(IPv6 hosts in brackets). Rules across options: at most one pair has",
-        "`serving = true`; pair names are unique; a pair's primary and backup differ;",
-        "`sip-address` is required when a listen address is a wildcard (0.0.0.0, ::).",
-        "",
-        "TLS (RFC 3261 §26.2): a `tls:` listen address requires `tls.certificate` and `tls.private-key`,",
-        'and each of these the other; `verify-clients` other than `"none"` requires a `tls:` listen;',
-        '`ca-file` requires `verify-members = true` or `verify-clients` other than `"none"`;',
-        "`primary-server-name` (`backup-server-name`) requires a `tls:` `primary` (`backup`); without",
-        "one, a `tls:` member is verified against its host (a name, or an IP address SAN). Relative",
-        "paths are read from the working directory. `sipha check-config` reads the files, checks that",
-        "key and certificate match and the certificate's dates, and warns 30 days before expiry.",
-        "",
-    ]
-    return "\n".join(lines)
