@@ -6,10 +6,11 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 COMPILED  ?= .venv-compiled
 DEB_DEPS  := sip-tester chromium nftables
-# The TLS peers of tests/tls, installed without recommended packages: Kamailio with its tls
+# Installed without recommended packages: the TLS peers of tests/tls (Kamailio with its tls
 # module, and baresip-core alone (its modules include the ones tests/tls loads: ctrl_tcp, menu,
-# g711, ausine, aubridge), not the baresip metapackage, which pulls in FFmpeg and GStreamer.
-DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core
+# g711, ausine, aubridge), not the baresip metapackage, which pulls in FFmpeg and GStreamer), and
+# dnsmasq's binary without its system service (the DNS server of tests/net/test_dns.py).
+DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core dnsmasq-base
 HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos clean
