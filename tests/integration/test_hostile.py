@@ -809,6 +809,9 @@ def test_endless_header_section(tcp: Rig) -> None:
         ("nul-in-start-line", "OPTIONS sip:nul\x00user@example.com SIP/2.0", ()),
         # Call-ID = word ["@" word] (§25.1): no NUL; sipha uses Call-ID (transactions, loops).
         ("nul-in-call-id", None, ("Call-ID: before\x00after",)),
+        # TEXT-UTF8char (§25.1) excludes it too, in headers sipha does not use: forwarded, a
+        # NUL cuts the header short in a next hop written in C.
+        ("nul-in-subject", None, ("Subject: a\x00b",)),
         # §7.3.1 lines end in CRLF; a bare LF is a header injection attempt against next hops
         # that split on LF.
         ("bare-lf-in-header", None, ("Subject: hello\nX-Injected: evil",)),
@@ -829,27 +832,6 @@ def test_bad_characters_refused(rig: Rig, what: str, start_line: str | None, ext
     assert answer is not None, f"no answer to {what}"
     assert answer.status == 400
     probe_and_check_nothing_forwarded(rig, client, mark)
-
-
-def test_nul_in_unused_header_forwarded(rig: Rig) -> None:
-    """A raw NUL in Subject (§25.1 TEXT-UTF8char excludes it) is forwarded unchanged.
-
-    RFC 3261 §16.3 step 1: components the proxy does not use, "well-formed or not,
-    SHOULD be ignored and remain unchanged when the message is forwarded".  (A NUL
-    reaching a C next hop may cut the header short: see the report.)
-    """
-    client = rig.client()
-    call_id = fresh_call_id("nul-in-subject")
-    data = request_bytes(
-        "OPTIONS", "sip:chars@example.com", via=client.via(), call_id=call_id, headers=("Subject: a\x00b",)
-    )
-    mark = rig.server.mark()
-    client.send(data)
-    got = rig.server.wait_for(call_id, mark)
-    assert got is not None
-    assert b"\r\nSubject: a\x00b\r\n" in got.raw
-    assert_forwarded_intact(rig, parse_request(data), got)
-    probe(rig, client)
 
 
 def test_content_length_larger_than_body(udp: Rig) -> None:

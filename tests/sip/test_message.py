@@ -382,6 +382,12 @@ def test_empty_header_value() -> None:
         "(paren): x",
         "Subject: a\nb",
         "Subject: a\rb",
+        # §25.1: TEXT-UTF8char and every other header character class exclude %x00; only a
+        # quoted-pair may carry it.  A bare NUL reaching a C next hop cuts the header short.
+        "Subject: a\x00b",
+        "X-Unknown: \x00",
+        "Subject: a\\\\\x00b",  # an escaped backslash, then a bare NUL
+        'To: "a\x00b" <sip:b@example.com>',
     ],
 )
 def test_bad_header_lines_keep_the_rest(line: str) -> None:
@@ -391,6 +397,18 @@ def test_bad_header_lines_keep_the_rest(line: str) -> None:
     assert request.call_id == "a84b4c76e66710@pc33.atlanta.com"
     assert request.top_via.branch == "z9hG4bK776asdhds"
     assert make_response(request, 400, "Bad Request").get("cseq") == "314159 INVITE"
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['To: "NUL:\\\x00 end" <sip:b@example.com>', 'Subject: "q\\\x00"', "Subject: a\\\\\\\x00"],
+    ids=["quoted-pair-in-display-name", "quoted-pair", "after-an-escaped-backslash"],
+)
+def test_a_nul_in_a_quoted_pair_is_accepted(line: str) -> None:
+    """RFC 4475 §3.1.1.2 (intmeth): quoted-pair = "\\" (%x00-09 / ...): an escaped NUL is valid."""
+    message = parse_message(invite(line))
+    assert isinstance(message, Request)
+    assert message.method == "INVITE"
 
 
 def test_first_error_is_reported() -> None:

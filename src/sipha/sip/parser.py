@@ -79,7 +79,12 @@ def parse_message(
     crlfs = len(lines) - 1
     # No bare CR or LF (every CR and LF is in a CRLF); folded lines fall to the slow path
     # by themselves, as no cached header name starts with white space.
-    if crlfs and len(text) <= limits.max_header_line and text.count("\n") == crlfs == text.count("\r"):
+    if (
+        crlfs
+        and len(text) <= limits.max_header_line
+        and text.count("\n") == crlfs == text.count("\r")
+        and "\x00" not in text  # a NUL: the slow path tells a quoted-pair from a bare one
+    ):
         fields = _fast_fields(lines)
     if fields is None:
         fields, error = _slow_fields(text, limits)
@@ -159,8 +164,13 @@ def _slow_fields(text: str, limits: ParserLimits) -> tuple[list[Field], SipParse
             raise MessageTooLarge(f"a header field is longer than {limits.max_header_line} bytes")
         if "\n" in line.replace("\r\n", "") or "\r" in line.replace("\r\n", ""):
             # A bare CR or LF: a next hop could read it as a line break (header injection).
-            # (NUL may appear, as a quoted-pair, RFC 4475 §3.1.1.2.)
             error = error or SipParseError(f"bare CR or LF in header line {line[:40]!r}")
+            continue
+        if "\x00" in line and _bare_nul(line):
+            # §25.1: no character class of a header value admits %x00 (TEXT-UTF8char is
+            # %x21-7E / UTF8-NONASCII); only a quoted-pair may carry it (RFC 4475 §3.1.1.2).
+            # Forwarded, a NUL cuts the header short in a next hop written in C.
+            error = error or SipParseError(f"bare NUL octet in header line {line[:40]!r}")
             continue
         colon = line.find(":")
         if colon <= 0:
@@ -177,6 +187,19 @@ def _slow_fields(text: str, limits: ParserLimits) -> tuple[list[Field], SipParse
             value = line[colon + 1 :].strip(WS)
         fields.append((name, line, value))
     return fields, error
+
+
+def _bare_nul(line: str) -> bool:
+    """Whether ``line`` holds a NUL that is not the second octet of a quoted-pair (a backslash, NUL)."""
+    index = line.find("\x00")
+    while index >= 0:
+        backslashes = 0
+        while index - backslashes > 0 and line[index - backslashes - 1] == "\\":
+            backslashes += 1
+        if backslashes % 2 == 0:  # none, or escaped backslashes only: the NUL stands alone
+            return True
+        index = line.find("\x00", index + 1)
+    return False
 
 
 def _unfold(lines: list[str]) -> list[str]:
