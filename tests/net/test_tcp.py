@@ -247,6 +247,27 @@ async def test_reset_by_peer_is_reported(server: Server) -> None:
     assert isinstance(error, ConnectionResetError)
 
 
+async def test_messages_sent_between_a_reset_and_its_report_are_dropped_quietly(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under load a reset connection gets more messages before connection_lost runs (which
+    reports the error, see above): they are dropped without asyncio's "socket.send() raised
+    exception" warning per message."""
+    sink, manager, address = server
+    _reader, writer, client = await connect(address)
+    writer.write(sip_request())
+    await sink.message()
+    connection = manager._tcp.connections[client.host, client.port]  # type: ignore[union-attr]
+    assert connection.transport is not None
+    connection.transport.abort()  # as a reset does: closing now, connection_lost on a later turn
+    for number in range(20):
+        manager.send(sip_request(number), client)
+    await asyncio.sleep(0.05)
+    assert not manager.has_connection(client)
+    assert "socket.send() raised exception" not in caplog.text
+    writer.close()
+
+
 async def test_peer_closing_cleanly_is_not_an_error(server: Server) -> None:
     sink, manager, address = server
     _reader, writer, client = await connect(address)

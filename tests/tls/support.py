@@ -758,6 +758,7 @@ def kamailio_edge(
     certificate: CertFiles | None = None,
     verify_next_hop: bool = True,
     verify_clients: bool = False,
+    tcp: bool = False,
     name: str = "edge",
 ) -> Iterator[Kamailio]:
     """Kamailio as the TLS edge (bench/kamailio/tls-edge.cfg), ready, stopped at the end.
@@ -790,6 +791,8 @@ def kamailio_edge(
     }
     if server_name is not None:
         defines["TLS_SNI"] = f'"{server_name}"'
+    if tcp:
+        defines["EDGE_TCP"] = None  # also TCP on udp_port: SIPp's uac with -t t1
     with run_kamailio(
         directory, name, EDGE_CFG, udp_port=udp_port, tls_port=tls_port, tls_cfg=tls_cfg, defines=defines
     ) as edge:

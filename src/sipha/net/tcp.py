@@ -232,6 +232,11 @@ class TcpConnection(asyncio.Protocol):
             self._pending.append(data)
             self._pending_size += len(data)
             return
+        if transport.is_closing():
+            # Reset under us, connection_lost not run yet: it reports the error for this peer
+            # (the transactions waiting on it fail, §18.4); writing would only be dropped
+            # with a warning per message.
+            return
         transport.write(data)
         self._last_activity = context.loop.time()
         stats = context.stats
