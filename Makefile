@@ -8,9 +8,11 @@ COMPILED  ?= .venv-compiled
 DEB_DEPS  := sip-tester chromium nftables
 # Installed without recommended packages: the TLS peers of tests/tls (Kamailio with its tls
 # module, and baresip-core alone (its modules include the ones tests/tls loads: ctrl_tcp, menu,
-# g711, ausine, aubridge), not the baresip metapackage, which pulls in FFmpeg and GStreamer), and
-# dnsmasq's binary without its system service (the DNS server of tests/net/test_dns.py).
-DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core dnsmasq-base
+# g711, ausine, aubridge), not the baresip metapackage, which pulls in FFmpeg and GStreamer),
+# dnsmasq's binary without its system service (the DNS server of tests/net/test_dns.py), and
+# Prometheus for promtool and a server scraping sipha (tests/admin/test_monitoring.py checks
+# docs/monitoring; its recommends are the node exporter, not needed).
+DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core dnsmasq-base prometheus
 HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos clean
@@ -25,7 +27,8 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian packages the tests use (SIPp; Chromium for the dashboard test; nftables for the fault bed
 # of tests/chaos, with iproute2's ip netns; Kamailio, its tls module and baresip for tests/tls).
-# Installed only when missing.
+# Installed only when missing; the services the packages ship (Kamailio on 5060, Prometheus on
+# 9090) are stopped and disabled where systemd runs: the tests start their own, on free ports.
 deb-deps:
 	@missing=""; for p in $(DEB_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	lean=""; for p in $(DEB_DEPS_NO_RECOMMENDS); do dpkg -s $$p >/dev/null 2>&1 || lean="$$lean $$p"; done; \
@@ -37,6 +40,9 @@ deb-deps:
 	  fi; \
 	  if [ -n "$$lean" ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$lean >/dev/null || exit 1; \
+	  fi; \
+	  if [ -d /run/systemd/system ]; then \
+	    systemctl disable --now kamailio prometheus >/dev/null 2>&1 || true; \
 	  fi; \
 	fi
 
