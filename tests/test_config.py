@@ -246,7 +246,7 @@ def test_one_serving_pair_and_several_non_serving() -> None:
         ('[admin]\nlisten = "host:"', "admin.listen", "'host:'"),
         ('[admin]\nlisten = "host:99999"', "admin.listen", "'host:99999'"),
         ('[admin]\nlisten = "[::1]8080"', "admin.listen", "'[::1]8080'"),
-        ("[admin]\ntoken = 1", "admin.token", "1"),
+        ("[admin]\ntoken = 1", "admin.token", "(hidden)"),  # a secret, even a wrong one, is never shown
         ('[admin]\nuser = "x"', "admin.user", "'x'"),
         # top level
         ("[extra]\nx = 1", "extra", "{'x': 1}"),

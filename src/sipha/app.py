@@ -51,7 +51,7 @@ from sipha.runtime import collect_garbage_when_idle, run_loop
 from sipha.sip import SipUri, parse_uri
 from sipha.sip.address import SIP_PORT, Address
 from sipha.supervisor import run_workers
-from sipha.tlsconfig import CertificateStatus, build_tls_settings, certificate_status
+from sipha.tlsconfig import CertificateStatus, TlsLogLimiter, build_tls_settings, certificate_status
 
 log = logging.getLogger("sipha")
 
@@ -99,7 +99,7 @@ class ProxyApp:
         """A worker's own UDP addresses (see :func:`sipha.supervisor.bind_worker_sockets`)."""
         self.config_path: ConfigPath = config_path
         """Where SIGHUP re-reads the configuration: a file, None (the embedded default)."""
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(worker=worker is not None)
         self._dispatch = Dispatcher(on_event=self._log_event, count_final=self.telemetry.count_final)
         self.transports = TransportManager(
             self._dispatch.on_message,
@@ -411,7 +411,7 @@ class ProxyApp:
             path = self.config_path
             if path is UNKNOWN_SOURCE:
                 log.error("SIGHUP: cannot reload: the configuration file is not known to this process")
-                return False
+                return self.telemetry.reloaded("<config>", ["configuration file not known"], applied=False)
             source = "the embedded default" if path is None else str(path)
             problems: list[str] = []
             try:
@@ -426,7 +426,7 @@ class ProxyApp:
                 )
                 for problem in problems:
                     log.error("  %s", problem)
-                return False
+                return self.telemetry.reloaded(source, problems, applied=False)
             failure: Exception | None = None
             try:
                 changes = await self.apply_config(config)
@@ -436,7 +436,7 @@ class ProxyApp:
                 log.error(
                     "SIGHUP: configuration %s not applied, keeping the running one: %s", source, failure
                 )
-                return False
+                return self.telemetry.reloaded(source, [str(failure)], applied=False)
             if self.transports.tls is not None and self._uses_tls():
                 # The files are read again on every reload, changed in the configuration or not
                 # (a renewed certificate under the same name): new handshakes use them.
@@ -445,7 +445,7 @@ class ProxyApp:
                 log.info("configuration reloaded from %s: %s", source, "; ".join(changes))
             else:
                 log.info("configuration reloaded from %s: nothing changed", source)
-            return True
+            return self.telemetry.reloaded(source, changes, applied=True)
 
     async def apply_config(self, config: Config) -> list[str]:
         """Apply ``config`` while running; what changed.  Transactions under way go on.
@@ -553,39 +553,6 @@ class ProxyApp:
         else:
             log.info("%s", event.message)
         self.telemetry.record_event(event)
-
-
-class TlsLogLimiter:
-    """When a TLS failure is worth a log line (a flood of bad handshakes is not a flood of lines).
-
-    A destination we connect to (a pair member probed every few seconds) is logged when
-    its failure starts or changes, and again every :data:`TLS_LOG_REPEAT` s while it lasts;
-    a source of failed inbound handshakes is logged once per :data:`TLS_LOG_REPEAT` s per IP.
-    The counters (/metrics) see every one.
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, int] | str, tuple[str, float]] = {}
-
-    def should_log(self, peer: Address, text: str, now: float, *, outbound: bool) -> bool:
-        """Whether this failure gets a log line now (inbound ones: keyed by the source IP)."""
-        key: tuple[str, int] | str = (peer.host, peer.port) if outbound else peer.host
-        last = self._last.get(key)
-        if last is not None and last[0] == text and now - last[1] < TLS_LOG_REPEAT:
-            return False
-        if len(self._last) >= TLS_LOG_KEPT and key not in self._last:
-            self._last.pop(next(iter(self._last)))
-        self._last[key] = (text, now)
-        return True
-
-    def succeeded(self, peer: Address) -> None:
-        """A handshake with ``peer`` succeeded: its next failure is news again."""
-        self._last.pop((peer.host, peer.port), None)
-
-
-TLS_LOG_REPEAT: Final = 60.0
-"""s between two log lines for the same TLS failure of the same peer."""
-TLS_LOG_KEPT: Final = 4096
 
 
 def source_name(path: ConfigPath) -> str:

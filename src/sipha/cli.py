@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sipha import __version__
+from sipha import __version__, ctl
 from sipha.config import ConfigError, load_config, render_config
 from sipha.reference import render_reference
 
@@ -167,6 +167,7 @@ def _build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log threshold"
     )
+    ctl.add_parser(commands)
     return parser
 
 
@@ -323,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(args)
     if args.command == "simulate-server":
         return _simulate_server(args)
+    if args.command == "ctl":
+        return ctl.main(args)
     parser.print_help()
     return EXIT_OK
 

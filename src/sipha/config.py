@@ -449,6 +449,8 @@ def _format_error(error: dict[str, Any]) -> str:
         # A rule about a whole section (unique names, one serving pair): its "value" is the
         # section itself, which may hold secrets; the message names what is wrong.
         return f"{key or '(file)'}: {message}"
+    if key.endswith("token"):
+        return f"{key} = (hidden): {message}"  # a secret is never logged, even a wrong one
     return f"{key} = {value!r}: {message}"
 
 

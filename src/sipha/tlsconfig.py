@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sipha.config import Config, ConfigError, TlsSection, parse_address
 from sipha.net.tls import TlsSettings
+from sipha.sip.address import Address
 
 EXPIRY_WARNING_DAYS: Final = 30
 """A certificate expiring in fewer days than this is warned about (check-config, /status)."""
@@ -416,3 +417,36 @@ def build_tls_settings(
         member_names=member_names,
         handshake_timeout=tls.handshake_timeout,
     )
+
+
+class TlsLogLimiter:
+    """When a TLS failure is worth a log line (a flood of bad handshakes is not a flood of lines).
+
+    A destination we connect to (a pair member probed every few seconds) is logged when
+    its failure starts or changes, and again every :data:`TLS_LOG_REPEAT` s while it lasts;
+    a source of failed inbound handshakes is logged once per :data:`TLS_LOG_REPEAT` s per IP.
+    The counters (/metrics) see every one.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int] | str, tuple[str, float]] = {}
+
+    def should_log(self, peer: Address, text: str, now: float, *, outbound: bool) -> bool:
+        """Whether this failure gets a log line now (inbound ones: keyed by the source IP)."""
+        key: tuple[str, int] | str = (peer.host, peer.port) if outbound else peer.host
+        last = self._last.get(key)
+        if last is not None and last[0] == text and now - last[1] < TLS_LOG_REPEAT:
+            return False
+        if len(self._last) >= TLS_LOG_KEPT and key not in self._last:
+            self._last.pop(next(iter(self._last)))
+        self._last[key] = (text, now)
+        return True
+
+    def succeeded(self, peer: Address) -> None:
+        """A handshake with ``peer`` succeeded: its next failure is news again."""
+        self._last.pop((peer.host, peer.port), None)
+
+
+TLS_LOG_REPEAT: Final = 60.0
+"""s between two log lines for the same TLS failure of the same peer."""
+TLS_LOG_KEPT: Final = 4096

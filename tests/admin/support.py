@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from sipha.app import ProxyApp
-from sipha.config import Config, load_config_text
+from sipha.config import Config, load_config, load_config_text
 from sipha.sim.server import SimulatedServer
 from tests.integration.support import free_port
 
@@ -29,13 +29,18 @@ WAIT = 8.0
 
 
 def config_for(sip: int, admin: int, primary: int, backup: int, *, token: str = "") -> Config:
-    return load_config_text(
-        f"""
+    return load_config_text(config_text(sip, admin, primary, backup, token=token))
+
+
+def config_text(
+    sip: int, admin: int, primary: int, backup: int, *, token: str = "", oos_check: int = 1
+) -> str:
+    return f"""
 [proxy]
 listen = ["udp:{HOST}:{sip}"]
 record-route = "sip:{HOST}:{sip};lr"
 [monitor]
-oos-check = 1
+oos-check = {oos_check}
 oos-force = 1
 [admin]
 listen = "{HOST}:{admin}"
@@ -46,7 +51,6 @@ primary = "udp:{HOST}:{primary}"
 backup = "udp:{HOST}:{backup}"
 serving = true
 """
-    )
 
 
 @dataclass
@@ -70,15 +74,20 @@ class Running:
 
 
 @asynccontextmanager
-async def running_proxy(*, token: str = "") -> AsyncIterator[Running]:
+async def running_proxy(*, token: str = "", config_file: Path | None = None) -> AsyncIterator[Running]:
+    """The app with its pair; ``config_file``: written there and read from it (reloads re-read it)."""
     primary = SimulatedServer([("udp", HOST, 0)], "primary")
     backup = SimulatedServer([("udp", HOST, 0)], "backup")
     await primary.start()
     await backup.start()
     admin = free_port()
     sip = free_port()
-    config = config_for(sip, admin, primary.address().port, backup.address().port, token=token)
-    app = ProxyApp(config)
+    text = config_text(sip, admin, primary.address().port, backup.address().port, token=token)
+    if config_file is None:
+        app = ProxyApp(load_config_text(text))
+    else:
+        config_file.write_text(text, encoding="utf-8")
+        app = ProxyApp(load_config(config_file), config_path=config_file)
     try:
         await app.start()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
@@ -119,7 +128,11 @@ class DemoProcess:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def get(self, path: str, method: str = "GET") -> tuple[int, bytes]:
-        request = urllib.request.Request(self.base + path, method=method)  # noqa: S310 - loopback http
+        # A POST says it is JSON: the admin HTTP refuses other POSTs (415, cross-site forms).
+        data, headers = (b"{}", {"Content-Type": "application/json"}) if method == "POST" else (None, {})
+        request = urllib.request.Request(  # noqa: S310 - loopback http
+            self.base + path, data=data, headers=headers, method=method
+        )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
                 return int(response.status), bytes(response.read())

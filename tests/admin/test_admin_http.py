@@ -210,7 +210,7 @@ async def test_dashboard_page_and_no_demo_switch_outside_the_demo() -> None:
         # self-contained: no CDN, nothing fetched from elsewhere
         assert "http://" not in page
         assert "https://" not in page
-        async with running.http.post(running.base + "/demo/switch") as response:
+        async with running.http.post(running.base + "/demo/switch", json={}) as response:
             assert response.status == 404
 
 

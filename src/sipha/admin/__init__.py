@@ -1,6 +1,8 @@
 """sipha.admin: the admin HTTP surface (docs/design.md §5 ``[admin]``).
 
-* :mod:`sipha.admin.server`: aiohttp app and server: /healthz, /status, /metrics, the dashboard.
+* :mod:`sipha.admin.server`: aiohttp app and server: /healthz, /status, /metrics, the dashboard,
+  /events (and its follow stream), POST /reload and /drain.
+* :mod:`sipha.admin.control`: what POST /reload and /drain do (SIGHUP's and SIGTERM's paths).
 * :mod:`sipha.admin.status`: the /status and /healthz content, read at request time.
 * :mod:`sipha.admin.metrics`: the Prometheus collector (reads the live state at scrape time).
 * :mod:`sipha.admin.telemetry`: what the app records for it (HA event history, counts).

@@ -14,7 +14,11 @@ from sipha.sip.address import Address
 
 
 class AdminSource(Protocol):
-    """What the admin surface reads: :class:`sipha.app.ProxyApp` provides it."""
+    """What the admin surface reads, and what it may ask: :class:`sipha.app.ProxyApp` provides it.
+
+    Asking (``POST /reload``, ``POST /drain``, :mod:`sipha.admin.control`) goes through the
+    same methods as SIGHUP and SIGTERM, so the admin HTTP can do nothing a signal cannot.
+    """
 
     core: ProxyCore | None
     telemetry: Telemetry
@@ -43,6 +47,17 @@ class AdminSource(Protocol):
 
     def tls_status(self) -> dict[str, Any] | None:
         """TLS connections, handshakes by outcome and the certificate's dates; None without TLS."""
+        ...
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the configuration file and apply it; False when refused.
+
+        What it did (changes, or problems) is then in ``telemetry.last_reload``.
+        """
+        ...
+
+    async def drain_and_stop(self, limit: float = ...) -> None:
+        """SIGTERM: new out-of-dialog requests get 503; stop once what is under way is done."""
         ...
 
 
@@ -146,6 +161,7 @@ def build_status(source: AdminSource, demo: DemoControl | None = None) -> dict[s
         "pairs_without_active_member": down,
         "listen": [address_text(address) for address in source.listen_addresses],
         "transactions_in_flight": in_flight,
+        "draining": core is not None and core.draining,
         "counters": counters,
         "transactions": [
             {"method": method, "class": klass, "count": count}
