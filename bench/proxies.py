@@ -29,7 +29,11 @@ from a trustme CA made for the run)::
 the pair being that member (primary, ``sip1.test``, OPTIONS answered 200) and
 a second one in backup mode (``sip2.test``, 503); Kamailio as the proxy under
 test runs ``bench/kamailio/tls-proxy.cfg``.  Only the proxy's CPU counts per
-call; the edge's and the member's are reported beside it.
+call; the edge's and the member's are reported beside it.  ``--proxies ...,direct``
+adds a ladder without proxy (SIPp, or the edge, straight to the primary): the
+ceiling of the rest.  ``--interleave`` keeps every proxy's test bed up and has the
+proxies take turns at each rate, so that other work on a shared machine weighs on
+them alike.
 
 It prints a Markdown report (table, summary, machine, command) and writes it
 to ``--out``.  Kamailio and SIPp are installed with apt-get when missing (as
@@ -77,6 +81,7 @@ KAMAILIO_CFG = BENCH / "kamailio" / "kamailio.cfg"
 KAMAILIO_TLS_CFG = BENCH / "kamailio" / "tls-proxy.cfg"  # Kamailio under test, TLS on both sides
 EDGE_CFG = BENCH / "kamailio" / "tls-edge.cfg"  # TLS ladder: SIPp uac --UDP--> edge --TLS--> proxy
 MEMBER_CFG = BENCH / "kamailio" / "tls-member.cfg"  # and proxy --TLS--> member --UDP--> SIPp uas
+TRANSPORT_ORDER = ["udp", "tcp", "tls"]
 TRANSPORTS = {
     "udp": ["udp"],
     "tcp": ["tcp"],
@@ -269,6 +274,19 @@ def udp_drops() -> tuple[dict[int, int], int]:
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, steal, total) CPU ticks of the whole machine, all CPUs, from /proc/stat: busy is
+    user, nice, system, irq and softirq; steal is time the hypervisor gave to another guest
+    (a virtual machine's CPUs are not all ours when the host is oversubscribed)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]  # guest time is inside user
+    return (
+        user + nice + system + irq + softirq,
+        steal,
+        user + nice + system + idle + iowait + irq + softirq + steal,
+    )
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -792,7 +810,26 @@ class Kamailio(Proxy):
         self.process = popen(args, self.workdir, self.name)
 
 
-PROXIES: dict[str, type[Proxy]] = {"sipha": Sipha, "kamailio": Kamailio}
+class Direct(Proxy):
+    """No proxy: SIPp (TLS ladder: the edge) straight to the primary.  The ceiling of everything
+    but the proxy on this machine (``--proxies sipha,kamailio,direct``); no CPU of its own."""
+
+    name = "direct"
+
+    def __init__(
+        self, workdir: Path, transport: str, primary: int, backup: int, pki: Pki | None = None
+    ) -> None:
+        super().__init__(workdir, transport, primary, backup, pki)
+        self.port = primary
+
+    def start(self) -> None:
+        pass
+
+    def pids(self) -> list[int]:
+        return []
+
+
+PROXIES: dict[str, type[Proxy]] = {"sipha": Sipha, "kamailio": Kamailio, "direct": Direct}
 
 
 # --------------------------------------------------------------------------- SIPp uac
@@ -966,6 +1003,10 @@ class Step:
     """CPU time of the busiest single process of the proxy, the edge, the member."""
     edge_top: float = 0.0
     member_top: float = 0.0
+    machine_busy: float = -1.0
+    """Share of the machine's CPU time (all CPUs) busy during the step, %; -1: not measured."""
+    machine_steal: float = -1.0
+    """Share of it stolen by the hypervisor (another guest ran on our virtual CPUs), %."""
 
     @property
     def failed(self) -> int:
@@ -1064,8 +1105,81 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> tuple[float,
     return sum(spent), max(spent, default=0.0)
 
 
-def run_ladder(
-    proxy_name: str,
+def measure_step(bed: Bed, workdir: Path, rate: int, duration: float) -> Step:
+    """One step of a ladder: SIPp's uac at ``rate`` for ``duration`` s against ``bed``, measured."""
+    proxy = bed.proxy
+    calls = int(rate * duration)
+    load = loadavg()
+    pids = proxy.pids()
+    busy0, steal0, total0 = machine_ticks()
+    drops0, all_drops0 = udp_drops()
+    cpu0 = cpu_seconds(pids)
+    uas0 = cpu_seconds([bed.uas.pid]).get(bed.uas.pid, 0.0)
+    peers0 = {name: tree_cpu(process) for name, process in bed.peers.items()}
+    result = run_uac(
+        workdir / f"rate{rate}", bed.target, bed.sipp_transport, rate=rate, calls=calls, duration=duration
+    )
+    pids = sorted(set(pids) | set(proxy.pids()))
+    cpu1 = cpu_seconds(pids)
+    drops1, all_drops1 = udp_drops()
+    busy1, steal1, total1 = machine_ticks()
+    peers = {name: cpu_delta(peers0[name], tree_cpu(process)) for name, process in bed.peers.items()}
+    proxy_drops = drops1.get(proxy.port, 0) - drops0.get(proxy.port, 0)
+    uas1 = cpu_seconds([bed.uas.pid]).get(bed.uas.pid, 0.0)
+    proxy_cpu, proxy_top = cpu_delta({pid: cpu0.get(pid, 0.0) for pid in pids}, cpu1)
+    times = sorted(result.answer_times_ms)
+    span = (times[-1] - times[0]) / 1000 if len(times) > 1 else 0.0
+    achieved = (len(times) - 1) / span if span > 0 else 0.0
+    rtts = result.rtts_ms
+    step = Step(
+        proxy.name,
+        proxy.transport,
+        rate,
+        calls,
+        result.created,
+        result.successful,
+        achieved,
+        proxy_cpu,
+        uas1 - uas0,
+        result.sipp_cpu,
+        result.elapsed,
+        load,
+        percentile(rtts, 50) if rtts else None,
+        percentile(rtts, 95) if rtts else None,
+        percentile(rtts, 99) if rtts else None,
+        result.retransmissions,
+        result.late_provisional,
+        result.causes,
+        proxy_drops,
+        all_drops1 - all_drops0 - proxy_drops,
+        edge_cpu=peers.get("edge", (0.0, 0.0))[0],
+        member_cpu=peers.get("member", (0.0, 0.0))[0],
+        proxy_top=proxy_top,
+        edge_top=peers.get("edge", (0.0, 0.0))[1],
+        member_top=peers.get("member", (0.0, 0.0))[1],
+        machine_busy=100 * (busy1 - busy0) / max(total1 - total0, 1),
+        machine_steal=100 * (steal1 - steal0) / max(total1 - total0, 1),
+    )
+    if proxy.process is not None and proxy.process.poll() is not None:
+        step.note = f"{proxy.name} exited"
+    elapsed = max(result.elapsed, 1e-9)
+    peer_text = "".join(
+        f", {name} CPU {100 * cpu / elapsed:.0f}% (busiest process {100 * top / elapsed:.0f}%)"
+        for name, (cpu, top) in peers.items()
+    )
+    log(
+        f"  {proxy.name} {proxy.transport} {rate:>6} cps: achieved {achieved:8.0f},"
+        f" failed {step.failed} ({step.failed_pct:.2f}%; 1xx after 200: {step.late_provisional}),"
+        f" proxy CPU {proxy_cpu:.2f} s ({step.cpu_per_1000:.3f} s/1000),"
+        f" SIPp uac CPU {100 * result.sipp_cpu / elapsed:.0f}%{peer_text},"
+        f" RT p50/p95/p99 {fmt_ms(step.p50)}/{fmt_ms(step.p95)}/{fmt_ms(step.p99)} ms,"
+        f" machine CPU busy {step.machine_busy:.0f}% (steal {step.machine_steal:.0f}%), load {load}"
+    )
+    return step
+
+
+def run_ladders(
+    names: list[str],
     transport: str,
     rates: list[int],
     duration: float,
@@ -1073,105 +1187,61 @@ def run_ladder(
     *,
     pki: Pki | None = None,
     sessions: dict[str, str] | None = None,
+    interleave: bool = False,
 ) -> list[Step]:
-    """One proxy's ladder over ``transport``; ``sessions`` (TLS): gets what openssl negotiates with it."""
-    workdir = root / f"{proxy_name}-{transport}"
-    workdir.mkdir()
+    """The ladder of each proxy of ``names`` over ``transport``: one after the other, or with
+    ``interleave`` all test beds up at once and the proxies taking turns at each rate (so that
+    other work on the machine, coming and going, weighs on both alike).  A proxy's ladder
+    ends after a step with more than 10% failed calls.  ``sessions`` (TLS): gets what
+    openssl negotiates with each proxy's TLS listen."""
     steps: list[Step] = []
-    ends: dict[str, int | None] = {}
-    try:
-        with bench_bed(proxy_name, transport, workdir, pki) as bed:
-            proxy = bed.proxy
-            warm_up(bed, workdir, time.monotonic() + 30)
-            if sessions is not None and pki is not None:
-                sessions[proxy_name] = tls_session(proxy.port, pki)
-                log(f"  {proxy_name} TLS listen: {sessions[proxy_name] or '?'}")
+    ends: dict[Path, dict[str, int | None]] = {}
+    groups = [names] if interleave else [[name] for name in names]
+    for group in groups:
+        with contextlib.ExitStack() as stack:
+            beds: dict[str, tuple[Bed, Path]] = {}
+            for name in group:
+                workdir = root / f"{name}-{transport}"
+                workdir.mkdir()
+                # runs after the test bed's teardown: the logs are complete
+                stack.callback(report_log_problems, name, transport, workdir, ends)
+                try:
+                    bed = stack.enter_context(bench_bed(name, transport, workdir, pki))
+                    warm_up(bed, workdir, time.monotonic() + 30)
+                except RuntimeError as error:
+                    log(f"{name} {transport}: {error}")
+                    continue
+                if sessions is not None and pki is not None and not isinstance(bed.proxy, Direct):
+                    sessions[name] = tls_session(bed.proxy.port, pki)
+                    log(f"  {name} TLS listen: {sessions[name] or '?'}")
+                beds[name] = (bed, workdir)
+            running = list(beds)
             for rate in rates:
-                calls = int(rate * duration)
-                load = loadavg()
-                pids = proxy.pids()
-                drops0, all_drops0 = udp_drops()
-                cpu0 = cpu_seconds(pids)
-                uas0 = cpu_seconds([bed.uas.pid]).get(bed.uas.pid, 0.0)
-                peers0 = {name: tree_cpu(process) for name, process in bed.peers.items()}
-                result = run_uac(
-                    workdir / f"rate{rate}",
-                    bed.target,
-                    bed.sipp_transport,
-                    rate=rate,
-                    calls=calls,
-                    duration=duration,
-                )
-                pids = sorted(set(pids) | set(proxy.pids()))
-                cpu1 = cpu_seconds(pids)
-                drops1, all_drops1 = udp_drops()
-                peers = {
-                    name: cpu_delta(peers0[name], tree_cpu(process)) for name, process in bed.peers.items()
-                }
-                proxy_drops = drops1.get(proxy.port, 0) - drops0.get(proxy.port, 0)
-                uas1 = cpu_seconds([bed.uas.pid]).get(bed.uas.pid, 0.0)
-                proxy_cpu, proxy_top = cpu_delta({pid: cpu0.get(pid, 0.0) for pid in pids}, cpu1)
-                times = sorted(result.answer_times_ms)
-                span = (times[-1] - times[0]) / 1000 if len(times) > 1 else 0.0
-                achieved = (len(times) - 1) / span if span > 0 else 0.0
-                rtts = result.rtts_ms
-                step = Step(
-                    proxy_name,
-                    transport,
-                    rate,
-                    calls,
-                    result.created,
-                    result.successful,
-                    achieved,
-                    proxy_cpu,
-                    uas1 - uas0,
-                    result.sipp_cpu,
-                    result.elapsed,
-                    load,
-                    percentile(rtts, 50) if rtts else None,
-                    percentile(rtts, 95) if rtts else None,
-                    percentile(rtts, 99) if rtts else None,
-                    result.retransmissions,
-                    result.late_provisional,
-                    result.causes,
-                    proxy_drops,
-                    all_drops1 - all_drops0 - proxy_drops,
-                    edge_cpu=peers.get("edge", (0.0, 0.0))[0],
-                    member_cpu=peers.get("member", (0.0, 0.0))[0],
-                    proxy_top=proxy_top,
-                    edge_top=peers.get("edge", (0.0, 0.0))[1],
-                    member_top=peers.get("member", (0.0, 0.0))[1],
-                )
-                if proxy.process is not None and proxy.process.poll() is not None:
-                    step.note = f"{proxy_name} exited"
-                steps.append(step)
-                peer_text = "".join(
-                    f", {name} CPU {100 * cpu / max(result.elapsed, 1e-9):.0f}%"
-                    f" (busiest process {100 * top / max(result.elapsed, 1e-9):.0f}%)"
-                    for name, (cpu, top) in peers.items()
-                )
-                log(
-                    f"  {proxy_name} {transport} {rate:>6} cps: achieved {achieved:8.0f},"
-                    f" failed {step.failed}"
-                    f" ({step.failed_pct:.2f}%; 1xx after 200: {step.late_provisional}),"
-                    f" proxy CPU {proxy_cpu:.2f} s ({step.cpu_per_1000:.3f} s/1000),"
-                    f" SIPp uac CPU {100 * result.sipp_cpu / max(result.elapsed, 1e-9):.0f}%{peer_text},"
-                    f" RT p50/p95/p99 {fmt_ms(step.p50)}/{fmt_ms(step.p95)}/{fmt_ms(step.p99)} ms,"
-                    f" load {load}"
-                )
-                if step.note or step.failed_pct > STOP_FAILED_PCT:
-                    break
-            # what the logs say up to here; the rest is the teardown's (a member's retransmitted
+                for name in list(running):
+                    bed, workdir = beds[name]
+                    step = measure_step(bed, workdir, rate, duration)
+                    steps.append(step)
+                    if step.note or step.failed_pct > STOP_FAILED_PCT:
+                        running.remove(name)
+            # what the logs say up to here; the rest is the teardown's (e.g. a member's retransmitted
             # response to a proxy already stopped: connection refused)
-            ends = {name: log_size(workdir / f"{name}.log") for name in (proxy_name, *LOGGED_PEERS)}
-    finally:
-        for name in (proxy_name, *LOGGED_PEERS):
-            path = workdir / f"{name}.log"
-            # Kamailio's tls module warns once per process at start (its OpenSSL low-memory workaround)
-            errors = log_count(path, *PROBLEMS, end=ends.get(name)) - log_count(path, TLS_START_WARNING)
-            if errors:
-                log(f"  {proxy_name} {transport}: {errors} warning/error lines in {path}")
+            for name, (_bed, workdir) in beds.items():
+                ends[workdir] = {peer: log_size(workdir / f"{peer}.log") for peer in (name, *LOGGED_PEERS)}
     return steps
+
+
+def report_log_problems(
+    name: str, transport: str, workdir: Path, ends: dict[Path, dict[str, int | None]]
+) -> None:
+    """Say how many warning/error lines the proxy's and the peers' logs hold, up to the end of
+    the ladder (``ends``: the size of each log then) when known."""
+    sizes = ends.get(workdir, {})
+    for log_name in (name, *LOGGED_PEERS):
+        path = workdir / f"{log_name}.log"
+        # Kamailio's tls module warns once per process at start (its OpenSSL low-memory workaround)
+        errors = log_count(path, *PROBLEMS, end=sizes.get(log_name)) - log_count(path, TLS_START_WARNING)
+        if errors:
+            log(f"  {name} {transport}: {errors} warning/error lines in {path}")
 
 
 @dataclass
@@ -1267,7 +1337,8 @@ def sipha_build(python: Path) -> str:
     probe = "import sipha.proxy.core as m; print(m.__file__)"
     found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False).stdout
     kind = "compiled with mypyc" if found.strip().endswith(".so") else "interpreted"
-    return f"{kind} ({os.path.relpath(python, Path.cwd())})"
+    shown = os.path.relpath(python, Path.cwd())
+    return f"{kind} ({python if shown.startswith('..') else shown})"
 
 
 def machine() -> str:
@@ -1333,7 +1404,9 @@ def step_row(s: Step) -> str:
         f" {s.failed:,} ({s.failed_pct:.2f}%{note}) | {s.cpu_per_1000:.3f} |"
         f" {fmt_ms(s.p50)}/{fmt_ms(s.p95)}/{fmt_ms(s.p99)} |"
         f" {proxy} |{peers} {100 * s.sipp_cpu / s.wall:.0f} |"
-        f" {100 * s.uas_cpu / s.wall:.0f} | {drops} | {s.load.split()[0]} |"
+        f" {100 * s.uas_cpu / s.wall:.0f} | {drops} |"
+        + (f" {s.machine_busy:.0f}/{s.machine_steal:.0f} |" if tls else "")
+        + f" {s.load.split()[0]} |"
     )
 
 
@@ -1351,6 +1424,9 @@ def report(
     tls_sessions: dict[str, str] | None = None,
 ) -> str:
     has_tls = any(s.transport == "tls" for s in steps)
+    # rows by transport, proxy (in the order of the run), rate: --interleave measured them by rate
+    first = {name: index for index, name in enumerate(dict.fromkeys(s.proxy for s in steps))}
+    steps = sorted(steps, key=lambda s: (TRANSPORT_ORDER.index(s.transport), first[s.proxy], s.rate))
     lines = [
         "## sipha vs Kamailio: SIPp `uac` through the proxy, 127.0.0.1",
         "",
@@ -1358,9 +1434,14 @@ def report(
         f"- machine: {machine_text}",
         f"- command: `{command}`",
         (
-            f"- sipha: {sipha_build}, `[proxy] workers = {sipha_workers}`;"
-            " Kamailio: `children=2` (bench/kamailio/kamailio.cfg)"
-            + ("; TLS: bench/kamailio/tls-proxy.cfg, `tcp_children=2`" if has_tls else "")
+            f"- sipha: {sipha_build}, `[proxy] workers = {sipha_workers}`; Kamailio:"
+            + (
+                " `children=2` (bench/kamailio/kamailio.cfg)"
+                if any(s.transport != "tls" for s in steps)
+                else ""
+            )
+            + (";" if has_tls and any(s.transport != "tls" for s in steps) else "")
+            + (" TLS `tcp_children=2` (bench/kamailio/tls-proxy.cfg)" if has_tls else "")
         ),
     ]
     if has_tls:
@@ -1393,9 +1474,9 @@ def report(
             (
                 "| proxy | transport | offered cps | achieved cps | failed | CPU s / 1000 calls"
                 " | RT p50/p95/p99 ms | proxy CPU % (busiest process) | edge CPU % (busiest) | member CPU %"
-                " (busiest) | SIPp uac CPU % | UAS CPU % | UDP drops | load 1m |"
+                " (busiest) | SIPp uac CPU % | UAS CPU % | UDP drops | machine CPU busy/steal % | load 1m |"
             ),
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         lines.extend(step_row(s) for s in steps if s.transport == "tls")
         lines.append("")
@@ -1407,7 +1488,7 @@ def report(
             causes = ", ".join(f"{cause}: {count:,}" for cause, count in s.causes.most_common(4)) or "?"
             lines.append(f"- {s.proxy} {s.transport.upper()} {s.rate:,} cps: {s.failed:,} failed; {causes}")
         lines.append("")
-    for transport in sorted({s.transport for s in steps}, key=["udp", "tcp", "tls"].index):
+    for transport in sorted({s.transport for s in steps}, key=TRANSPORT_ORDER.index):
         for label, keeps_up in (("at <= 1% failed calls", False), ("sustained", True)):
             best: dict[str, Step | None] = {}
             for name in PROXIES:
@@ -1495,8 +1576,17 @@ def main() -> int:
         default="udp",
         help="udp, tcp, tls, both (udp and tcp) or all (udp, tcp, tls); default %(default)s",
     )
-    parser.add_argument("--proxies", default="sipha,kamailio", help="which proxies (default: %(default)s)")
+    parser.add_argument(
+        "--proxies",
+        default="sipha,kamailio",
+        help="which, in this order: sipha, kamailio, direct (no proxy: the ceiling of the rest); %(default)s",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the held-calls memory test")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="all proxies up at once, taking turns at each rate (else one whole ladder after the other)",
+    )
     parser.add_argument(
         "--sipha-python",
         type=Path,
@@ -1572,22 +1662,21 @@ def main() -> int:
     tls_sessions: dict[str, str] = {}
     try:
         for transport in transports:
-            for name in proxies:
-                try:
-                    steps += run_ladder(
-                        name,
-                        transport,
-                        rates,
-                        duration,
-                        root,
-                        pki=pki,
-                        sessions=tls_sessions if transport == "tls" else None,
-                    )
-                except RuntimeError as error:
-                    log(f"{name} {transport}: {error}")
+            steps += run_ladders(
+                proxies,
+                transport,
+                rates,
+                duration,
+                root,
+                pki=pki,
+                sessions=tls_sessions if transport == "tls" else None,
+                interleave=options.interleave,
+            )
         # memory per held call is a UDP measurement: run with the UDP and TCP ladders
         if not options.no_memory and transports != ["tls"]:
             for name in proxies:
+                if name == "direct":
+                    continue
                 try:
                     memories.append(run_memory(name, root))
                 except RuntimeError as error:
