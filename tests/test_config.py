@@ -458,11 +458,48 @@ def test_parse_address_without_transport() -> None:
         "udp:[::1]",
         "udp:[nope]:1",
         "udp::1",
+        "udp:::1",
+        "udp:::1:5060",
+        "udp:2001:db8::1:5060",
     ],
 )
 def test_parse_address_errors(text: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - pydantic turns any ValueError into a problem line
         parse_address(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "example"),
+    [
+        # Once read as host ":" and port 1, accepted, then `run` failed on a name lookup.
+        ('[proxy]\nlisten = ["udp:::1"]', "proxy.listen = ['udp:::1']", "udp:[::1]:5060"),
+        ('[proxy]\nlisten = ["tcp:::1:5060"]', "proxy.listen = ['tcp:::1:5060']", "tcp:[::1]:5060"),
+        ('[admin]\nlisten = "::1:8080"', "admin.listen = '::1:8080'", "e.g. [::1]:5060"),
+        (
+            PAIR.replace("udp:10.0.0.1:5060", "udp:2001:db8::1:5060"),
+            "pair.0.primary = 'udp:2001:db8::1:5060'",
+            "udp:[::1]:5060",
+        ),
+        ('[proxy]\nlisten = ["udp:[::1:5060"]', "proxy.listen = ['udp:[::1:5060']", "udp:[::1]:5060"),
+    ],
+)
+def test_an_ipv6_host_must_be_in_brackets(text: str, key: str, example: str) -> None:
+    problems = problems_of(text)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(key), problems
+    assert "expected [IPv6]:port, e.g. " in problems[0], problems
+    assert example in problems[0], problems
+
+
+def test_bracketed_ipv6_hosts_are_accepted_everywhere() -> None:
+    config = load_config_text(
+        '[proxy]\nlisten = ["udp:[::1]:5060"]\n[admin]\nlisten = "[::1]:8080"\n'
+        + PAIR.replace("udp:10.0.0.1:5060", "udp:[2001:db8::1]:5060"),
+        source="test.toml",
+    )
+    assert parse_address(config.proxy.listen[0]).host == "::1"
+    assert parse_address(config.admin.listen, need_transport=False).host == "::1"
+    assert parse_address(config.pair[0].primary).host == "2001:db8::1"
 
 
 # ============================================================================ rendering
@@ -758,3 +795,41 @@ def test_reference_lists_the_choices() -> None:
     assert '| `min-version` | string | `"1.2"` | one of `"1.2"`, `"1.3"` |' in reference
     assert "| `handshake-timeout` | number (seconds) | `5.0` | > 0, <= 60 |" in reference
     assert "## [tls]" in reference
+
+
+# ============================================================================ proxy.sip-ip-tos
+
+
+def test_sip_ip_tos_defaults_to_the_system_default() -> None:
+    assert load_config(None).proxy.sip_ip_tos == 0
+    assert ProxySection().sip_ip_tos == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("0x60", 0x60), ("0x68", 0x68), ("184", 0xB8), ("252", 252), ("0", 0)]
+)
+def test_sip_ip_tos_takes_a_dscp_shifted_left_by_two(text: str, value: int) -> None:
+    config = load_config_text(f"[proxy]\nsip-ip-tos = {text}\n")
+    assert config.proxy.sip_ip_tos == value
+    assert load_config_text(render_config(config)) == config
+
+
+@pytest.mark.parametrize("text", ["0x69", "0x6a", "0x6b", "1", "2", "255"])
+def test_sip_ip_tos_with_ecn_bits_is_refused(text: str) -> None:
+    (line,) = problems_of(f"[proxy]\nsip-ip-tos = {text}\n")
+    assert line.startswith(f"proxy.sip-ip-tos = {int(text, 0)}: "), line
+    assert "ECN" in line
+    assert "DSCP << 2" in line
+    assert "0x68" in line
+
+
+@pytest.mark.parametrize("text", ["256", "-1", "true", '"0x68"', "104.0"])
+def test_sip_ip_tos_is_a_byte(text: str) -> None:
+    (line,) = problems_of(f"[proxy]\nsip-ip-tos = {text}\n")
+    assert line.startswith("proxy.sip-ip-tos = "), line
+
+
+def test_sip_ip_tos_is_in_the_reference_with_dscp() -> None:
+    row = next(line for line in render_reference().splitlines() if "`sip-ip-tos`" in line)
+    assert "DSCP" in row
+    assert "<= 255" in row

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from sipha.admin.server import AdminServer
-from sipha.admin.status import DemoControl
+from sipha.admin.status import DemoControl, address_text
 from sipha.admin.telemetry import Telemetry
 from sipha.assembly import (
     OWN_SOCKETS,
@@ -107,6 +107,7 @@ class ProxyApp:
             self._dispatch.on_bad_stream,
             on_batch_end=self._dispatch.on_batch_end,
             on_tls=self._on_tls,
+            ip_tos=config.proxy.sip_ip_tos,
         )
         self._tls_logged = TlsLogLimiter()
         self._certificate: CertificateStatus | None = None
@@ -472,6 +473,9 @@ class ProxyApp:
         self.transports.set_tls(tls)  # a new tls: listen needs the new certificate
         added: dict[ListenKey, list[Address]] = {}
         try:
+            # proxy.sip-ip-tos: every socket and connection is marked at once, and the new
+            # listen addresses below are bound with it.
+            self.transports.set_ip_tos(config.proxy.sip_ip_tos)
             for key, text in wanted.items():
                 if key not in self._bound:
                     configured = parse_address(text)
@@ -493,6 +497,8 @@ class ProxyApp:
                 for address in addresses:
                     self.transports.remove_listen(address)
             self.transports.set_tls(previous_tls)
+            with contextlib.suppress(OSError):
+                self.transports.set_ip_tos(old.proxy.sip_ip_tos)
             raise
         kept: list[str] = []
         if core.monitor is not None:
@@ -563,7 +569,8 @@ def source_name(path: ConfigPath) -> str:
 
 
 def _address_text(address: Address) -> str:
-    return f"{address.transport.lower()}:{address.host}:{address.port}"
+    """``udp:127.0.0.1:5060``, ``udp:[::1]:5060``: the rule of the admin pages (IPv6 in brackets)."""
+    return address_text(address)
 
 
 def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
@@ -573,9 +580,7 @@ def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
     With ``[proxy] workers`` > 1, this process becomes the parent of the workers
     (:func:`sipha.supervisor.run_workers`), each of which runs a :class:`ProxyApp`.
     """
-    build_tls_settings(
-        config, source=source_name(config_path)
-    )  # a bad certificate: refused before any worker
+    build_tls_settings(config, source=source_name(config_path))  # a bad certificate: refused here
     if config.proxy.workers > 1:
 
         def serve(plan: WorkerPlan) -> None:
@@ -583,4 +588,7 @@ def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
 
         run_workers(config, serve)
         return
+    # Until ProxyApp.run installs its handler, SIGHUP's default would terminate the process (a
+    # logrotate hook during the start); a reload then is moot: the configuration was just read.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     run_loop(ProxyApp(config, config_path=config_path).run())

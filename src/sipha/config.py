@@ -91,24 +91,33 @@ def is_server_name(text: str) -> bool:
 
 
 def _split_address(text: str, *, need_transport: bool) -> tuple[str, str, int]:
-    """``[transport:]host:port`` -> (transport, host, port); IPv6 hosts in brackets."""
+    """``[transport:]host:port`` -> (transport, host, port); IPv6 hosts in brackets (RFC 3986 §3.2.2).
+
+    A host with a ``:`` outside brackets is refused rather than guessed at: ``udp:::1``
+    would otherwise read as host ``:`` and port 1.
+    """
     transport = "udp"
     rest = text
+    example = "[::1]:5060"
     head, sep, tail = text.partition(":")
     if sep and head.lower() in _TRANSPORTS:
         transport, rest = head.lower(), tail
+        example = f"{transport}:{example}"
     elif need_transport:
         raise ValueError(f"expected transport:host:port with transport one of {', '.join(_TRANSPORTS)}")
     if rest.startswith("["):
         close = rest.find("]")
         if close < 0 or rest[close + 1 : close + 2] != ":":
-            raise ValueError("expected [IPv6]:port")
+            raise ValueError(f"expected [IPv6]:port, e.g. {example}")
         host, port_text = rest[1:close], rest[close + 2 :]
         ipaddress.IPv6Address(host)
     else:
         host, sep, port_text = rest.rpartition(":")
         if not sep or not host:
             raise ValueError("expected host:port")
+        if ":" in host:
+            # "udp:::1" would read as host ":" and port 1: an IPv6 host is only ever bracketed.
+            raise ValueError(f"an IPv6 host must be in brackets: expected [IPv6]:port, e.g. {example}")
     if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:  # noqa: PLR2004 - port range
         raise ValueError("port must be 1-65535")
     return transport, host, int(port_text)
@@ -176,12 +185,34 @@ class ProxySection(_Section):
             " with its own pair monitor; about one per core"
         ),
     )
+    sip_ip_tos: int = Field(
+        default=0,
+        ge=0,
+        le=255,
+        strict=True,
+        alias="sip-ip-tos",
+        description=(
+            "IP TOS byte (IPv6 traffic class) of every SIP packet sent, UDP, TCP and TLS: DSCP << 2,"
+            " e.g. 0x60 (CS3) or 0x68 (AF31); 0 = the system default"
+        ),
+    )
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: list[str]) -> list[str]:
         for item in value:
             parse_address(item)
+        return value
+
+    @field_validator("sip_ip_tos")
+    @classmethod
+    def _check_ip_tos(cls, value: int) -> int:
+        if value & 0x03:
+            # RFC 3168 §5: the two low bits are the ECN field, which the kernel's TCP owns.
+            raise ValueError(
+                f"0x{value:02x} sets the two low bits of the TOS byte, which are ECN (RFC 3168) and"
+                f" the kernel's: use DSCP << 2, e.g. 0x60 (CS3, DSCP 24) or 0x68 (AF31, DSCP 26)"
+            )
         return value
 
     @model_validator(mode="after")

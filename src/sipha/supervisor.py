@@ -21,7 +21,7 @@ from sipha.assembly import OWN_SOCKETS, WorkerPlan, WorkerSockets, listen_key
 from sipha.config import Config, parse_address
 from sipha.net.manager import DEFAULT_UDP_BUFFER, check_listen_transport, resolve_listen
 from sipha.net.udp import open_udp_socket
-from sipha.net.workers import bind_shared, handoff_pairs
+from sipha.net.workers import bind_shared, handoff_pairs, probe_exclusive, refused_if_in_use
 
 log = logging.getLogger("sipha")
 
@@ -42,23 +42,45 @@ def bind_worker_sockets(config: Config, count: int) -> list[WorkerSockets]:
     sender's datagrams is not also reading all the answers).
     OSError or ValueError (a transport not served) as ``sipha run`` would raise them;
     nothing stays bound then.
+
+    An address another process holds is refused (:func:`~sipha.net.workers.probe_exclusive`
+    on every entry first, before any group is bound): SO_REUSEPORT would otherwise let these
+    sockets join the group of another sipha on the port and share its traffic.
     """
     for text in config.proxy.listen:
         check_listen_transport(parse_address(text).transport)
+    resolved = []
+    for text in config.proxy.listen:
+        configured = parse_address(text)
+        family, ip = resolve_listen(configured.transport, configured.host, configured.port)
+        with refused_if_in_use(text):
+            probe_exclusive(configured.transport, family, ip, configured.port)
+        resolved.append((text, configured, family, ip))
     plans: list[WorkerSockets] = [{} for _ in range(count)]
     try:
-        for text in config.proxy.listen:
-            configured = parse_address(text)
-            family, ip = resolve_listen(configured.transport, configured.host, configured.port)
+        for text, configured, family, ip in resolved:
             port = configured.port
             for plan in plans:
-                sock, recverr = bind_shared(
-                    configured.transport, family, ip, port, udp_buffer=DEFAULT_UDP_BUFFER
-                )
+                with refused_if_in_use(text):  # taken since the probe
+                    sock, recverr = bind_shared(
+                        configured.transport,
+                        family,
+                        ip,
+                        port,
+                        udp_buffer=DEFAULT_UDP_BUFFER,
+                        ip_tos=config.proxy.sip_ip_tos,
+                    )
                 port = sock.getsockname()[1]  # port 0: the first bind picks the port for all
                 plan[listen_key(text)] = [(sock, recverr)]
                 if configured.transport.upper() == "UDP":
-                    own = open_udp_socket(family, ip, 0, buffer_size=DEFAULT_UDP_BUFFER, reuse_address=False)
+                    own = open_udp_socket(
+                        family,
+                        ip,
+                        0,
+                        buffer_size=DEFAULT_UDP_BUFFER,
+                        reuse_address=False,
+                        ip_tos=config.proxy.sip_ip_tos,
+                    )
                     plan.setdefault(OWN_SOCKETS, []).append(own)
     except BaseException:
         for plan in plans:
@@ -127,8 +149,12 @@ def _fork_worker(plan: WorkerPlan, every: list[WorkerSockets], serve: ServeWorke
         return pid
     code = 0
     try:  # the child: never returns into the parent's code
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
+        # SIGHUP's default is to terminate: a reload asked for while the worker starts (a
+        # logrotate hook) would kill it, and the parent would stop every worker.  Ignored until
+        # the worker's app installs its handler; the configuration it starts with is current.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         # Its own process group: a Ctrl-C at a terminal (or `timeout`) signals the parent's
         # group, and the parent passes the signal on once; a second copy would stop the
         # worker at once instead of draining it.

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from sipha.net.workers import listen_text
 from sipha.sip.address import Address
 from tests.net.support import TIMEOUT, Sink, sip_request
 
@@ -79,3 +80,34 @@ async def test_add_listen_refuses_what_cannot_be_bound() -> None:
         assert manager.listen_addresses == [taken]
     finally:
         await manager.stop()
+
+
+async def test_add_listen_names_the_address_another_process_holds() -> None:
+    manager = Sink().manager()
+    await manager.start([("udp", "127.0.0.1", 0)])
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even a workers group
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            port = other.getsockname()[1]
+            expected = (
+                f"proxy.listen 'tcp:127.0.0.1:{port}': address in use by another process (another sipha?)"
+            )
+            with pytest.raises(OSError, match="in use by another process") as caught:
+                await manager.add_listen("tcp", "127.0.0.1", port)
+            assert str(caught.value) == expected
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            other.bind(("127.0.0.1", 0))
+            port = other.getsockname()[1]
+            with pytest.raises(OSError, match=f"'udp:127.0.0.1:{port}': address in use by another process"):
+                await manager.add_listen("udp", "127.0.0.1", port)
+        assert len(manager.listen_addresses) == 1
+    finally:
+        await manager.stop()
+
+
+def test_listen_text_brackets_ipv6_hosts() -> None:
+    assert listen_text("UDP", "127.0.0.1", 5060) == "udp:127.0.0.1:5060"
+    assert listen_text("tcp", "::1", 5060) == "tcp:[::1]:5060"

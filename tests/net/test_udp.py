@@ -334,3 +334,54 @@ async def test_read_pending_hands_over_the_backlog_at_once() -> None:
         assert len(received) == 50
     finally:
         await manager.stop()
+
+
+@pytest.mark.parametrize(
+    ("reuse_address", "reuse_port"),
+    [(False, False), (True, False), (False, True), (True, True)],
+    ids=["plain", "SO_REUSEADDR", "SO_REUSEPORT", "both"],
+)
+async def test_a_second_socket_cannot_take_a_listen_address(reuse_address: bool, reuse_port: bool) -> None:
+    """Whatever options the intruder sets: on Linux two UDP sockets that both set SO_REUSEADDR
+    share a port (and the datagrams), so a listen socket sets neither option."""
+    manager = Sink().manager()
+    await manager.start([("udp", "127.0.0.1", 0)])
+    try:
+        taken = manager.listen_addresses[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:
+            if reuse_address:
+                intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            with pytest.raises(OSError, match="in use") as caught:
+                intruder.bind((taken.host, taken.port))
+            assert caught.value.errno == errno.EADDRINUSE
+    finally:
+        await manager.stop()
+
+
+async def test_a_second_manager_on_a_udp_address_is_refused_naming_it() -> None:
+    first, second = Sink().manager(), Sink().manager()
+    await first.start([("udp", "127.0.0.1", 0)])
+    try:
+        port = first.listen_addresses[0].port
+        with pytest.raises(OSError, match="address in use by another process") as caught:
+            await second.start([("udp", "127.0.0.1", port)])
+        assert str(caught.value) == (
+            f"proxy.listen 'udp:127.0.0.1:{port}': address in use by another process (another sipha?)"
+        )
+        assert caught.value.errno == errno.EADDRINUSE
+        assert second.listen_addresses == []
+    finally:
+        await first.stop()
+
+
+async def test_a_workers_group_on_the_port_refuses_a_single_process_too() -> None:
+    """A ``[proxy] workers`` sipha holds the port with SO_REUSEPORT: a plain bind still fails."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as group:
+        group.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        group.bind(("127.0.0.1", 0))
+        port = group.getsockname()[1]
+        manager = Sink().manager()
+        with pytest.raises(OSError, match=f"'udp:127.0.0.1:{port}': address in use"):
+            await manager.start([("udp", "127.0.0.1", port)])

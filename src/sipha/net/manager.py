@@ -19,9 +19,10 @@ from typing import Any, Final
 from sipha.net.addr import parse_ip
 from sipha.net.resolve import Resolver
 from sipha.net.stats import TransportStats
-from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext
+from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext, connect
 from sipha.net.tls import OUTCOMES, OnTlsEvent, TlsConnection, TlsSettings
-from sipha.net.udp import UdpEndpoint, open_udp_socket
+from sipha.net.udp import UdpEndpoint, open_udp_socket, set_tos
+from sipha.net.workers import listen_text, refused_if_in_use
 from sipha.sip import DEFAULT_LIMITS, ParserLimits
 from sipha.sip.address import Address
 
@@ -91,7 +92,8 @@ class TransportManager:
         udp_buffer_size: int = DEFAULT_UDP_BUFFER,
         udp_batch: int = DEFAULT_UDP_BATCH,
         udp_queue_limit: int = DEFAULT_UDP_QUEUE,
-        udp_reuse_address: bool = True,
+        udp_reuse_address: bool = False,
+        ip_tos: int = 0,
         resolver: Resolver | None = None,
         on_batch_end: Callable[[], None] | None = None,
         tls: TlsSettings | None = None,
@@ -111,6 +113,7 @@ class TransportManager:
         self._udp_batch = udp_batch
         self._udp_queue_limit = udp_queue_limit
         self._udp_reuse_address = udp_reuse_address
+        self._ip_tos = ip_tos
         self.resolver = resolver or Resolver()
         self.stats = TransportStats()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -166,6 +169,7 @@ class TransportManager:
             max_connections=self._max_connections,
             transport="TLS",
         )
+        self.set_ip_tos(self._ip_tos)  # the contexts' (no socket is open yet)
         for transport, _host, _port in listens:
             try:
                 check_listen_transport(transport)
@@ -195,14 +199,17 @@ class TransportManager:
     def _start_udp(
         self, loop: asyncio.AbstractEventLoop, family: socket.AddressFamily, ip: str, port: int
     ) -> None:
-        sock, recverr = open_udp_socket(
-            family, ip, port, buffer_size=self._udp_buffer_size, reuse_address=self._udp_reuse_address
-        )
+        # No SO_REUSEPORT nor SO_REUSEADDR: a second sipha on the address fails (EADDRINUSE).
+        with refused_if_in_use(listen_text("udp", ip, port)):
+            sock, recverr = open_udp_socket(
+                family, ip, port, buffer_size=self._udp_buffer_size, reuse_address=self._udp_reuse_address
+            )
         self._serve_udp(loop, sock, family, recverr=recverr)
 
     def _serve_udp(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, family: int, *, recverr: bool
     ) -> None:
+        set_tos(sock, self._ip_tos)
         endpoint = UdpEndpoint(
             loop,
             sock,
@@ -253,9 +260,13 @@ class TransportManager:
         port: int,
     ) -> None:
         factory = self._accepting(kind)
-        server = await loop.create_server(factory, ip, port, family=family, reuse_address=True, backlog=1024)
+        with refused_if_in_use(listen_text(kind, ip, port)):  # SO_REUSEADDR: TIME-WAIT only
+            server = await loop.create_server(
+                factory, ip, port, family=family, reuse_address=True, backlog=1024
+            )
         self._servers.append(server)
         for sock in server.sockets:
+            set_tos(sock, self._ip_tos)  # the SYN-ACKs; accepted sockets inherit it
             name = sock.getsockname()
             self._listen.append(Address(kind, name[0], name[1]))
 
@@ -271,6 +282,7 @@ class TransportManager:
         if loop is None or self._tcp is None:
             raise RuntimeError("TransportManager not started")
         before = len(self._listen)
+        set_tos(sock, self._ip_tos, reset=True)  # whatever an earlier worker left on it
         if sock.type == socket.SOCK_DGRAM:
             self._serve_udp(loop, sock, sock.family, recverr=recverr)
         else:
@@ -298,6 +310,14 @@ class TransportManager:
                 remote = connection.remote
                 if remote is not None and names.get((remote.host, remote.port)) != connection.server_hostname:
                     connection.retire()
+
+    def set_ip_tos(self, tos: int) -> None:
+        """A new TOS byte (a reload), 0 = the system default: every socket is marked at once."""
+        self._ip_tos = tos
+        for context in filter(None, (self._tcp, self._tls_context)):
+            context.set_ip_tos(tos)  # its connections and those to come
+        for sock in [udp.sock for udp in self._udp] + [sock for up in self._servers for sock in up.sockets]:
+            set_tos(sock, tos, reset=True)  # OSError: the kernel refused it
 
     def _tls_event(self, peer: Address, outbound: bool, outcome: str, text: str) -> None:  # noqa: FBT001
         self.tls_outcomes[outcome] = self.tls_outcomes.get(outcome, 0) + 1
@@ -555,10 +575,7 @@ class TransportManager:
         loop = self._loop
         assert loop is not None  # noqa: S101 - only spawned while running
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: connection, destination.host, destination.port),
-                self._connect_timeout,
-            )
+            await asyncio.wait_for(connect(loop, connection, destination), self._connect_timeout)
         except TimeoutError:
             connection.connect_failed(f"connect timed out after {self._connect_timeout} s")
         except OSError as error:

@@ -11,9 +11,13 @@ come down to one dict lookup.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
+from sipha.net.addr import parse_ip
+from sipha.net.udp import SocketOptions, set_tos
 from sipha.sip import Frame, ParserLimits, Ping, SipParseError, StreamFramer
 from sipha.sip.address import Address
 
@@ -34,6 +38,7 @@ class TcpContext:
     __slots__ = (
         "connections",
         "idle_timeout",
+        "ip_tos",
         "limits",
         "live",
         "loop",
@@ -61,6 +66,7 @@ class TcpContext:
         write_max: int,
         max_connections: int,
         transport: str = "TCP",
+        ip_tos: int = 0,
     ) -> None:
         self.transport = transport
         """"TCP", or "TLS" for the connections of :class:`sipha.net.tls.TlsConnection`."""
@@ -74,10 +80,18 @@ class TcpContext:
         self.write_high = write_high
         self.write_max = write_max
         self.max_connections = max_connections
+        self.ip_tos = ip_tos
+        """The TOS byte of the connections (:func:`sipha.net.udp.set_tos`); 0: the system default."""
         self.connections: dict[tuple[str, int], TcpConnection] = {}
         """Usable connections (connecting or open, not closing) by peer (host, port)."""
         self.live: set[TcpConnection] = set()
         """Every connection not yet lost, closing ones included (counted against the limit)."""
+
+    def set_ip_tos(self, tos: int) -> None:
+        """Mark the connections with ``tos`` from now on, those open included (0: the default)."""
+        self.ip_tos = tos
+        for connection in list(self.live):
+            connection.set_ip_tos(tos)
 
     def count_open(self) -> None:
         """Update the gauge of open connections of this transport."""
@@ -104,6 +118,7 @@ class TcpConnection(asyncio.Protocol):
         self._paused = False
         self._closing = False  # closed on purpose: no error to report when it goes
         self._reported = False  # an error was reported already
+        self._socket: SocketOptions | None = None  # the transport's socket, once made
         if remote is not None:
             context.connections[remote.host, remote.port] = self
             context.live.add(self)
@@ -149,7 +164,18 @@ class TcpConnection(asyncio.Protocol):
             stats.connections_opened += 1
         name = transport.get_extra_info("sockname")
         self.local = Address(context.transport, name[0], name[1])
+        self._socket = transport.get_extra_info("socket")
+        if context.ip_tos:
+            # Accepted: inherited from the listening socket on Linux, set anyway; opened: set
+            # before connect (the SYN is marked too), again here in case a reload changed it.
+            self.set_ip_tos(context.ip_tos)
         return True
+
+    def set_ip_tos(self, tos: int) -> None:
+        """Mark what this connection sends from now on with ``tos`` (0: the system default)."""
+        if self._socket is not None:
+            with contextlib.suppress(OSError):  # a connection already reset: nothing to mark
+                set_tos(self._socket, tos, reset=True)
 
     def _established(self, transport: asyncio.Transport) -> None:
         """Ready for SIP (for TLS: once the handshake is done): send what waited, watch idleness."""
@@ -316,3 +342,27 @@ class TcpConnection(asyncio.Protocol):
             self.close()
         else:
             self._idle = context.loop.call_later(context.idle_timeout - idle, self._check_idle)
+
+
+async def connect(loop: asyncio.AbstractEventLoop, connection: TcpConnection, destination: Address) -> None:
+    """Connect ``connection`` (opened by us) to ``destination``, an IP address.
+
+    With a TOS byte to set (``[proxy] sip-ip-tos``) the socket is marked before it
+    connects, so that the SYN is too: ``create_connection`` has no hook for it.
+    """
+    tos = connection._context.ip_tos  # noqa: SLF001 - this module's
+    parsed = parse_ip(destination.host)
+    if not tos or parsed is None:
+        await loop.create_connection(lambda: connection, destination.host, destination.port)
+        return
+    sock = socket.socket(parsed[0], socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)  # noqa: FBT003 - the socket API
+        set_tos(sock, tos)
+        await loop.sock_connect(sock, (parsed[1], destination.port))
+        if connection._context.ip_tos != tos:  # noqa: SLF001 - a reload while connecting
+            set_tos(sock, connection._context.ip_tos, reset=True)  # noqa: SLF001
+        await loop.create_connection(lambda: connection, sock=sock)  # connection_made marks it again
+    except BaseException:
+        sock.close()
+        raise

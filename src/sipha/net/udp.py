@@ -19,7 +19,7 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from sipha.sip.address import Address
 
@@ -46,6 +46,33 @@ OnMessage = Callable[[bytes, Address, Address], None]
 OnError = Callable[[Address, "OSError | str"], None]
 
 
+class SocketOptions(Protocol):
+    """What :func:`set_tos` needs: a socket, or the one a stream transport exposes."""
+
+    @property
+    def family(self) -> int: ...  # noqa: D102
+
+    def setsockopt(self, level: int, optname: int, value: int, /) -> None: ...  # noqa: D102
+
+
+def set_tos(sock: SocketOptions, tos: int, *, reset: bool = False) -> None:
+    """Mark what ``sock`` sends with the TOS byte ``tos`` (IPv4 ``IP_TOS``, IPv6 ``IPV6_TCLASS``).
+
+    ``tos`` 0 leaves the socket as it is, unless ``reset`` (a reload back to 0): then the
+    system default is put back (ip(7) TOS 0, ipv6(7) traffic class -1 = the kernel's).
+    OSError if the kernel refuses it.
+    """
+    if tos == 0 and not reset:
+        return
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos or -1)
+        # An IPv6 socket that also carries IPv4 (not V6ONLY) marks those packets with IP_TOS.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    elif sock.family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
 def open_udp_socket(
     family: socket.AddressFamily,
     host: str,
@@ -54,11 +81,16 @@ def open_udp_socket(
     buffer_size: int,
     reuse_address: bool,
     reuse_port: bool = False,
+    ip_tos: int = 0,
 ) -> tuple[socket.socket, bool]:
     """A bound, non-blocking UDP socket; returns it and whether ICMP errors will be reported.
 
     ``reuse_port``: SO_REUSEPORT, for the sockets of ``[proxy] workers`` on one port
     (the kernel then gives each datagram to one of them, by the sender's address).
+    ``reuse_address``: SO_REUSEADDR, which UDP does not need (no TIME-WAIT) and which on
+    Linux lets another socket that also sets it bind the same address and take datagrams
+    meant for this one (a second sipha started by mistake): listen sockets leave it off.
+    ``ip_tos``: the TOS byte of the datagrams it sends (:func:`set_tos`; 0: the default).
     """
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -75,6 +107,7 @@ def open_udp_socket(
             # at net.core.rmem_max / wmem_max without failing, and reports what it granted.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, buffer_size)
+        set_tos(sock, ip_tos)
         recverr = _enable_recverr(sock, family)
         sock.bind((host, port))
     except BaseException:

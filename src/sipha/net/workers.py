@@ -6,6 +6,13 @@ kernel distributes incoming datagrams / connections" among them, one sender to
 one socket).  The parent binds them all before it starts any worker, so a bad
 listen address is refused at start, and port 0 is resolved once for all.
 
+SO_REUSEPORT lets *any* socket of the same user that sets it join the group, a
+second sipha started by mistake included, which would then silently get part of
+the traffic.  So before binding a group the parent binds the address once
+without it (:func:`probe_exclusive`), which fails with EADDRINUSE if anyone holds
+it.  The UDP sockets of a group do not set SO_REUSEADDR either: on Linux a UDP
+socket with SO_REUSEADDR may bind next to another one that has it.
+
 A message that landed on a worker not holding its transaction
 (:func:`sipha.proxy.affinity.owner`) is handed over on a Unix datagram socket
 to the worker that does: the sender's address, then the message as received.
@@ -20,11 +27,12 @@ datagrams").
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
-from sipha.net.udp import MAX_DATAGRAM, open_udp_socket
+from sipha.net.udp import MAX_DATAGRAM, open_udp_socket, set_tos
 from sipha.sip.address import Address
 
 if TYPE_CHECKING:
@@ -45,13 +53,19 @@ OnPairNews = Callable[[str, str, str, float, int], None]
 
 
 def bind_shared(
-    transport: str, family: socket.AddressFamily, ip: str, port: int, *, udp_buffer: int
+    transport: str, family: socket.AddressFamily, ip: str, port: int, *, udp_buffer: int, ip_tos: int = 0
 ) -> tuple[socket.socket, bool]:
-    """One worker's socket on a shared port (SO_REUSEPORT), and whether it reports ICMP errors."""
+    """One worker's socket on a shared port (SO_REUSEPORT), and whether it reports ICMP errors.
+
+    ``ip_tos``: the TOS byte of what it sends (:func:`sipha.net.udp.set_tos`; 0: the default).
+    """
     if transport.upper() == "UDP":
-        return open_udp_socket(family, ip, port, buffer_size=udp_buffer, reuse_address=True, reuse_port=True)
+        return open_udp_socket(
+            family, ip, port, buffer_size=udp_buffer, reuse_address=False, reuse_port=True, ip_tos=ip_tos
+        )
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        set_tos(sock, ip_tos)  # the SYN-ACKs; accepted connections inherit it
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
@@ -63,6 +77,42 @@ def bind_shared(
         sock.close()
         raise
     return sock, False
+
+
+def listen_text(transport: str, host: str, port: int) -> str:
+    """A listen entry as written in ``[proxy] listen``: ``udp:127.0.0.1:5060``, ``udp:[::1]:5060``."""
+    bracketed = f"[{host}]" if ":" in host else host
+    return f"{transport.lower()}:{bracketed}:{port}"
+
+
+@contextlib.contextmanager
+def refused_if_in_use(entry: str) -> Iterator[None]:
+    """Turn EADDRINUSE while binding listen entry ``entry`` into an OSError that names it."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        refused = OSError(f"proxy.listen {entry!r}: address in use by another process (another sipha?)")
+        refused.errno = errno.EADDRINUSE
+        raise refused from error
+
+
+def probe_exclusive(transport: str, family: socket.AddressFamily, ip: str, port: int) -> None:
+    """Bind ``ip``:``port`` once without SO_REUSEPORT, then release it.
+
+    OSError (EADDRINUSE) if any socket holds the address, whatever options it set: call it
+    before :func:`bind_shared`, which would otherwise join another process's group.  UDP:
+    no SO_REUSEADDR either; TCP: SO_REUSEADDR, which still conflicts with any listening
+    socket but not with the TIME-WAIT connections a sipha restarted on the port left.
+    """
+    kind = socket.SOCK_DGRAM if transport.upper() == "UDP" else socket.SOCK_STREAM
+    with socket.socket(family, kind) as probe:
+        if kind == socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as bind_shared binds
+        probe.bind((ip, port))
 
 
 def handoff_pairs(workers: int) -> list[tuple[socket.socket, socket.socket]]:
