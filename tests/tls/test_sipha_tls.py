@@ -32,6 +32,7 @@ from tests.tls.sipha import TlsMember, TlsPair, run_sipha_tls, wait_until
 from tests.tls.support import (
     SCENARIOS,
     CertFiles,
+    Kamailio,
     Pki,
     baresip_call,
     baresip_unusable,
@@ -63,13 +64,7 @@ def test_calls_with_both_legs_on_tls(tmp_path: Path, pki: Pki, workers: int) -> 
         run_sipha_tls(
             tmp_path,
             pki,
-            [
-                TlsPair(
-                    "p",
-                    TlsMember(primary.tls_port, server_name="sip1.test"),
-                    TlsMember(backup.tls_port, server_name="sip2.test"),
-                )
-            ],
+            pair_of(primary, backup),
             proxy=f"workers = {workers}",
         ) as sipha,
         kamailio_edge(tmp_path, pki, tls_uri(sipha.tls_port), server_name="sipha.test") as edge,
@@ -85,6 +80,17 @@ def test_calls_with_both_legs_on_tls(tmp_path: Path, pki: Pki, workers: int) -> 
     assert tls["handshakes"]["verify_failed"] == 0
     members = status["pairs"][0]["members"]
     assert [member["transport_error"] for member in members] == [None, None]
+
+
+def pair_of(primary: Kamailio, backup: Kamailio) -> list[TlsPair]:
+    """The pair "p" of two Kamailio members on TLS, verified as sip1.test and sip2.test."""
+    return [
+        TlsPair(
+            "p",
+            TlsMember(primary.tls_port, server_name="sip1.test"),
+            TlsMember(backup.tls_port, server_name="sip2.test"),
+        )
+    ]
 
 
 def sipha_log_time(line: str) -> datetime:
@@ -113,13 +119,7 @@ def test_primary_killed_under_load_with_tls_to_the_pair(tmp_path: Path, pki: Pki
         run_sipha_tls(
             tmp_path,
             pki,
-            [
-                TlsPair(
-                    "p",
-                    TlsMember(primary.tls_port, server_name="sip1.test"),
-                    TlsMember(backup.tls_port, server_name="sip2.test"),
-                )
-            ],
+            pair_of(primary, backup),
         ) as sipha,
         kamailio_edge(tmp_path, pki, tls_uri(sipha.tls_port), server_name="sipha.test", tcp=True) as edge,
     ):
@@ -181,13 +181,7 @@ def test_a_member_whose_certificate_does_not_verify_is_named_and_treated_as_down
         run_sipha_tls(
             tmp_path,
             pki,
-            [
-                TlsPair(
-                    "p",
-                    TlsMember(primary.tls_port, server_name="sip1.test"),
-                    TlsMember(backup.tls_port, server_name="sip2.test"),
-                )
-            ],
+            pair_of(primary, backup),
         ) as sipha,
         kamailio_edge(tmp_path, pki, tls_uri(sipha.tls_port), server_name="sipha.test") as edge,
     ):

@@ -144,30 +144,23 @@ class TransportManager:
         if self._loop is not None:
             raise RuntimeError("TransportManager already started")
         loop = self._loop = asyncio.get_running_loop()
-        self._tcp = TcpContext(
-            loop,
-            stats=self.stats,
-            on_message=self._on_message,
-            on_error=self._report,
-            on_bad_stream=self._on_bad_stream,
-            limits=self._limits,
-            idle_timeout=self._idle_timeout,
-            write_high=self._write_high,
-            write_max=self._write_max,
-            max_connections=self._max_connections,
-        )
-        self._tls_context = TcpContext(
-            loop,
-            stats=self.stats,
-            on_message=self._on_message,
-            on_error=self._report,
-            on_bad_stream=self._on_bad_stream,
-            limits=self._limits,
-            idle_timeout=self._idle_timeout,
-            write_high=self._write_high,
-            write_max=self._write_max,
-            max_connections=self._max_connections,
-            transport="TLS",
+        # One table of connections per transport: a TCP and a TLS connection may share a peer's
+        # (host, port) key, and the limits and counters are each transport's own.
+        self._tcp, self._tls_context = (
+            TcpContext(
+                loop,
+                stats=self.stats,
+                on_message=self._on_message,
+                on_error=self._report,
+                on_bad_stream=self._on_bad_stream,
+                limits=self._limits,
+                idle_timeout=self._idle_timeout,
+                write_high=self._write_high,
+                write_max=self._write_max,
+                max_connections=self._max_connections,
+                transport=kind,
+            )
+            for kind in ("TCP", "TLS")
         )
         self.set_ip_tos(self._ip_tos)  # the contexts' (no socket is open yet)
         for transport, _host, _port in listens:
