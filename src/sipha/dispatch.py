@@ -153,6 +153,9 @@ class Dispatcher(Driver):
             for event in core.drain_events():
                 self._on_event(event)
                 self._pass_on(event, core)
+        if core is not None and core.aliases and self.transports is not None:
+            for connection, host, port in core.drain_aliases():
+                self.transports.alias(connection, host, port)
         super().flush()
 
     def send(self, output: Outgoing, transports: Transports) -> None:

@@ -63,6 +63,9 @@ class Sent:
     def has_connection(self, destination: Address) -> bool:
         return False
 
+    def alias(self, connection: Address, host: str, port: int) -> bool:
+        return False
+
 
 @dataclass
 class Bed:

@@ -277,3 +277,54 @@ async def test_a_reload_that_renames_a_member_stops_reusing_its_connection(
         assert "renamed.test" in str(error)
     finally:
         await peer.manager.stop()
+
+
+async def test_rfc5923_alias_reuses_a_verified_peers_connection(ca: trustme.CA) -> None:
+    """A peer (certificate for 127.0.0.1) asks, by ``alias``, that requests to its sent-by
+    reuse its connection: granted, requests to 127.0.0.1:5999 go over it (nothing listens there)."""
+    proxy = await start(settings(server=server_context(ca, HOST, require=ca)))
+    names = {(HOST, proxy.port): HOST}
+    peer = await client(settings(members=client_context(ca, client=ca.issue_cert(HOST)), names=names))
+    try:
+        peer.manager.send(sip_request(1), Address("TLS", HOST, proxy.port))
+        _, source, _ = await proxy.sink.message()
+        assert proxy.manager.alias(source, HOST, 5999)
+        proxy.manager.send(sip_request(2), Address("TLS", HOST, 5999))
+        data, _, _ = await peer.sink.message()
+        assert data == sip_request(2)
+        assert proxy.manager.alias(source, HOST, 5999)  # asked again: already granted
+    finally:
+        await peer.manager.stop()
+        await proxy.manager.stop()
+
+
+async def test_rfc5923_alias_is_refused_when_the_certificate_does_not_name_the_sent_by(
+    ca: trustme.CA,
+) -> None:
+    proxy = await start(settings(server=server_context(ca, HOST, require=ca)))
+    names = {(HOST, proxy.port): HOST}
+    peer = await client(settings(members=client_context(ca, client=ca.issue_cert("ua.test")), names=names))
+    unverified = await client(settings(members=client_context(ca), names=names))
+    try:
+        peer.manager.send(sip_request(1), Address("TLS", HOST, proxy.port))
+        _, source, _ = await proxy.sink.message()
+        assert not proxy.manager.alias(source, "127.0.0.9", 5999)  # an IP the certificate lacks
+        assert not proxy.manager.alias(source, "other.test", 5999)
+        assert proxy.manager.alias(source, "ua.test", 5999)
+        assert proxy.manager.stats.tls_aliases_refused == 2
+    finally:
+        await peer.manager.stop()
+        await unverified.manager.stop()
+        await proxy.manager.stop()
+
+
+async def test_rfc5923_alias_needs_a_verified_client_certificate(proxy: Tls, ca: trustme.CA) -> None:
+    """verify-clients = "none": no certificate was verified, so no identity to alias."""
+    peer = await client(settings(members=client_context(ca), names={(HOST, proxy.port): "sipha.test"}))
+    try:
+        peer.manager.send(sip_request(1), Address("TLS", HOST, proxy.port))
+        _, source, _ = await proxy.sink.message()
+        assert not proxy.manager.alias(source, HOST, 5999)
+        assert not proxy.manager.alias(Address("TLS", HOST, 1), HOST, 5999)  # no such connection
+    finally:
+        await peer.manager.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from sipha.dispatch import TIMER_GRID, Dispatcher
 from sipha.ha import HaEvent
 from sipha.sip import Request, parse_message
@@ -19,12 +21,17 @@ class SentLog:
 
     sent: list[tuple[bytes, Address]] = field(default_factory=list)
     connections: set[Address] = field(default_factory=set)
+    aliases: list[tuple[Address, str, int]] = field(default_factory=list)
 
     def send(self, data: bytes, destination: Address) -> None:
         self.sent.append((data, destination))
 
     def has_connection(self, destination: Address) -> bool:
         return destination in self.connections
+
+    def alias(self, connection: Address, host: str, port: int) -> bool:
+        self.aliases.append((connection, host, port))
+        return True
 
 
 @dataclass
@@ -78,6 +85,32 @@ def test_a_stream_message_is_sent_at_once() -> None:
     w.transports.connections.add(ALICE_TCP)
     w.dispatch.on_message(invite(via_host="127.0.0.1:40000").replace(b"UDP", b"TCP"), ALICE_TCP, PROXY)
     assert [destination for _, destination in w.transports.sent] == [ALICE_TCP, PRIMARY]
+
+
+def test_an_alias_request_over_tls_is_passed_to_the_transport() -> None:
+    """RFC 5923 §5: a TLS request whose top Via has ``alias`` asks to reuse its connection;
+    the core passes (connection, sent-by) on, the transport decides (certificate check)."""
+    w = wiring()
+    alice_tls = Address("TLS", "127.0.0.1", 40002)
+    w.transports.connections.add(alice_tls)
+    data = invite(via_host="127.0.0.1:5061").replace(
+        b"SIP/2.0/UDP 127.0.0.1:5061;", b"SIP/2.0/TLS 127.0.0.1:5061;alias;"
+    )
+    assert b";alias;" in data
+    w.dispatch.on_message(data, alice_tls, PROXY)
+    assert w.transports.aliases == [(alice_tls, "127.0.0.1", 5061)]
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+def test_alias_is_only_for_tls(transport: str) -> None:
+    """RFC 5923 reuse is predicated on both ends authenticating with TLS certificates."""
+    w = wiring()
+    source = Address(transport, "127.0.0.1", 40003)
+    w.transports.connections.add(source)
+    data = invite(via_host="127.0.0.1:5061").replace(b"127.0.0.1:5061;", b"127.0.0.1:5061;alias;")
+    w.dispatch.on_message(data, source, PROXY)
+    w.dispatch.on_batch_end()
+    assert w.transports.aliases == []
 
 
 def test_the_timer_is_re_armed_only_for_an_earlier_deadline() -> None:

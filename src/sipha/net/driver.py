@@ -80,6 +80,9 @@ class Transports(Protocol):
     def has_connection(self, destination: Address) -> bool:
         """Whether a stream connection to ``destination`` is open."""
 
+    def alias(self, connection: Address, host: str, port: int) -> bool:
+        """RFC 5923: use the TLS connection from ``connection`` for requests to ``host:port`` too."""
+
 
 def _no_clock() -> float:
     raise RuntimeError("the driver has no clock yet")  # pragma: no cover - set at start

@@ -20,7 +20,7 @@ from sipha.net.addr import parse_ip
 from sipha.net.resolve import Resolver
 from sipha.net.stats import TransportStats
 from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext, connect
-from sipha.net.tls import OUTCOMES, OnTlsEvent, TlsConnection, TlsSettings
+from sipha.net.tls import OUTCOMES, OnTlsEvent, TlsConnection, TlsSettings, grant_alias
 from sipha.net.udp import UdpEndpoint, open_udp_socket, set_tos
 from sipha.net.workers import listen_text, refused_if_in_use
 from sipha.sip import DEFAULT_LIMITS, ParserLimits
@@ -311,6 +311,11 @@ class TransportManager:
             context.set_ip_tos(tos)  # its connections and those to come
         for sock in [udp.sock for udp in self._udp] + [sock for up in self._servers for sock in up.sockets]:
             set_tos(sock, tos, reset=True)  # OSError: the kernel refused it
+
+    def alias(self, connection: Address, host: str, port: int) -> bool:
+        """RFC 5923 §5: let requests to ``host:port`` reuse the TLS connection from ``connection``."""
+        context = self._tls_context
+        return context is not None and grant_alias(context, connection, host, port)
 
     def _tls_event(self, peer: Address, outbound: bool, outcome: str, text: str) -> None:  # noqa: FBT001
         self.tls_outcomes[outcome] = self.tls_outcomes.get(outcome, 0) + 1

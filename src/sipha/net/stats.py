@@ -40,6 +40,8 @@ class TransportStats:
     """Gauge: TLS connections not yet lost (handshaking, open or closing)."""
     tls_handshakes: int = 0
     """TLS handshakes completed, either direction."""
+    tls_aliases_refused: int = 0
+    """RFC 5923 alias requests refused: the peer's certificate does not name its sent-by."""
     tls_handshake_failures: int = 0
     """TLS handshakes that failed or timed out, either direction (by outcome: the manager)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -235,6 +236,8 @@ class TlsConnection(TcpConnection):
         self._outbound = remote is not None
         self.server_hostname = server_hostname
         """The name this connection verified the peer's certificate against (outbound)."""
+        self._aliases: list[tuple[str, int]] = []
+        """RFC 5923 aliases granted (sent-by host, port): unregistered with the connection."""
         self._session = TlsSession(tls, server_side=not self._outbound, server_hostname=server_hostname)
         self._raw: asyncio.Transport | None = None
         self._handshake_timeout = handshake_timeout
@@ -252,6 +255,45 @@ class TlsConnection(TcpConnection):
     def retire(self) -> None:
         """Not used for new messages any more (its identity changed); closes when idle."""
         self._unregister()
+
+    def certified_for(self, host: str) -> bool:
+        """Whether the peer's verified certificate names ``host`` (a DNS or IP subjectAltName).
+
+        RFC 5923 §5.3 and RFC 5922 §7.1: the identity is the subjectAltName; a
+        wildcard covers exactly one leftmost label.  No certificate, or one not
+        verified (verify-clients = "none"), names nothing.
+        """
+        certificate = self._session.peer_certificate() or {}
+        names = certificate.get("subjectAltName", ())
+        wanted = host.strip("[]").lower()
+        try:
+            wanted_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(wanted)
+        except ValueError:
+            wanted_ip = None
+        for kind, value in names:  # type: ignore[attr-defined]
+            if kind == "IP Address" and wanted_ip is not None:
+                with contextlib.suppress(ValueError):
+                    if ipaddress.ip_address(str(value).strip()) == wanted_ip:
+                        return True
+            elif kind == "DNS" and wanted_ip is None:
+                name = str(value).lower()
+                if name == wanted or (
+                    name.startswith("*.") and "." in wanted and wanted.split(".", 1)[1] == name[2:]
+                ):
+                    return True
+        return False
+
+    def add_alias(self, host: str, port: int) -> None:
+        """Register this connection for requests to ``host:port`` too (until it goes)."""
+        self._aliases.append((host, port))
+        self._context.connections[host, port] = self
+
+    def _unregister(self) -> None:
+        super()._unregister()
+        connections = self._context.connections
+        for key in self._aliases:
+            if connections.get(key) is self:
+                del connections[key]
 
     def connection_made(self, base: asyncio.BaseTransport) -> None:  # noqa: D102
         raw = cast("asyncio.Transport", base)
@@ -367,3 +409,24 @@ class TlsConnection(TcpConnection):
             self._raw.close()
             return
         super().close()
+
+
+def grant_alias(context: TcpContext, connection: Address, host: str, port: int) -> bool:
+    """RFC 5923 §5: requests to ``host:port`` reuse the TLS connection from ``connection``.
+
+    Granted only when the peer's certificate, verified in the handshake
+    (``verify-clients``), names ``host``: the connection is then as good as one we
+    would open to it and verify (§5.3).  False when refused, or when another
+    connection already serves that address.
+    """
+    found = context.connections.get((connection.host, connection.port))
+    if not isinstance(found, TlsConnection) or found.outbound:
+        return False
+    existing = context.connections.get((host, port))
+    if existing is not None:
+        return existing is found
+    if not found.certified_for(host):
+        context.stats.tls_aliases_refused += 1
+        return False
+    found.add_alias(host, port)
+    return True

@@ -43,7 +43,7 @@ from sipha.proxy.settings import Counters, ProxySettings
 from sipha.proxy.via import response_destination, stamp_received
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Request, Response, SipParseError, make_response, parse_message
-from sipha.sip.address import Address
+from sipha.sip.address import SIPS_PORT, Address
 from sipha.txn import (
     AckReceived,
     RequestReceived,
@@ -92,6 +92,8 @@ class ProxyCore:
         self.monitor = monitor
         self.txn = TransactionLayer(settings.timers)
         self.counters = Counters()
+        self.aliases: list[tuple[Address, str, int]] = []
+        """RFC 5923 ``alias`` requests not drained yet (:meth:`drain_aliases`)."""
         self._token = token or _default_token()
         self._record_route = record_route_uri(settings.record_route)
         self._sent_by = {(host.lower().strip("[]"), port) for host, port in settings.via.values()}
@@ -135,6 +137,11 @@ class ProxyCore:
         events, self._link.events = self._link.events, []
         return events
 
+    def drain_aliases(self) -> list[tuple[Address, str, int]]:
+        """RFC 5923 requests since the last call: (connection, sent-by host, port) to alias."""
+        aliases, self.aliases = self.aliases, []
+        return aliases
+
     def receive(self, data: bytes, source: Address, now: float, *, stream: bool = False) -> None:
         """One message from the network (a datagram, or a framed stream message)."""
         self._source = source
@@ -146,6 +153,11 @@ class ProxyCore:
         else:
             if isinstance(message, Request):
                 self.counters.requests_in += 1
+                if source.transport == "TLS" and "alias" in message.top_via.params:
+                    # RFC 5923 §5: the peer asks that requests to its sent-by reuse this
+                    # connection; the transport grants it only for a verified identity.
+                    via = message.top_via
+                    self.aliases.append((source, via.host_key, via.port or SIPS_PORT))
                 self._receive_request(message, source, now)
             else:
                 self.counters.responses_in += 1
