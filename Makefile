@@ -15,7 +15,7 @@ DEB_DEPS  := sip-tester chromium nftables
 DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core dnsmasq-base prometheus
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos clean
+.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos property clean
 
 setup: $(VENV)/.installed
 
@@ -58,7 +58,8 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 # Unit and integration tests with branch coverage of the sans-IO core; then the property
-# tests on their own, untraced (10,000 examples each under the ci profile).
+# tests on their own, untraced (2,000 examples each under the ci profile; `make property`
+# runs 10,000 each).
 pytest: setup deb-deps
 	$(PY) -m pytest -m "not property and not long" \
 	  --cov=sipha.sip --cov=sipha.txn --cov=sipha.proxy --cov=sipha.ha --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
@@ -100,6 +101,10 @@ test: lint typecheck pytest pytest-compiled
 # 2 workers as well as 1 (about 5 minutes more), printing each case's CHAOS line.
 chaos: setup deb-deps
 	$(PY) -m pytest -s -p no:cacheprovider tests/chaos tests/integration/test_failover.py
+
+# The property tests at length: 10,000 examples each (hypothesis profile "long").
+property: setup
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m property -p no:cacheprovider
 
 # Benchmarks: the parser alone; the side by side with Kamailio is bench/proxies.py (see bench/README.md).
 bench: setup compiled
