@@ -5,7 +5,7 @@ PYTHON    ?= python3
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
 COMPILED  ?= .venv-compiled
-DEB_DEPS  := sip-tester chromium nftables
+DEB_DEPS  := sip-tester chromium nftables sngrep
 # Installed without recommended packages: the TLS peers of tests/tls (Kamailio with its tls
 # module, and baresip-core alone (its modules include the ones tests/tls loads: ctrl_tcp, menu,
 # g711, ausine, aubridge), not the baresip metapackage, which pulls in FFmpeg and GStreamer),
@@ -15,7 +15,7 @@ DEB_DEPS  := sip-tester chromium nftables
 DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core dnsmasq-base prometheus
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos property clean
+.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos property fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Debian packages the tests use (SIPp; Chromium for the dashboard test; nftables for the fault bed
-# of tests/chaos, with iproute2's ip netns; Kamailio, its tls module and baresip for tests/tls).
+# of tests/chaos, with iproute2's ip netns; Kamailio, its tls module and baresip for tests/tls;
+# sngrep, the HEP receiver of tests/tracing).
 # Installed only when missing; the services the packages ship (Kamailio on 5060, Prometheus on
 # 9090) are stopped and disabled where systemd runs: the tests start their own, on free ports.
 deb-deps:
@@ -87,7 +88,7 @@ pytest-compiled: compiled deb-deps
 # The inner loop (under a minute): lint, types and the unit tests of the sans-IO core and the
 # configuration, on a fake clock; no SIPp, no namespaces, no compiled build.
 UNIT_TESTS := tests/sip tests/txn tests/proxy tests/ha tests/test_config.py tests/test_tlsconfig.py \
-  tests/test_architecture.py tests/test_build.py
+  tests/test_architecture.py tests/test_build.py tests/tracing/test_hep.py
 
 unit: setup
 	$(PY) -m pytest -q -m "not property" -p no:cacheprovider $(UNIT_TESTS)
@@ -105,6 +106,14 @@ chaos: setup deb-deps
 # The property tests at length: 10,000 examples each (hypothesis profile "long").
 property: setup
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m property -p no:cacheprovider
+
+# Coverage-guided fuzzing (atheris) of the parser, the stream framer and the proxy core, FUZZ_SECONDS
+# per target (tests/fuzz/README.md); crashes are written to $(FUZZ_OUT)/crashes/<target>/, and fail it.
+# CI runs a short version of each (tests/fuzz/test_fuzz.py).
+FUZZ_SECONDS ?= 600
+FUZZ_OUT ?= tests/artifacts/fuzz
+fuzz: setup
+	$(PY) -m tests.fuzz.campaign --seconds $(FUZZ_SECONDS) --out $(FUZZ_OUT)
 
 # Benchmarks: the parser alone; the side by side with Kamailio is bench/proxies.py (see bench/README.md).
 bench: setup compiled

@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "ha": {"sip"},
     "proxy": {"sip", "txn", "ha"},
     "net": {"sip", ""},
-    "admin": {"sip", "txn", "ha", "proxy", "net", "config", ""},
+    "trace": {"sip", "net", "config"},
+    "admin": {"sip", "txn", "ha", "proxy", "net", "config", "trace", ""},
 }
 
 

@@ -22,6 +22,7 @@ import datetime
 import enum
 import logging
 import signal
+import socket
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -43,15 +44,17 @@ from sipha.assembly import (
 )
 from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.dispatch import Dispatcher
-from sipha.ha import HaEvent, check_own_address
+from sipha.ha import HaEvent
+from sipha.net.locate import Locator
 from sipha.net.manager import TransportManager
 from sipha.net.workers import Handoff
+from sipha.poolcheck import check_pool_address, configure_resolver, new_resolver
 from sipha.proxy.core import ProxyCore
 from sipha.runtime import collect_garbage_when_idle, run_loop
-from sipha.sip import SipUri, parse_uri
-from sipha.sip.address import SIP_PORT, Address
+from sipha.sip.address import Address
 from sipha.supervisor import run_workers
 from sipha.tlsconfig import CertificateStatus, TlsLogLimiter, build_tls_settings, certificate_status
+from sipha.trace.export import Tracing
 
 log = logging.getLogger("sipha")
 
@@ -106,9 +109,15 @@ class ProxyApp:
             self._dispatch.on_transport_error,
             self._dispatch.on_bad_stream,
             on_batch_end=self._dispatch.on_batch_end,
+            on_backlog=self._dispatch.on_backlog,
             on_tls=self._on_tls,
             ip_tos=config.proxy.sip_ip_tos,
         )
+        self.trace = Tracing(self._dispatch, self.transports)  # [trace]: applied at start and reload
+        self.resolver = new_resolver(config.dns)
+        """RFC 3263 lookups ([dns]): next hops named by host names (docs/design.md §3), event 40000."""
+        self.locator = Locator(self.resolver, self._dispatch.on_located)
+        self._dispatch.locator = self.locator
         self._tls_logged = TlsLogLimiter()
         self._certificate: CertificateStatus | None = None
         self.core: ProxyCore | None = None
@@ -165,6 +174,7 @@ class ProxyApp:
             raise
         bound = self.transports.listen_addresses
         try:
+            await self.trace.apply(self.config)
             view = build_view(self.config, bound)
             core = ProxyCore(
                 build_settings(
@@ -186,6 +196,11 @@ class ProxyApp:
             await self.transports.stop()
             raise
         dispatch = self._dispatch
+        probe = self._open_probe_socket(bound)
+        if probe is not None:
+            core.use_probe_port("UDP", probe.port)
+            dispatch.probe_socket = True
+            self._own_addresses = self._own_addresses | {probe}
         if worker is not None:
             self._handoff = Handoff(
                 self._loop,
@@ -204,10 +219,22 @@ class ProxyApp:
         self._started_at = self._now()
         for address in bound:
             log.info("listening on %s", _address_text(address))
-        await self._check_own_address(bound)
+        self._spawn(check_pool_address(self.config, bound, self.resolver))  # event 40000, in the background
         core.start(self._now())
         dispatch.flush()
         self._spawn(collect_garbage_when_idle(lambda: core.contexts, self._now))
+
+    def _open_probe_socket(self, bound: list[Address]) -> Address | None:
+        """The pair monitor's own UDP socket (docs/design.md §2), on the first UDP listen's IP.
+
+        Its OPTIONS answers then never share a socket buffer with call traffic, which
+        overflows first under overload.  None without a UDP listen (no UDP member either).
+        """
+        first = next((address for address in bound if address.transport == "UDP"), None)
+        if first is None:
+            return None
+        family = socket.AF_INET6 if ":" in first.host else socket.AF_INET
+        return self.transports.open_probe_socket(family)
 
     async def _via_host(self, config: Config) -> str:
         """``resolve-host``: the IP of ``sip-address`` for Via ("" when off: the name as written).
@@ -235,33 +262,11 @@ class ProxyApp:
         listen = self.config.admin.listen
         return listen if self.worker is None else self.worker.admin_listen(listen)
 
-    async def _check_own_address(self, bound: list[Address]) -> None:
-        """Event 40000 when this instance is not among the pool's addresses (docs/design.md §4).
-
-        The pool is what the record-route host (the pool FQDN) resolves to, at the
-        record-route port (5060 by default); this instance is its listen addresses and
-        sip-address.  Only logged: the instance still serves.
-        """
-        record_route = parse_uri(self.config.proxy.record_route)
-        if not isinstance(record_route, SipUri):  # pragma: no cover - the config checked it
-            return
-        try:
-            hosts = await self.transports.resolve(record_route.host_key)
-        except OSError as error:
-            log.warning("event 40000: cannot resolve the pool address %s: %s", record_route.host, error)
-            return
-        port = record_route.port or SIP_PORT
-        pool = [Address("UDP", host, port) for host in hosts]
-        ours = list(bound)
-        if self.config.proxy.sip_address:
-            ours += [Address(a.transport, self.config.proxy.sip_address, a.port) for a in bound]
-        event = check_own_address(pool, ours)
-        if event is not None:
-            log.warning("event %d: %s", event.event_id, event.message)
-
     async def stop(self) -> None:
         """Close the admin HTTP, every socket and connection."""
         self._dispatch.close()
+        self.trace.close()
+        self.locator.close()
         admin, self.admin = self.admin, None
         if admin is not None:
             await admin.stop()
@@ -492,6 +497,7 @@ class ProxyApp:
                 via_host=await self._via_host(config),
             )
             monitor = build_monitor(config, view, self.telemetry)
+            changes += await self.trace.apply(config)  # last: nothing after it can fail
         except BaseException:
             for addresses in added.values():
                 for address in addresses:
@@ -516,6 +522,8 @@ class ProxyApp:
             for address in addresses:
                 log.info("listening on %s", _address_text(address))
         self._bound = bound_map
+        if old.dns != config.dns:
+            configure_resolver(self.resolver, config.dns)
         self.config = config
         self._certificate = certificate_status(
             config, datetime.datetime.now(datetime.UTC), source=self._config_source()

@@ -129,7 +129,7 @@ def listen_key(text: str) -> ListenKey:
 def describe_changes(old: Config, new: Config) -> list[str]:
     """What a reload changes, one item per option or pair ("monitor.oos-check 5 -> 3")."""
     changes: list[str] = []
-    for section in ("proxy", "monitor", "admin", "tls"):
+    for section in ("proxy", "monitor", "admin", "tls", "dns"):
         before = getattr(old, section).model_dump(by_alias=True)
         after = getattr(new, section).model_dump(by_alias=True)
         for key, value in after.items():

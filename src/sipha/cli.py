@@ -78,6 +78,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="one line per event: text or JSON"
     )
+    run.add_argument(
+        "--trace",
+        action="store_true",
+        help="log every SIP message received and sent, whole ([trace] log = true, reloads included)",
+    )
     commands.add_parser(
         "config-reference",
         help="print the configuration reference (docs/configuration.md) generated from the model",
@@ -316,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "run":
+        if args.trace:
+            from sipha.trace.export import force_log  # noqa: PLC0415 - sockets only for `run`
+
+            force_log()
         return _run(args.config, args.log_level, args.log_format)
     if args.command == "config-reference":
         print(render_reference(), end="")

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from sipha.dnsconfig import DnsSection
 from sipha.ha.settings import AliveCodes
 from sipha.sip import SipParseError, SipUri, parse_uri
 from sipha.sip.address import is_wildcard
@@ -418,6 +419,38 @@ class TlsSection(_Section):
     )
 
 
+class TraceSection(_Section):
+    """[trace]: a copy of every SIP message received and sent, to a HEP collector or the log."""
+
+    hep: str = Field(default="", description="HEPv3 collector (Homer, sngrep -L), udp:host:port; empty = off")
+    hep_capture_id: int = Field(
+        default=2001, ge=0, le=0xFFFFFFFF, alias="hep-capture-id", description="HEP capture agent ID"
+    )
+    hep_password: str = Field(
+        default="", max_length=64, alias="hep-password", description="HEP authentication key; empty = none"
+    )
+    log: bool = Field(default=False, description="log every SIP message, whole, at INFO (logger sipha.trace)")
+
+    @field_validator("hep")
+    @classmethod
+    def _check_hep(cls, value: str) -> str:
+        if value and not value.lower().startswith("udp:"):
+            raise ValueError("expected udp:host:port (HEP goes over UDP), e.g. udp:192.0.2.5:9060")
+        if value and not is_server_name(_split_address(value, need_transport=True)[1]):
+            raise ValueError("expected udp:host:port with host an IP address or a DNS host name")
+        return value
+
+    @model_validator(mode="after")
+    def _unused(self) -> TraceSection:
+        unused = ": unused without trace.hep (HEP export off): set hep or remove it"
+        problems = [f"trace.hep-password = (hidden){unused}"] if self.hep_password and not self.hep else []
+        if self.hep_capture_id != TraceSection.model_fields["hep_capture_id"].default and not self.hep:
+            problems.append(f"trace.hep-capture-id = {self.hep_capture_id}{unused}")
+        if problems:
+            raise _CrossRules(problems)
+        return self
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -425,6 +458,8 @@ class Config(_Section):
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     admin: AdminSection = Field(default_factory=AdminSection)
     tls: TlsSection = Field(default_factory=TlsSection)
+    trace: TraceSection = Field(default_factory=TraceSection)
+    dns: DnsSection = Field(default_factory=DnsSection)
     pair: list[PairSection] = Field(default=[], description="the SIP server pairs")
 
     @model_validator(mode="after")
@@ -480,7 +515,7 @@ def _format_error(error: dict[str, Any]) -> str:
         # A rule about a whole section (unique names, one serving pair): its "value" is the
         # section itself, which may hold secrets; the message names what is wrong.
         return f"{key or '(file)'}: {message}"
-    if key.endswith("token"):
+    if key.endswith(("token", "password")):
         return f"{key} = (hidden): {message}"  # a secret is never logged, even a wrong one
     return f"{key} = {value!r}: {message}"
 
@@ -520,7 +555,7 @@ def default_config_text() -> str:
 def render_config(config: Config) -> str:
     """The effective configuration as TOML, every option spelled out."""
     lines: list[str] = []
-    for section_name in ("proxy", "monitor", "admin", "tls"):
+    for section_name in ("proxy", "monitor", "admin", "dns", "tls"):
         section: BaseModel = getattr(config, section_name)
         lines.append(f"[{section_name}]")
         lines.extend(_render_fields(section))
@@ -529,7 +564,7 @@ def render_config(config: Config) -> str:
         lines.append("[[pair]]")
         lines.extend(_render_fields(pair))
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, "[trace]", *_render_fields(config.trace), ""])
 
 
 def _render_fields(model: BaseModel) -> list[str]:

@@ -20,23 +20,31 @@ application (:mod:`sipha.app`) attaches it to the loop.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sipha.ha import MemberBecameActive, PairUnknown
 from sipha.net.driver import Driver, Outgoing, Transports
 from sipha.proxy.affinity import owner
+from sipha.proxy.overload import is_new_invite
 from sipha.proxy.via import response_fallback_destination
 from sipha.sip import Response, SipParseError
 from sipha.txn import SendMessage
 
 if TYPE_CHECKING:
     from sipha.ha import HaEvent
+    from sipha.net.locate import Locator
     from sipha.net.workers import Handoff
     from sipha.proxy.core import ProxyCore
     from sipha.sip.address import Address
+    from sipha.txn.keys import TransactionKey
+
+log = logging.getLogger("sipha")
 
 FINAL: int = 200
+OVERLOAD_LOG_EVERY: float = 10.0
+"""s between two log lines about shedding new calls (the state can flip many times a second)."""
 _STREAM_HOLDERS_MAX: int = 65536
 """Bound of the table of stream peers held by other workers (like the other address caches)."""
 _HANDOFF_BACKLOG: int = 20_000
@@ -64,11 +72,22 @@ class Dispatcher(Driver):
         self.worker_index = 0
         self.worker_count = 1
         self.own_addresses: frozenset[Address] = frozenset()
-        """A worker's own UDP addresses: what arrives there answers its own requests."""
+        """A worker's own UDP addresses (its probe socket's included): what arrives there
+        answers its own requests."""
+        self.probe_socket = False
+        """Whether the transports have the pair monitor's own UDP socket (probes leave from it)."""
         self._on_event = on_event
         self._count_final = count_final
         self._stream_holders: dict[Address, int] = {}
         """Stream peers whose connection another worker holds: that worker's index."""
+        self.locator: Locator | None = None
+        """Runs the core's RFC 3263 lookups (docs/design.md §3 rule 3); None: no target is ever found."""
+        self._behind: dict[int, int] = {}
+        """The UDP sockets (ids) whose receive queue is filling, and how far (:meth:`on_backlog`)."""
+        self.dropping = False
+        """Far behind: new INVITEs from endpoints are dropped unparsed (:meth:`on_backlog`)."""
+        self._overload_logged: tuple[float, int] | None = None
+        """When shedding was last logged, and the count of new INVITEs shed then."""
 
     @property
     def core(self) -> ProxyCore | None:
@@ -84,6 +103,8 @@ class Dispatcher(Driver):
 
     def on_message(self, data: bytes, source: Address, local: Address) -> None:
         """A datagram or a framed stream message from the transports."""
+        if self.dropping and self._drop_new_call(data, source):
+            return
         handoff = self.handoff
         if handoff is not None and (source.transport != "UDP" or local not in self.own_addresses):
             # Another worker may hold this message's transaction: pass it on unread.  (What
@@ -91,9 +112,18 @@ class Dispatcher(Driver):
             # connection stays here; the owner's answers on it come back to be written.
             target = owner(data, self.worker_count)
             if target is not None and target != self.worker_index:
+                if self.tracer is not None:  # traced here, where it came in; the owner does not
+                    self.tracer.received(data, source, local)
                 handoff.send(target, data, source, local)
                 return
         super().on_message(data, source, local)
+
+    def _drop_new_call(self, data: bytes, source: Address) -> bool:
+        core = self._core
+        if core is None or not is_new_invite(data) or core.view.member_at(source.host, source.port):
+            return False  # a SIP server's new call keeps priority, as in the core
+        core.counters.overload_drops += 1
+        return True
 
     def on_bad_stream(self, error: SipParseError, source: Address) -> None:
         """A stream whose framing failed: the core answers what it can, before the close (§18.3)."""
@@ -126,7 +156,10 @@ class Dispatcher(Driver):
         transports = self.transports
         if transports is None:
             return
-        transports.send(data, destination if transports.has_connection(destination) else fallback)
+        target = destination if transports.has_connection(destination) else fallback
+        transports.send(data, target)
+        if self.tracer is not None:  # traced by the worker that writes it, not the one that sent it over
+            self.tracer.sent(data, target)
 
     def on_pair_news(self, pair: str, what: str, role: str, at: float, sender: int) -> None:
         """Another worker (``sender``) saw ``role`` of ``pair`` become ``active`` or be ``lost`` at ``at``."""
@@ -136,6 +169,41 @@ class Dispatcher(Driver):
             return
         core.pair_news(pair, what, role, at, self.clock())
         self._pending = True  # flushed at the end of the hand-over batch
+
+    def on_backlog(self, endpoint: object, level: int) -> None:
+        """A UDP socket fell behind (its receive queue is filling: ``level`` 1 or 2) or caught up (0).
+
+        While any socket is behind, the core sheds new INVITEs from endpoints (503 with
+        Retry-After); at level 2 they are dropped before they are parsed.  The queue then
+        drains instead of overflowing, and the kernel does not drop the ACKs, BYEs and
+        responses of the calls already up (docs/design.md §3, overload).
+        """
+        sockets = self._behind
+        if level:
+            sockets[id(endpoint)] = level
+        else:
+            sockets.pop(id(endpoint), None)
+        self.dropping = any(value > 1 for value in sockets.values())
+        core = self._core
+        if core is None:
+            return
+        core.overloaded = bool(sockets)
+        if level:
+            self._log_overload(core)
+
+    def _log_overload(self, core: ProxyCore) -> None:
+        now = self.clock()
+        shed = core.counters.overload_sheds + core.counters.overload_drops
+        last = self._overload_logged
+        if last is not None and now - last[0] < OVERLOAD_LOG_EVERY:
+            return
+        since = "" if last is None else f" ({shed - last[1]} new INVITEs shed since the last line)"
+        log.warning(
+            "overloaded: a receive queue is filling; new INVITEs from endpoints get 503, or are "
+            "dropped when far behind, until it drains%s",
+            since,
+        )
+        self._overload_logged = (now, shed)
 
     def read_backlog(self) -> None:
         """The sockets' backlog, then what other workers already passed over."""
@@ -156,7 +224,30 @@ class Dispatcher(Driver):
         if core is not None and core.aliases and self.transports is not None:
             for connection, host, port in core.drain_aliases():
                 self.transports.alias(connection, host, port)
+        if core is not None and (core.lookups or core.failed_targets):
+            self._locate(core)
         super().flush()
+
+    def _locate(self, core: ProxyCore) -> None:
+        """RFC 3263: the core's lookups to the locator, and the targets it found failed."""
+        lookups, failed = core.drain_lookups()
+        locator = self.locator
+        if locator is None:
+            for lookup in lookups:
+                core.located(lookup.key, (), self.clock())
+            return
+        for target in failed:
+            locator.failed(target)
+        for lookup in lookups:
+            locator.locate(lookup)
+
+    def on_located(self, key: int, targets: list[Address]) -> None:
+        """The locator's answer to the core's lookup ``key``: the targets, in order (maybe none)."""
+        core = self._core
+        if core is None:
+            return
+        core.located(key, targets, self.clock())
+        self.flush()
 
     def send(self, output: Outgoing, transports: Transports) -> None:
         """Count a final response; §18.2.2 when the connection is gone; another worker's connection."""
@@ -171,6 +262,12 @@ class Dispatcher(Driver):
             # answered.
             with contextlib.suppress(SipParseError):
                 self._count_final(response.cseq.method, response.status)
+        elif response is None and self.probe_socket and self._is_probe(output.key, destination):
+            data = message.to_bytes()
+            transports.send_probe(data, destination)  # its Via names that socket
+            if self.tracer is not None:
+                self.tracer.sent(data, destination, probe=True)
+            return
         if destination.reliable and not transports.has_connection(destination):
             fallback = destination
             if response is not None:
@@ -185,7 +282,14 @@ class Dispatcher(Driver):
                 self.handoff.send_out(holder, message.to_bytes(), destination, fallback)
                 return
             destination = fallback
-        transports.send(message.to_bytes(), destination)
+        data = message.to_bytes()
+        transports.send(data, destination)
+        if self.tracer is not None:
+            self.tracer.sent(data, destination)
+
+    def _is_probe(self, key: TransactionKey | None, destination: Address) -> bool:
+        core = self._core
+        return destination.transport == "UDP" and core is not None and core.is_probe(key)
 
     def _pass_on(self, event: HaEvent, core: ProxyCore) -> None:
         """Tell the other workers of a pair's switch or loss.

@@ -6,13 +6,24 @@ from typing import Any, Final, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
-from sipha.config import AdminSection, MonitorSection, PairSection, ProxySection, TlsSection, toml_value
+from sipha.config import (
+    AdminSection,
+    MonitorSection,
+    PairSection,
+    ProxySection,
+    TlsSection,
+    TraceSection,
+    toml_value,
+)
+from sipha.dnsconfig import DnsSection
 
 _SECTIONS: Final = (
     ("proxy", "[proxy]", ProxySection),
     ("monitor", "[monitor]", MonitorSection),
     ("admin", "[admin]", AdminSection),
     ("tls", "[tls]", TlsSection),
+    ("trace", "[trace]", TraceSection),
+    ("dns", "[dns]", DnsSection),
     ("pair", "[[pair]] (one table per pair)", PairSection),
 )
 
@@ -98,6 +109,13 @@ def render_reference() -> str:
         "one, a `tls:` member is verified against its host (a name, or an IP address SAN). Relative",
         "paths are read from the working directory. `sipha check-config` reads the files, checks that",
         "key and certificate match and the certificate's dates, and warns 30 days before expiry.",
+        "",
+        "Tracing (docs/tracing.md): `hep-password` and a `hep-capture-id` other than the default",
+        "require `hep`; a `hep` host name is resolved at start and on reload (a name that does not",
+        "resolve refuses them). `sipha run --trace` turns `log` on whatever the file says.",
+        "",
+        "DNS (docs/design.md §3): `servers` are IP addresses (IPv6 in brackets when a port follows).",
+        "Applied on reload: the cached answers and the targets marked failed are dropped.",
         "",
     ]
     return "\n".join(lines)

@@ -19,7 +19,8 @@ from typing import Final
 
 from sipha.assembly import OWN_SOCKETS, WorkerPlan, WorkerSockets, listen_key
 from sipha.config import Config, parse_address
-from sipha.net.manager import DEFAULT_UDP_BUFFER, check_listen_transport, resolve_listen
+from sipha.net.listen import check_listen_transport, resolve_listen
+from sipha.net.manager import DEFAULT_UDP_BUFFER
 from sipha.net.udp import open_udp_socket
 from sipha.net.workers import bind_shared, handoff_pairs, probe_exclusive, refused_if_in_use
 

@@ -91,6 +91,7 @@ def test_answer_just_before_expiry_keeps_the_member_and_the_next_probe_at_the_pe
 
 def test_no_answer_within_oos_check_makes_the_pair_unknown_and_probes_the_other_member_at_once() -> None:
     harness = active_at_105()
+    harness.at(109.9)  # asked again at each quarter of the period meanwhile (tests/ha/test_loss.py)
     out = harness.at(110.0)
     assert kinds(out) == ["PairUnknown", "Probe:backup"]
     unknown = of_type(out, PairUnknown)[0]
@@ -282,7 +283,7 @@ def test_a_request_from_the_active_member_changes_nothing() -> None:
     harness = active_at_105()
     assert harness.request(PRIMARY) == []
     assert harness.monitor.active == PRIMARY
-    assert harness.monitor.next_deadline() == 110.0
+    assert harness.monitor.next_deadline() == 105.0 + CHECK / 4  # the unanswered period's re-ask
 
 
 def test_a_request_from_another_port_of_a_member_ip_is_not_from_the_member() -> None:
@@ -431,8 +432,8 @@ def test_split_brain_evidence_refreshes_the_window() -> None:
     assert harness.request(BACKUP) == []  # the backup still acts as primary: evidence at 106
     out = harness.at(107.5)  # the primary's next probe; the flag holds until 111
     assert kinds(out) == ["Probe:primary"]
-    assert harness.monitor.next_deadline() == 111.0
     harness.answer(harness.last_probe(PRIMARY))
+    assert harness.monitor.next_deadline() == 111.0
     assert kinds(harness.at(111.0)) == ["SplitBrain"]
     assert not harness.monitor.split_brain
 
@@ -623,7 +624,7 @@ def test_next_deadline_follows_the_state() -> None:
     harness.answer(harness.last_probe())
     assert monitor.next_deadline() == 106.0  # active: oos-check from the answer
     harness.at(106.0)
-    assert monitor.next_deadline() == 111.0  # the period's probe must answer before 111
+    assert monitor.next_deadline() == 107.25  # unanswered: asked again at each quarter of the period
     harness.at(107.0)
     harness.answer(harness.last_probe())
     assert monitor.next_deadline() == 111.0  # answered: the next probe still at the period
@@ -638,6 +639,7 @@ def test_next_deadline_follows_the_state() -> None:
     harness.request(BACKUP)  # evidence at 119: the window now ends at 124
     assert monitor.next_deadline() == 121.0
     harness.at(121.0)
+    harness.answer(harness.last_probe(PRIMARY))
     assert monitor.next_deadline() == 124.0  # the window now comes first (the probe is due at 126)
     harness.at(124.0)
     assert monitor.next_deadline() == 126.0

@@ -8,7 +8,7 @@ import pytest
 
 from sipha.ha import TABLE, TAKEOVER_PROBE_INTERVAL, TAKEOVER_ROWS, Input, Op, Output, State, table_for
 from sipha.ha.machine import Transition
-from sipha.ha.pair import CLAIM_REPORT_INTERVAL
+from sipha.ha.pair import CLAIM_REPORT_INTERVAL, PERIOD_REASKS
 from tests.ha.support import BACKUP, CHECK, FORCE, PRIMARY, Harness, kinds
 
 Setup = Callable[[float], Harness]
@@ -56,6 +56,13 @@ def active_probing(takeover: float) -> Harness:
     return harness
 
 
+def active_asked(takeover: float) -> Harness:
+    """Active, this period's probe (#2, 105) unanswered and asked again at each quarter: due at 110."""
+    harness = active_probing(takeover)
+    harness.advance(CHECK * PERIOD_REASKS / (PERIOD_REASKS + 1))
+    return harness
+
+
 def active_with_leftovers(takeover: float) -> Harness:
     """Restored on the primary at 104 (probe #3), with #1 (primary) and #2 (backup) still outstanding."""
     harness = out_of_service(takeover)
@@ -65,11 +72,12 @@ def active_with_leftovers(takeover: float) -> Harness:
 
 
 def active_split(takeover: float) -> Harness:
-    """Split brain since 106 (the backup answered #2 alive); the 109 probe already sent."""
+    """Split brain since 106 (the backup answered #2 alive); the 109 probe already sent and answered."""
     harness = active_with_leftovers(takeover)
     harness.advance(2.0)
     harness.answer(harness.probes()[1])
     harness.advance(3.5)
+    harness.answer(harness.last_probe(PRIMARY))
     assert harness.monitor.split_brain
     return harness
 
@@ -134,7 +142,14 @@ SCENARIOS: dict[tuple[State, Input], tuple[Setup, Action]] = {
     ),
     (State.ACTIVE, Input.PERIOD_ANSWERED): (active, lambda h: h.advance(CHECK)),
     (State.ACTIVE, Input.ALIVE_ACTIVE): (active_probing, lambda h: h.answer(h.last_probe())),
-    (State.ACTIVE, Input.PERIOD_SILENT): (active_probing, lambda h: h.advance(CHECK)),
+    (State.ACTIVE, Input.PERIOD_UNANSWERED): (
+        active_probing,
+        lambda h: h.advance(CHECK / (PERIOD_REASKS + 1)),
+    ),
+    (State.ACTIVE, Input.PERIOD_SILENT): (
+        active_asked,
+        lambda h: h.advance(CHECK / (PERIOD_REASKS + 1)),
+    ),
     (State.ACTIVE, Input.NOT_ALIVE_CYCLE): (active_probing, lambda h: h.answer(h.last_probe(), 503)),
     (State.ACTIVE, Input.FAILED_CYCLE): (active_probing, lambda h: h.fail(h.last_probe())),
     (State.ACTIVE, Input.NEGATIVE_STALE): (active_with_leftovers, lambda h: h.fail(h.probes()[0])),
@@ -198,6 +213,7 @@ OP_OUTPUT: dict[Op, tuple[str, ...]] = {
     Op.PROBE_OTHER_FIRST: ("Probe",),
     Op.PROBE_NEXT: ("Probe",),
     Op.PROBE_ACTIVE: ("Probe",),
+    Op.PROBE_AGAIN: ("Probe",),
     Op.PROBE_CLAIMANT: ("Probe",),  # the scenarios send no claim within a probe interval before
     Op.START_TAKEOVER: ("Probe", "Probe"),
     Op.PROBE_BOTH: ("Probe", "Probe"),

@@ -46,6 +46,8 @@ class Pair:
     backup: int
     transport: str = "udp"
     serving: bool = True
+    domains: list[str] = field(default_factory=list)
+    """``match = { domain = [...] }``: the Request-URI domains this pair serves."""
 
 
 @dataclass
@@ -82,6 +84,7 @@ def write_config(path: Path, port: int, pairs: list[Pair], *, extra: str = "") -
             f'primary = "{pair.transport}:{HOST}:{pair.primary}"',
             f'backup = "{pair.transport}:{HOST}:{pair.backup}"',
             f"serving = {'true' if pair.serving else 'false'}",
+            *([f"match = {{ domain = {pair.domains!r} }}".replace("'", '"')] if pair.domains else []),
             "",
         ]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -172,9 +175,18 @@ def sipp_server(
 
 
 def run_sipp_client(
-    directory: Path, target: str, *args: str, scenario: str = "uac", timeout: float = 120.0, name: str = "uac"
+    directory: Path,
+    target: str,
+    *args: str,
+    scenario: str = "uac",
+    timeout: float = 120.0,
+    name: str = "uac",
+    port: int | None = None,
 ) -> SippResult:
-    """Run a SIPp client to completion (bounded by ``timeout``) and read its statistics."""
+    """Run a SIPp client to completion (bounded by ``timeout``) and read its statistics.
+
+    ``port``: SIPp's own port (a pair member's, to send as the member); a free one by default.
+    """
     stats_file = directory / f"{name}_stats.csv"
     errors_file = directory / f"{name}_errors.log"
     scenario_args = ["-sn", scenario] if not scenario.endswith(".xml") else ["-sf", scenario]
@@ -185,7 +197,7 @@ def run_sipp_client(
             "-i",
             HOST,
             "-p",
-            str(free_port()),
+            str(port or free_port()),
             "-nostdin",
             "-timeout",
             f"{int(timeout)}s",

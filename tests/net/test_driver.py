@@ -60,6 +60,9 @@ class Sent:
         assert data.startswith(b"OPTIONS")
         self.sent.append(destination)
 
+    def send_probe(self, data: bytes, destination: Address) -> None:
+        self.send(data, destination)
+
     def has_connection(self, destination: Address) -> bool:
         return False
 

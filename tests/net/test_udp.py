@@ -385,3 +385,34 @@ async def test_a_workers_group_on_the_port_refuses_a_single_process_too() -> Non
         manager = Sink().manager()
         with pytest.raises(OSError, match=f"'udp:127.0.0.1:{port}': address in use"):
             await manager.start([("udp", "127.0.0.1", port)])
+
+
+async def test_a_socket_left_with_a_quarter_of_its_buffer_queued_is_behind() -> None:
+    """SO_MEMINFO after a full batch: behind (level 1) while the queue is filling, caught up once read."""
+    reports: list[int] = []
+    sink = Sink()
+    manager = TransportManager(
+        sink.on_message, sink.on_transport_error, on_backlog=lambda _socket, behind: reports.append(behind)
+    )
+    await manager.start([("udp", "127.0.0.1", 0)])
+    try:
+        [endpoint] = manager._udp
+        queued, buffer, _ = endpoint.queued()
+        assert (queued, buffer > 0) == (0, True)
+        target = manager.listen_addresses[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            # Enough datagrams to queue 3/8 of the buffer (each costs its truesize, more than
+            # its payload), sent before the loop gets a chance to read them.
+            sender.sendto(b"x" * 1000, (target.host, target.port))
+            truesize = endpoint.queued()[0]
+            for _ in range(buffer * 3 // 8 // truesize + 64):
+                sender.sendto(b"x" * 1000, (target.host, target.port))
+        assert buffer // 4 < endpoint.queued()[0] < buffer // 2
+        endpoint.read(64)
+        assert reports == [1]
+        assert endpoint.behind == 1
+        manager.read_pending(1_000_000)
+        assert reports == [1, 0]
+        assert endpoint.behind == 0
+    finally:
+        await manager.stop()

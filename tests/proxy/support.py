@@ -7,6 +7,7 @@ from itertools import count
 
 from sipha.ha import AliveCodes, Monitor, MonitorSettings
 from sipha.proxy.core import ProxyCore, ProxySettings
+from sipha.proxy.targets import Lookup
 from sipha.proxy.view import ConfiguredView, PairSpec
 from sipha.sip import Request, Response, parse_message
 from sipha.sip.address import Address
@@ -34,6 +35,10 @@ class Harness:
     core: ProxyCore
     now: float = 0.0
     sent: list[SendMessage] = field(default_factory=list)
+    lookups: list[Lookup] = field(default_factory=list)
+    """The RFC 3263 lookups the core asked for (answered by :meth:`locate`)."""
+    failed_targets: list[Address] = field(default_factory=list)
+    """The RFC 3263 targets the core reported as failed."""
 
     def feed(self, data: bytes, source: Address = ALICE) -> list[SendMessage]:
         self.core.receive(data, source, self.now)
@@ -49,7 +54,18 @@ class Harness:
         self.core.transport_error(destination, self.now)
         return self._collect()
 
+    def locate(self, *targets: Address) -> list[SendMessage]:
+        """The driver's part of RFC 3263: every lookup asked for so far gets ``targets`` (or none)."""
+        lookups, failed = self.core.drain_lookups()
+        self.lookups += lookups
+        self.failed_targets += failed
+        for lookup in lookups:
+            self.core.located(lookup.key, targets, self.now)
+        return self._collect()
+
     def _collect(self) -> list[SendMessage]:
+        self.failed_targets += self.core.failed_targets
+        self.core.failed_targets.clear()
         out = self.core.drain()
         self.sent.extend(out)
         return out

@@ -108,6 +108,13 @@ def expiring() -> Harness:
     return h
 
 
+def locating() -> Harness:
+    """A request from a member to a host name, whose RFC 3263 targets are being looked up."""
+    h = harness(timer_c=TIMER_C)
+    h.feed(invite(uri="sip:bob@carrier.example.net", via_host="127.0.0.1:5070"), PRIMARY)
+    return h
+
+
 def completed() -> Harness:
     h = harness(timer_c=TIMER_C)
     h.feed(response_to(forward_invite(h), 200, "OK"), PRIMARY)
@@ -141,6 +148,7 @@ PATHS: dict[State, Callable[[], Harness]] = {
     State.INITIAL: initial,
     State.HELD: held,
     State.CALLING: calling,
+    State.LOCATING: locating,
     State.SUSPENDED: suspended,
     State.PROCEEDING: proceeding,
     State.CANCEL_PENDING: cancel_pending,
@@ -202,7 +210,7 @@ def test_every_row(state: State, event: Input, row: Transition) -> None:
     assert len(upstream(outputs)) == sent, outputs
     assert len(requests_of(outputs, "CANCEL")) == ops.count(Op.SEND_CANCEL)
     assert len(requests_of(outputs, "ACK")) == ops.count(Op.ACK)
-    if Op.GIVE_UP_BRANCH in ops:
+    if Op.GIVE_UP_BRANCH in ops or Op.RETIRE_BRANCH in ops:
         assert context.client is None
     if Op.UNHOLD in ops:
         assert context.held_until is None

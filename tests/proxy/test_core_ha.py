@@ -21,6 +21,7 @@ from sipha.ha import (
     PairUnknown,
     SplitBrain,
 )
+from sipha.ha.pair import PERIOD_REASKS
 from sipha.proxy.core import MAGIC_COOKIE
 from sipha.proxy.routing import RETRY_AFTER_SECONDS
 from sipha.sip import Request, Response
@@ -244,12 +245,13 @@ def test_s2_no_answer_makes_pair_unknown_then_alternates_every_oos_force_until_o
     assert h.core.drain_events() == [PairUnknown("demo", 8.0, "no-answer", PRIMARY_MEMBER)]
     assert len(h.probes(BACKUP)) == 1  # at once, to the other member
     h.advance(2.0)  # t = 10: the backup silent too (the primary already was): out of service
-    assert [len(h.probes(PRIMARY)), len(h.probes(BACKUP))] == [3, 1]
+    # (the primary's silent period was asked again at each quarter: PERIOD_REASKS more probes)
+    assert [len(h.probes(PRIMARY)), len(h.probes(BACKUP))] == [3 + PERIOD_REASKS, 1]
     events = h.core.drain_events()
     assert events == [PairOutOfService("demo", 10.0, (PRIMARY_MEMBER, BACKUP_MEMBER))]
     assert events[0].event_id == EVENT_PAIR_UNAVAILABLE == 40001
     h.advance(2.0)  # t = 12: the alternation goes on, to the backup
-    assert [len(h.probes(PRIMARY)), len(h.probes(BACKUP))] == [3, 2]
+    assert [len(h.probes(PRIMARY)), len(h.probes(BACKUP))] == [3 + PERIOD_REASKS, 2]
     h.advance(1.0)
     h.answer_probes(BACKUP)  # t = 13: the backup answers: it becomes active
     assert active(h) == BACKUP_MEMBER

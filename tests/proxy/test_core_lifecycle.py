@@ -58,6 +58,47 @@ def retry_after(h: Harness) -> list[str | None]:
 # ---------------------------------------------------------------------- overload control
 
 
+def test_behind_sheds_new_invites_from_endpoints_only() -> None:
+    """docs/design.md §3, overload: while the driver says sipha is behind, a new call from an
+    endpoint gets 503 with Retry-After, sent without a transaction (no retransmissions to a
+    caller that never ACKs); what is under way keeps flowing: the INVITE's retransmission,
+    re-INVITEs, BYEs, CANCELs and a SIP server's new call."""
+    h = harness()
+    assert new_invite(h, 1) == [100]
+    admitted = invite(call_id="call-1@alice", branch="z9hG4bK-alice-1")
+    h.core.overloaded = True
+    transactions = len(h.core.txn)
+    assert new_invite(h, 2) == [503]  # no 100 Trying: no transaction
+    assert len(h.core.txn) == transactions
+    assert retry_after(h) == [str(OVERLOAD_RETRY_AFTER)]
+    assert (h.core.counters.overload_sheds, h.core.counters.overload_rejections) == (1, 0)
+    [shed] = [r for r in responses(h.sent, ALICE) if r.status == 503]
+    # Its ACK (same branch, the 503's To tag) ends here: nothing is forwarded.
+    ack = invite(
+        method="ACK", call_id="call-2@alice", branch="z9hG4bK-alice-2", to_tag=shed.to.tag or "", body=b""
+    )
+    assert h.feed(ack) == []
+    # The admitted INVITE's retransmission is its server transaction's (§17.2.1), not a new call.
+    assert statuses(h.feed(admitted)) == [100]
+    sent = h.feed(invite(to_tag="srv1", branch="z9hG4bK-reinvite-1", cseq=10))
+    assert statuses(sent) == [100]
+    assert only(sent, PRIMARY)
+    sent = h.feed(invite(method="BYE", to_tag="srv1", branch="z9hG4bK-bye-1", cseq=11, body=b""))
+    assert as_request(only(sent, PRIMARY)).method == "BYE"
+    sent = h.feed(cancel(call_id="call-1@alice", branch="z9hG4bK-alice-1"))
+    assert 200 in statuses(sent)
+    # A SIP server's new call (docs/design.md §3 rule 3) keeps priority.
+    from_member = invite(call_id="from-server", branch="z9hG4bK-srv-1", uri="sip:bob@127.0.0.1:5099")
+    sent = h.feed(from_member, PRIMARY)
+    assert [m.destination for m in sent] == [PRIMARY, Address("UDP", "127.0.0.1", 5099)]
+    assert h.core.counters.overload_sheds == 1
+    h.core.overloaded = False
+    assert new_invite(h, 3) == [100]
+    # No transaction: the 503 is never retransmitted (Timer G), whatever the caller does.
+    h.advance(40.0)
+    assert [r.status for r in responses(h.sent, ALICE)].count(503) == 1
+
+
 def test_overload_rate_10_passes_a_burst_of_10_and_refuses_the_11th() -> None:
     h = harness(overload_rate=10.0)
     h.now = 100.0  # a clock far from 0: float differences must still refill whole tokens

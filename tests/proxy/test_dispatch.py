@@ -8,9 +8,21 @@ import pytest
 
 from sipha.dispatch import TIMER_GRID, Dispatcher
 from sipha.ha import HaEvent
+from sipha.proxy.core import ProxyCore
+from sipha.proxy.settings import ProxySettings
 from sipha.sip import Request, parse_message
 from sipha.sip.address import Address
-from tests.proxy.support import ALICE, PRIMARY, PROXY, harness, invite, response_to
+from tests.proxy.support import (
+    ALICE,
+    PRIMARY,
+    PROXY,
+    RECORD_ROUTE,
+    demo_monitor,
+    harness,
+    invite,
+    make_view,
+    response_to,
+)
 
 ALICE_TCP = Address("TCP", "127.0.0.1", 40000)
 
@@ -22,9 +34,13 @@ class SentLog:
     sent: list[tuple[bytes, Address]] = field(default_factory=list)
     connections: set[Address] = field(default_factory=set)
     aliases: list[tuple[Address, str, int]] = field(default_factory=list)
+    probes: list[tuple[bytes, Address]] = field(default_factory=list)
 
     def send(self, data: bytes, destination: Address) -> None:
         self.sent.append((data, destination))
+
+    def send_probe(self, data: bytes, destination: Address) -> None:
+        self.probes.append((data, destination))
 
     def has_connection(self, destination: Address) -> bool:
         return destination in self.connections
@@ -168,3 +184,107 @@ def harness_request(data: bytes) -> Request:
     message = parse_message(data)
     assert isinstance(message, Request)
     return message
+
+
+def ha_wiring(*, probe_socket: bool) -> Wiring:
+    """A dispatcher over a core with the demo pair's monitor, not started yet."""
+    view = make_view()
+    core = ProxyCore(
+        ProxySettings(record_route=RECORD_ROUTE, via={"UDP": ("127.0.0.1", 5060)}),
+        view,
+        monitor=demo_monitor(view, oos_check=5.0, oos_force=5.0, takeover=5.0),
+    )
+    w = wiring()
+    w.dispatch.core = core
+    if probe_socket:
+        core.use_probe_port("UDP", 40999)
+        w.dispatch.probe_socket = True
+    core.start(w.now[0])
+    w.dispatch.flush()
+    return w
+
+
+def test_probes_leave_from_the_monitors_socket_naming_it_in_via() -> None:
+    """docs/design.md §2: the OPTIONS answers come back to a socket call traffic cannot fill."""
+    w = ha_wiring(probe_socket=True)
+    assert w.transports.sent == []
+    [(data, destination)] = w.transports.probes
+    assert destination == PRIMARY
+    assert data.startswith(b"OPTIONS ")
+    assert b"Via: SIP/2.0/UDP 127.0.0.1:40999;" in data
+    # Its retransmission (Timer E, RFC 3261 §17.1.2.2) leaves from there too.
+    w.now[0] += 0.5
+    w.dispatch.on_timer()
+    assert len(w.transports.probes) == 2
+    assert w.transports.probes[1][0] == data
+    assert w.transports.sent == []
+
+
+def test_without_a_probe_socket_probes_name_the_listen_port() -> None:
+    w = ha_wiring(probe_socket=False)
+    assert w.transports.probes == []
+    [(data, destination)] = w.transports.sent
+    assert destination == PRIMARY
+    assert b"Via: SIP/2.0/UDP 127.0.0.1:5060;" in data
+
+
+def test_requests_and_responses_of_calls_never_use_the_probe_socket() -> None:
+    w = ha_wiring(probe_socket=True)
+    core = w.dispatch.core
+    assert core is not None
+    core.receive(response_to(harness_request(w.transports.probes[0][0]), 200, "OK"), PRIMARY, w.now[0])
+    w.dispatch.on_message(invite(), ALICE, PROXY)
+    w.dispatch.on_batch_end()
+    assert [destination for _, destination in w.transports.sent] == [ALICE, PRIMARY]
+    assert len(w.transports.probes) == 1
+
+
+def test_new_calls_are_shed_while_any_socket_is_behind() -> None:
+    """docs/design.md §5: a filling receive queue sheds new INVITEs until every socket caught up."""
+    w = wiring()
+    core = w.dispatch.core
+    assert core is not None
+    first, second = object(), object()
+    w.dispatch.on_backlog(first, 1)
+    w.dispatch.on_backlog(second, 1)
+    assert core.overloaded
+    assert not w.dispatch.dropping
+    w.dispatch.on_backlog(first, 0)
+    assert core.overloaded  # the other one is still behind
+    w.dispatch.on_message(invite(), ALICE, PROXY)
+    w.dispatch.on_batch_end()
+    [(data, destination)] = w.transports.sent  # no transaction, no 100 Trying
+    assert destination == ALICE
+    assert data.startswith(b"SIP/2.0 503 ")
+    assert b"Retry-After: 1\r\n" in data
+    assert core.counters.overload_sheds == 1
+    w.dispatch.on_backlog(second, 0)
+    assert getattr(core, "overloaded") is False  # noqa: B009 - mypy narrowed it to True above
+    w.dispatch.on_message(invite(call_id="two", branch="z9hG4bK-alice-2"), ALICE, PROXY)
+    w.dispatch.on_batch_end()
+    assert [destination for _, destination in w.transports.sent[1:]] == [ALICE, PRIMARY]
+
+
+def test_far_behind_new_invites_from_endpoints_are_dropped_unparsed() -> None:
+    """Level 2: a new INVITE costs nothing more than a look at its bytes; the rest flows."""
+    w = wiring()
+    core = w.dispatch.core
+    assert core is not None
+    w.dispatch.on_backlog(object(), 2)
+    assert w.dispatch.dropping
+    w.dispatch.on_message(invite(), ALICE, PROXY)
+    w.dispatch.on_batch_end()
+    assert w.transports.sent == []
+    assert (core.counters.overload_drops, core.counters.requests_in) == (1, 0)
+    # In a dialog (To tag): parsed and forwarded.  From a pair member: forwarded too.
+    w.dispatch.on_message(invite(to_tag="srv1", branch="z9hG4bK-re-1", cseq=2), ALICE, PROXY)
+    from_member = invite(call_id="srv", branch="z9hG4bK-srv-1", uri="sip:bob@127.0.0.1:5099")
+    w.dispatch.on_message(from_member, PRIMARY, PROXY)
+    w.dispatch.on_batch_end()
+    assert [destination for _, destination in w.transports.sent] == [
+        ALICE,
+        PRIMARY,
+        PRIMARY,
+        Address("UDP", "127.0.0.1", 5099),
+    ]
+    assert core.counters.overload_drops == 1

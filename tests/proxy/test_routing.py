@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from sipha.ha import Member
-from sipha.proxy.routing import RETRY_AFTER_SECONDS, Answer, Forward, decide, uri_address
+from sipha.proxy.routing import RETRY_AFTER_SECONDS, Answer, Forward, Locate, decide, uri_address
 from sipha.proxy.view import ConfiguredView, PairSpec
 from sipha.sip import Request, SipUri, parse_uri
 from sipha.sip.address import Address
@@ -184,7 +184,51 @@ def test_rule3_request_from_a_member_follows_its_route(view: ConfiguredView) -> 
     decision = decide(
         req("INVITE", "sip:alice@example.com", "<sip:edge.example.net:5070;transport=tcp;lr>"), PRIMARY, view
     )
-    assert decision == Forward(Address("TCP", "edge.example.net", 5070))
+    assert decision == Forward(
+        Address("TCP", "edge.example.net", 5070), locate=Locate("edge.example.net", 5070, "tcp", secure=False)
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "routes", "locate"),
+    [
+        # §16.6 step 7, RFC 3263 §4.1: no port and no transport: NAPTR and SRV choose them.
+        ("sip:bob@carrier.example.net", (), Locate("carrier.example.net", None, None, secure=False)),
+        ("sip:bob@carrier.example.net:5070", (), Locate("carrier.example.net", 5070, None, secure=False)),
+        ("sips:bob@carrier.example.net", (), Locate("carrier.example.net", None, None, secure=True)),
+        # RFC 3263 §4: "If the URI contains an maddr parameter, TARGET is the maddr".
+        ("sip:bob@10.0.0.9;maddr=edge.example.net", (), Locate("edge.example.net", None, None, secure=False)),
+        # §16.6 step 7: a SIPS Request-URI is located as SIPS, whatever the Route's scheme.
+        (
+            "sips:bob@carrier.example.net",
+            ("<sip:edge.example.net;lr>",),
+            Locate("edge.example.net", None, None, secure=True),
+        ),
+    ],
+)
+def test_rule3_a_next_hop_named_by_a_host_name_is_located(
+    view: ConfiguredView, uri: str, routes: tuple[str, ...], locate: Locate
+) -> None:
+    decision = decide(req("INVITE", uri, *routes), PRIMARY, view)
+    assert isinstance(decision, Forward)
+    assert decision.locate == locate
+    assert decision.pair is None
+
+
+@pytest.mark.parametrize(
+    "uri", ["sip:bob@192.0.2.9", "sip:bob@[2001:db8::9]:5070", "sip:bob@x;maddr=192.0.2.9"]
+)
+def test_rule3_an_ip_next_hop_needs_no_lookup(view: ConfiguredView, uri: str) -> None:
+    decision = decide(req("INVITE", uri), PRIMARY, view)
+    assert isinstance(decision, Forward)
+    assert decision.locate is None
+
+
+def test_rule3_a_sips_request_to_a_host_name_over_udp_is_refused(view: ConfiguredView) -> None:
+    """§26.2.2: SIPS needs TLS on every hop; a next hop that asks for UDP cannot be located as SIPS."""
+    decision = decide(req("INVITE", "sips:bob@carrier.example.net;transport=udp"), PRIMARY, view)
+    assert isinstance(decision, Answer)
+    assert decision.status == 416
 
 
 def test_rule3_source_port_must_match_the_member(view: ConfiguredView) -> None:

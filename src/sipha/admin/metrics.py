@@ -36,6 +36,8 @@ _COUNTER_HELP = {
     "stray_responses_dropped": "responses that matched no transaction and were dropped",
     "loops_detected": "requests refused as looping (482)",
     "reoffered": "ringing INVITEs moved from a member that died to the member that took over",
+    "overload_sheds": "new INVITEs from endpoints answered 503 because sipha was behind on a receive queue",
+    "overload_drops": "new INVITEs from endpoints dropped unparsed because sipha was far behind",
 }
 
 
@@ -91,6 +93,7 @@ class SiphaCollector(Collector):
         )
         yield from self._transport()
         yield from self._tls()
+        yield from self._trace()
         yield from self._pairs()
 
     def _transport(self) -> Iterator[Metric]:
@@ -135,6 +138,21 @@ class SiphaCollector(Collector):
                 "Unix time at which this instance's certificate expires (not after)",
                 value=certificate["not_after_timestamp"],
             )
+
+    def _trace(self) -> Iterator[Metric]:
+        trace = self.source.trace.status()
+        yield CounterMetricFamily(
+            "sipha_trace_hep_sent", "SIP messages sent as HEP packets to [trace] hep", value=trace["hep_sent"]
+        )
+        dropped = CounterMetricFamily(
+            "sipha_trace_hep_dropped",
+            "SIP messages not sent to [trace] hep: buffer_full (the socket's buffer), send_error "
+            "(e.g. the collector's port unreachable), unencodable (an address not an IP, over 64 KiB)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(trace["hep_dropped"].items()):
+            dropped.add_metric([reason], count)
+        yield dropped
 
     def _pairs(self) -> Iterator[Metric]:
         core = self.source.core

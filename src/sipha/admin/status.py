@@ -11,6 +11,7 @@ from sipha.admin.telemetry import Telemetry, iso
 from sipha.ha import Member
 from sipha.proxy.core import ProxyCore
 from sipha.sip.address import Address
+from sipha.trace.export import Tracing
 
 
 class AdminSource(Protocol):
@@ -22,6 +23,7 @@ class AdminSource(Protocol):
 
     core: ProxyCore | None
     telemetry: Telemetry
+    trace: Tracing
 
     @property
     def listen_addresses(self) -> list[Address]:
@@ -169,6 +171,7 @@ def build_status(source: AdminSource, demo: DemoControl | None = None) -> dict[s
         ],
         "pairs": pairs_status(source),
         "tls": source.tls_status(),
+        "trace": source.trace.status(),
         "events": list(source.telemetry.events),
         "demo": None if demo is None else demo.status(),
     }

@@ -47,7 +47,8 @@ class Input(Enum):
     START = "start, monitoring on"
     START_UNMONITORED = "start, oos-check = 0"
     PERIOD_ANSWERED = "oos-check expired, the active member answered"
-    PERIOD_SILENT = "oos-check expired, the active member did not answer"
+    PERIOD_SILENT = "oos-check expired, the active member answered none of the period's probes"
+    PERIOD_UNANSWERED = "a quarter of oos-check passed and the active member has not answered this period yet"
     FORCE = "oos-force expired"
     FORCE_ROUND = "oos-force expired, both members probed and silent since the pair became unknown"
     ALIVE_ACTIVE = "alive answer from the active member"
@@ -79,6 +80,7 @@ class Op(Enum):
     PROBE_OTHER_FIRST = "probe the member that was not active now; next alternate probe after oos-force"
     PROBE_NEXT = "probe the next member in the alternation now; next one after oos-force"
     PROBE_ACTIVE = "probe the active member now; it must answer within oos-check"
+    PROBE_AGAIN = "probe the active member again now (same period: an answer to any of its probes counts)"
     PROBE_CLAIMANT = "probe the member that sent the request now (one probe per probe interval)"
     START_TAKEOVER = "open the takeover window (takeover-timeout): probe both members now"
     PROBE_BOTH = "probe both members now; again after the takeover probe interval"
@@ -125,9 +127,21 @@ _PERIOD = (
 _SILENT = (
     "§2: If X does not answer before oos-check expires, the pair becomes unknown. classic: SIP Proxy "
     "activates the oos-force timeout and starts sending OPTIONS messages alternatively to both servers. "
-    "Decision: the first one goes out now, to the member that was not active (X has just had its probe)."
+    "Decision: 'does not answer' is no alive answer to any of the period's probes (the first one, its "
+    "retransmissions, and the ones sent at each quarter of the period while it was unanswered: one "
+    "lost datagram is not a dead member). The first alternate probe goes out now, to the member that "
+    "was not active (X has just had its probes)."
 )
 _ANSWERED = "§2: if X answers within oos-check, wait for oos-check to expire, then send the next one."
+_UNANSWERED = (
+    "classic: If the SIP Server does not respond before the timeout expires, SIP Proxy activates the "
+    "oos-force timeout. Decision (§2, loss is not death): a member that does not respond is one that "
+    "answers none of the OPTIONS it is sent in the period, not one whose single OPTIONS (or answer) "
+    "was lost. The period's probe is retransmitted per Timer E (RFC 3261 §17.1.2.2: at T1, 3*T1, ...), "
+    "which fits once in a period of 1 s; so while it is unanswered the member is asked again, on a new "
+    "transaction, at each quarter of the period. The timeout itself is unchanged: a dead member is "
+    "still found silent at oos-check."
+)
 _NOT_ALIVE = (
     "§2: What counts as an answer: a final response whose code is in alive-codes. A backup in backup "
     "mode ... answers with a code outside alive-codes. Decision: that final answer settles the period "
@@ -243,6 +257,7 @@ TABLE: Final[Mapping[tuple[State, Input], Transition]] = {
     # ------------------------------------------------------------------ active: the oos-check cycle
     (_S.ACTIVE, _I.PERIOD_ANSWERED): Transition(_S.ACTIVE, (_O.PROBE_ACTIVE,), _PERIOD),
     (_S.ACTIVE, _I.ALIVE_ACTIVE): Transition(_S.ACTIVE, (_O.MARK_ANSWERED,), _ANSWERED),
+    (_S.ACTIVE, _I.PERIOD_UNANSWERED): Transition(_S.ACTIVE, (_O.PROBE_AGAIN,), _UNANSWERED),
     (_S.ACTIVE, _I.PERIOD_SILENT): Transition(
         _S.UNKNOWN, (_O.SPLIT_END, _O.EMIT_UNKNOWN, _O.PROBE_OTHER_FIRST), _SILENT, unknown="no-answer"
     ),

@@ -13,7 +13,9 @@ share one query; every query has a timeout; and a target that failed recently
 is tried last, keyed by ``(transport, IP, port)`` so that one dead server does
 not demote the healthy servers that share its DNS name.
 
-Nothing here is wired into the send path yet (docs/design.md §3, rule 3).
+The proxy's next hops named by host names are located with it
+(:mod:`sipha.net.locate`, docs/design.md §3 rule 3), and event 40000 looks the
+pool up with it (:mod:`sipha.poolcheck`); ``[dns]`` configures it.
 """
 
 from __future__ import annotations
@@ -149,6 +151,35 @@ class SipResolver:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - load spreading, not secrets
+        self._backend: dns.asyncresolver.Resolver | None = None
+        # (name, type) -> answer; insertion ordered, so the first entry is the oldest to evict.
+        self._cache: dict[_Key, _Entry] = {}
+        # Concurrent lookups of one (name, type) share one query.
+        self._inflight: dict[_Key, asyncio.Task[_Entry]] = {}
+        # (transport, IP, port) -> until when it counts as failed.
+        self._failed: dict[tuple[str, str, int], float] = {}
+        self.nameservers: list[tuple[str, int]] | None = None
+        self.timeout = self.min_ttl = self.max_ttl = self.negative_ttl = 0.0
+        self.configure(
+            nameservers=nameservers,
+            timeout=timeout,
+            min_ttl=min_ttl,
+            max_ttl=max_ttl,
+            negative_ttl=negative_ttl,
+        )
+
+    def configure(
+        self,
+        *,
+        nameservers: list[tuple[str, int]] | None,
+        timeout: float,
+        min_ttl: float,
+        max_ttl: float,
+        negative_ttl: float = 30,
+    ) -> None:
+        """New settings (``[dns]`` on a reload); what was cached under the old ones is forgotten."""
         if timeout <= 0 or min_ttl < 0 or max_ttl < min_ttl or negative_ttl < 0:
             raise ValueError(
                 f"need timeout > 0 and 0 <= min_ttl <= max_ttl, negative_ttl >= 0: timeout={timeout}, "
@@ -159,15 +190,8 @@ class SipResolver:
         self.min_ttl = min_ttl
         self.max_ttl = max_ttl
         self.negative_ttl = negative_ttl
-        self._clock = clock
-        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - load spreading, not secrets
-        self._backend: dns.asyncresolver.Resolver | None = None
-        # (name, type) -> answer; insertion ordered, so the first entry is the oldest to evict.
-        self._cache: dict[_Key, _Entry] = {}
-        # Concurrent lookups of one (name, type) share one query.
-        self._inflight: dict[_Key, asyncio.Task[_Entry]] = {}
-        # (transport, IP, port) -> until when it counts as failed.
-        self._failed: dict[tuple[str, str, int], float] = {}
+        self._backend = None  # made again on the next query, with the new servers
+        self.clear()
 
     # -- RFC 3263 §4 ---------------------------------------------------------------------------
 
@@ -328,7 +352,7 @@ class SipResolver:
 
     # -- RFC 3263 §4.3: failed targets ---------------------------------------------------------
 
-    def mark_failed(self, target: Target, for_seconds: float) -> None:
+    def mark_failed(self, target: Target | Address, for_seconds: float) -> None:
         """Have :meth:`targets` put ``target`` last for ``for_seconds`` (<= 0: forget it failed).
 
         RFC 3263 §4.3: "For SIP requests, failure occurs if the transaction

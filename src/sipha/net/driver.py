@@ -77,11 +77,25 @@ class Transports(Protocol):
     def send(self, data: bytes, destination: Address) -> None:
         """Send (or queue) ``data``; failures are reported through the transport's callback."""
 
+    def send_probe(self, data: bytes, destination: Address) -> None:
+        """Send a pair monitor's probe from the monitor's own socket (where there is one)."""
+        ...
+
     def has_connection(self, destination: Address) -> bool:
         """Whether a stream connection to ``destination`` is open."""
 
     def alias(self, connection: Address, host: str, port: int) -> bool:
         """RFC 5923: use the TLS connection from ``connection`` for requests to ``host:port`` too."""
+
+
+class Tracer(Protocol):
+    """Sees every SIP message from and to the network ([trace], :class:`sipha.trace.tracer.MessageTracer`)."""
+
+    def received(self, data: bytes, source: Address, local: Address) -> None:
+        """A message the transports gave the driver, as received."""
+
+    def sent(self, data: bytes, destination: Address, *, probe: bool = False) -> None:
+        """A message handed to the transports (``probe``: from the pair monitor's socket)."""
 
 
 def _no_clock() -> float:
@@ -108,6 +122,8 @@ class Driver:
         self.timer_at: float | None = None
         """When the armed timer fires, None when none is armed."""
         self.grid = grid
+        self.tracer: Tracer | None = None
+        """[trace] on: every message received and sent; None (the default) costs one check each."""
         self._pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -133,7 +149,8 @@ class Driver:
 
     def on_message(self, data: bytes, source: Address, local: Address) -> None:
         """A datagram (sent at the end of its batch) or a framed stream message (sent at once)."""
-        del local
+        if self.tracer is not None:
+            self.tracer.received(data, source, local)
         if source.transport == "UDP":
             self.receive(data, source)
             return
@@ -211,7 +228,10 @@ class Driver:
 
     def send(self, output: Outgoing, transports: Transports) -> None:
         """Hand one message to the transports."""
-        transports.send(output.message.to_bytes(), output.destination)
+        data = output.message.to_bytes()
+        transports.send(data, output.destination)
+        if self.tracer is not None:
+            self.tracer.sent(data, output.destination)
 
     def _call_at(self, fire_at: float) -> None:
         loop = self._loop

@@ -17,10 +17,19 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from sipha.net.addr import parse_ip
+from sipha.net.listen import TRANSPORTS, check_listen_transport, listen_ip
 from sipha.net.resolve import Resolver
 from sipha.net.stats import TransportStats
 from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext, connect
-from sipha.net.tls import OUTCOMES, OnTlsEvent, TlsConnection, TlsSettings, grant_alias
+from sipha.net.tls import (
+    OUTCOMES,
+    OnTlsEvent,
+    TlsSettings,
+    count_outcome,
+    grant_alias,
+    new_tls_connection,
+    retire_renamed,
+)
 from sipha.net.udp import UdpEndpoint, open_udp_socket, set_tos
 from sipha.net.workers import listen_text, refused_if_in_use
 from sipha.sip import DEFAULT_LIMITS, ParserLimits
@@ -36,31 +45,9 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_UDP_BUFFER: Final = 4 * 1024 * 1024
 DEFAULT_UDP_BATCH: Final = 64
 DEFAULT_UDP_QUEUE: Final = 10_000
+PROBE_UDP_BUFFER: Final = 256 * 1024
+"""SO_RCVBUF of the probe socket: it receives only the answers to the monitor's OPTIONS."""
 _STOP_GRACE: Final = 1.0  # seconds connections get to flush their buffers on stop()
-_TRANSPORTS: Final = ("UDP", "TCP", "TLS")
-_TLS_FAILURES_KEPT: Final = 1024
-"""Bound of the table of the last TLS failure per destination (for /status)."""
-
-
-def check_listen_transport(transport: str) -> None:
-    """ValueError unless ``transport`` is one sipha listens on (udp, tcp or tls, any case)."""
-    if transport.upper() not in _TRANSPORTS:
-        raise ValueError(f"unsupported transport {transport!r} (udp, tcp or tls)")
-
-
-def resolve_listen(transport: str, host: str, port: int) -> tuple[socket.AddressFamily, str]:
-    """(family, IP) to bind for a listen entry: an IP literal as is, a name by getaddrinfo.
-
-    Blocking for a name: at start, or in an executor (:meth:`TransportManager.add_listen`).
-    """
-    parsed = parse_ip(host or "0.0.0.0")  # noqa: S104 - an empty host means every interface
-    if parsed is not None:
-        return parsed
-    kind = socket.SOCK_DGRAM if transport.upper() == "UDP" else socket.SOCK_STREAM
-    infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
-    if not infos:  # pragma: no cover - getaddrinfo raises rather than return nothing
-        raise OSError(f"listen host {host!r} does not resolve")
-    return infos[0][0], str(infos[0][4][0])
 
 
 class TransportManager:
@@ -74,7 +61,9 @@ class TransportManager:
     with data queued.  ``on_bad_stream(error, source)``, if given, is called
     on a stream framing error before the connection is closed, so the core
     can answer 400/513 on it.  ``on_batch_end()``, if given, is called after
-    each batch of datagrams a UDP socket delivered (one wakeup's reads).
+    each batch of datagrams a UDP socket delivered (one wakeup's reads);
+    ``on_backlog(socket, level)`` when a UDP socket falls behind (level 1, 2) or catches up (0)
+    (:attr:`sipha.net.udp.UdpEndpoint.behind`).
     """
 
     def __init__(
@@ -96,11 +85,13 @@ class TransportManager:
         ip_tos: int = 0,
         resolver: Resolver | None = None,
         on_batch_end: Callable[[], None] | None = None,
+        on_backlog: Callable[[object, int], None] | None = None,
         tls: TlsSettings | None = None,
         on_tls: OnTlsEvent | None = None,
     ) -> None:
         self._on_message = on_message
         self._on_batch_end = on_batch_end
+        self._on_backlog = on_backlog
         self._on_transport_error = on_transport_error
         self._on_bad_stream = on_bad_stream
         self._limits = limits
@@ -119,6 +110,8 @@ class TransportManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: list[UdpEndpoint] = []
         self._udp_by_family: dict[int, UdpEndpoint] = {}
+        self._probe_udp: dict[int, UdpEndpoint] = {}
+        """The pair monitor's UDP sockets, one per family (:meth:`open_probe_socket`)."""
         self._servers: list[asyncio.Server] = []
         self._listen: list[Address] = []
         self._tcp: TcpContext | None = None
@@ -172,7 +165,7 @@ class TransportManager:
         try:
             for transport, host, port in listens:
                 kind = transport.upper()
-                family, ip = await self._listen_ip(loop, kind, host, port)
+                family, ip = await listen_ip(loop, kind, host, port)
                 if kind == "UDP":
                     self._start_udp(loop, family, ip, port)
                 else:
@@ -180,14 +173,6 @@ class TransportManager:
         except BaseException:
             await self.stop()
             raise
-
-    async def _listen_ip(
-        self, loop: asyncio.AbstractEventLoop, kind: str, host: str, port: int
-    ) -> tuple[socket.AddressFamily, str]:
-        parsed = parse_ip(host or "0.0.0.0")  # noqa: S104 - an empty host means every interface
-        if parsed is not None:
-            return parsed
-        return await loop.run_in_executor(None, resolve_listen, kind, host, port)
 
     def _start_udp(
         self, loop: asyncio.AbstractEventLoop, family: socket.AddressFamily, ip: str, port: int
@@ -202,6 +187,16 @@ class TransportManager:
     def _serve_udp(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, family: int, *, recverr: bool
     ) -> None:
+        endpoint = self._udp_endpoint(loop, sock, recverr=recverr)
+        self._udp.append(endpoint)
+        # RFC 3261 §18.2.2 lets a response leave from any socket; the first one of the family
+        # is the one whose address the core should put in Via (see local_address).
+        self._udp_by_family.setdefault(family, endpoint)
+        self._listen.append(endpoint.local)
+
+    def _udp_endpoint(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, *, recverr: bool
+    ) -> UdpEndpoint:
         set_tos(sock, self._ip_tos)
         endpoint = UdpEndpoint(
             loop,
@@ -213,13 +208,48 @@ class TransportManager:
             batch=self._udp_batch,
             queue_limit=self._udp_queue_limit,
             on_batch_end=self._on_batch_end,
+            on_backlog=self._on_backlog,
         )
         endpoint.start()
-        self._udp.append(endpoint)
-        # RFC 3261 §18.2.2 lets a response leave from any socket; the first one of the family
-        # is the one whose address the core should put in Via (see local_address).
-        self._udp_by_family.setdefault(family, endpoint)
-        self._listen.append(endpoint.local)
+        return endpoint
+
+    def open_probe_socket(self, family: int = socket.AF_INET) -> Address:
+        """A UDP socket of the pair monitor's own, on the IP of the first UDP listen of ``family``.
+
+        The OPTIONS probes leave from it (:meth:`send_probe`) and name its port in Via, so
+        their answers land in a buffer that call traffic cannot fill: under overload the
+        listen socket drops datagrams, and a lost answer must not make a pair unknown
+        (docs/design.md §2).  Not a listen address: nothing else is sent to it.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("TransportManager not started")
+        existing = self._probe_udp.get(family)
+        if existing is not None:
+            return existing.local
+        listen = self._udp_by_family.get(family)
+        if listen is None:
+            raise LookupError(f"no UDP listen address of family {socket.AddressFamily(family).name}")
+        sock, recverr = open_udp_socket(
+            socket.AddressFamily(family),
+            listen.local.host.strip("[]"),
+            0,
+            buffer_size=PROBE_UDP_BUFFER,
+            reuse_address=False,
+        )
+        endpoint = self._udp_endpoint(loop, sock, recverr=recverr)
+        self._probe_udp[family] = endpoint
+        return endpoint.local
+
+    def send_probe(self, data: bytes, destination: Address) -> None:
+        """Send a probe from the pair monitor's socket (:meth:`open_probe_socket`), else as :meth:`send`."""
+        if destination.transport == "UDP":
+            parsed = parse_ip(destination.host)
+            endpoint = None if parsed is None else self._probe_udp.get(parsed[0])
+            if endpoint is not None and parsed is not None:
+                endpoint.send(data, (parsed[1], destination.port))
+                return
+        self.send(data, destination)
 
     def _accepting(self, kind: str) -> Callable[[], TcpConnection]:
         """The protocol factory of a TCP or TLS listen (TLS: the contexts current at accept time)."""
@@ -236,13 +266,7 @@ class TransportManager:
     def _accept_tls(self, context: TcpContext) -> TcpConnection:
         settings = self.tls
         assert settings is not None  # noqa: S101 - checked at listen
-        assert settings.server is not None  # noqa: S101
-        return TlsConnection(
-            context,
-            tls=settings.server,
-            handshake_timeout=settings.handshake_timeout,
-            on_tls=self._tls_event,
-        )
+        return new_tls_connection(settings, context, None, None, on_tls=self._tls_event)
 
     async def _start_stream(
         self,
@@ -294,22 +318,16 @@ class TransportManager:
         for the transactions under way on it until it idles out.
         """
         self.tls = settings
-        context = self._tls_context
-        if context is None:
-            return
-        names = {} if settings is None else settings.member_names
-        for connection in list(context.connections.values()):
-            if isinstance(connection, TlsConnection) and connection.outbound:
-                remote = connection.remote
-                if remote is not None and names.get((remote.host, remote.port)) != connection.server_hostname:
-                    connection.retire()
+        if self._tls_context is not None:
+            retire_renamed(self._tls_context, settings)
 
     def set_ip_tos(self, tos: int) -> None:
         """A new TOS byte (a reload), 0 = the system default: every socket is marked at once."""
         self._ip_tos = tos
         for context in filter(None, (self._tcp, self._tls_context)):
             context.set_ip_tos(tos)  # its connections and those to come
-        for sock in [udp.sock for udp in self._udp] + [sock for up in self._servers for sock in up.sockets]:
+        udp = [endpoint.sock for endpoint in [*self._udp, *self._probe_udp.values()]]
+        for sock in udp + [sock for up in self._servers for sock in up.sockets]:
             set_tos(sock, tos, reset=True)  # OSError: the kernel refused it
 
     def alias(self, connection: Address, host: str, port: int) -> bool:
@@ -318,15 +336,7 @@ class TransportManager:
         return context is not None and grant_alias(context, connection, host, port)
 
     def _tls_event(self, peer: Address, outbound: bool, outcome: str, text: str) -> None:  # noqa: FBT001
-        self.tls_outcomes[outcome] = self.tls_outcomes.get(outcome, 0) + 1
-        if outbound:
-            key = (peer.host, peer.port)
-            if outcome == "ok":
-                self.tls_failures.pop(key, None)
-            else:
-                if len(self.tls_failures) >= _TLS_FAILURES_KEPT and key not in self.tls_failures:
-                    self.tls_failures.pop(next(iter(self.tls_failures)))
-                self.tls_failures[key] = text
+        count_outcome(self.tls_outcomes, self.tls_failures, peer, outcome, text, outbound=outbound)
         if self._on_tls is not None:
             self._on_tls(peer, outbound, outcome, text)
 
@@ -342,7 +352,7 @@ class TransportManager:
         kind = transport.upper()
         if kind != "UDP":
             self._accepting(kind)  # ValueError now, before anything is bound
-        family, ip = await self._listen_ip(loop, kind, host, port)
+        family, ip = await listen_ip(loop, kind, host, port)
         before = len(self._listen)
         if kind == "UDP":
             self._start_udp(loop, family, ip, port)
@@ -383,10 +393,11 @@ class TransportManager:
 
     async def stop(self) -> None:
         """Close sockets, servers and connections (connections get a moment to flush)."""
-        for endpoint in self._udp:
+        for endpoint in [*self._udp, *self._probe_udp.values()]:
             endpoint.close()
         self._udp.clear()
         self._udp_by_family.clear()
+        self._probe_udp.clear()
         for server in self._servers:
             server.close()
         tasks = list(self._tasks)
@@ -474,7 +485,7 @@ class TransportManager:
         for silence.  Returns the number of datagrams read.
         """
         total = 0
-        for endpoint in list(self._udp):
+        for endpoint in [*self._udp, *self._probe_udp.values()]:
             total += endpoint.read(limit)
         return total
 
@@ -510,7 +521,7 @@ class TransportManager:
             if parsed is not None:
                 self._send_new_connection(context, data, Address(kind, parsed[1], destination.port))
                 return
-        elif kind.upper() in _TRANSPORTS:
+        elif kind.upper() in TRANSPORTS:
             self.send(data, Address(kind.upper(), destination.host, destination.port))
             return
         else:
@@ -555,19 +566,7 @@ class TransportManager:
         if settings is None:
             self._report(destination, "no TLS configured ([tls]) to reach a tls: destination")
             return None
-        member_name = settings.member_names.get((destination.host, destination.port))
-        if member_name is None and name is not None:  # a member configured by host name
-            member_name = settings.member_names.get((name.lower(), destination.port))
-        tls = settings.others if member_name is None else settings.members
-        server_hostname = name if member_name is None else member_name
-        return TlsConnection(
-            context,
-            destination,
-            tls=tls,
-            server_hostname=server_hostname,
-            handshake_timeout=settings.handshake_timeout,
-            on_tls=self._tls_event,
-        )
+        return new_tls_connection(settings, context, destination, name, on_tls=self._tls_event)
 
     async def _connect(self, connection: TcpConnection, destination: Address) -> None:
         loop = self._loop

@@ -1,10 +1,11 @@
-"""Host name resolution: A/AAAA through the event loop's resolver, with a small TTL cache.
+"""Host name resolution by the system: A/AAAA through the event loop's getaddrinfo, a small cache.
 
-This is the seam for RFC 3263: today a host name becomes its addresses; the
-NAPTR/SRV steps (transport and port selection, §4.1-§4.2, and failover
-across SRV targets) will be added as ``resolve_uri(uri) -> list[Address]``
-on top of :meth:`Resolver.resolve`, which stays the A/AAAA step (§4.2 last
-paragraph: "the client SHOULD perform an A or AAAA record lookup").
+RFC 3263 (NAPTR, SRV, A/AAAA with their TTLs) is :mod:`sipha.net.dns`, used
+for the next hops of requests (docs/design.md §3 rule 3, :mod:`sipha.net.locate`)
+and for event 40000.  This resolver is for the names the system knows best: the
+instance's own ``sip-address`` (``resolve-host``: /etc/hosts, nsswitch), and the
+host names the transports are handed directly: a Via sent-by name a response goes
+to (§18.2.2), a pair member configured by name.
 
 ``loop.getaddrinfo`` runs the system resolver in a thread pool and does not
 expose record TTLs, so entries live for a fixed time.

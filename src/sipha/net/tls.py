@@ -430,3 +430,76 @@ def grant_alias(context: TcpContext, connection: Address, host: str, port: int) 
         return False
     found.add_alias(host, port)
     return True
+
+
+def retire_renamed(context: TcpContext, settings: TlsSettings | None) -> None:
+    """A reload: stop using connections we opened to a member whose name to verify changed."""
+    names = {} if settings is None else settings.member_names
+    for connection in list(context.connections.values()):
+        if isinstance(connection, TlsConnection) and connection.outbound:
+            remote = connection.remote
+            if remote is not None and names.get((remote.host, remote.port)) != connection.server_hostname:
+                connection.retire()
+
+
+def new_tls_connection(
+    settings: TlsSettings,
+    context: TcpContext,
+    destination: Address | None,
+    name: str | None,
+    *,
+    on_tls: OnTlsEvent,
+) -> TlsConnection:
+    """A TLS connection: accepted (``destination`` None) or to open to ``destination``.
+
+    ``destination`` is an IP; ``name`` the host name it was given by.
+    A pair member is verified with the members context against its configured
+    server name, else its IP (RFC 5922 §7.2 asks for the domain the request was
+    routed to; a member is named by the configuration); anyone else gets the
+    non-verifying context, with SNI when a host name is known (RFC 6066 §3: SNI
+    carries host names, never IP literals).
+    """
+    if destination is None:
+        assert settings.server is not None  # noqa: S101 - a tls: listen needs it (checked at listen)
+        return TlsConnection(
+            context, tls=settings.server, handshake_timeout=settings.handshake_timeout, on_tls=on_tls
+        )
+    member_name = settings.member_names.get((destination.host, destination.port))
+    if member_name is None and name is not None:  # a member configured by host name
+        member_name = settings.member_names.get((name.lower(), destination.port))
+    tls = settings.others if member_name is None else settings.members
+    server_hostname = name if member_name is None else member_name
+    return TlsConnection(
+        context,
+        destination,
+        tls=tls,
+        server_hostname=server_hostname,
+        handshake_timeout=settings.handshake_timeout,
+        on_tls=on_tls,
+    )
+
+
+FAILURES_KEPT: Final = 1024
+"""Bound of the table of the last TLS failure per destination (for /status)."""
+
+
+def count_outcome(
+    outcomes: dict[str, int],
+    failures: dict[tuple[str, int], str],
+    peer: Address,
+    outcome: str,
+    text: str,
+    *,
+    outbound: bool,
+) -> None:
+    """Count a handshake's ``outcome``; keep (bounded) or clear the last failure to a peer we dialled."""
+    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    if not outbound:
+        return
+    key = (peer.host, peer.port)
+    if outcome == "ok":
+        failures.pop(key, None)
+        return
+    if len(failures) >= FAILURES_KEPT and key not in failures:
+        failures.pop(next(iter(failures)))
+    failures[key] = text

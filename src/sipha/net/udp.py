@@ -41,6 +41,17 @@ _ERR_ANCILLARY: Final = socket.CMSG_SPACE(_EXTENDED_ERR.size + 128)  # + the off
 _ERRQUEUE_BATCH: Final = 64
 # Source Address objects are cached per peer (a frozen dataclass costs ~1 µs to build).
 _SOURCE_CACHE_MAX: Final = 65536
+# SO_MEMINFO (socket(7), Linux >= 3.6; not exported by the socket module): the socket's
+# memory counters, u32 each; [0] bytes queued for reading (skb truesize), [1] the receive
+# buffer's size, [8] datagrams the kernel dropped because the buffer was full.
+SO_MEMINFO: Final[int] = getattr(socket, "SO_MEMINFO", 55)
+_MEMINFO: Final = struct.Struct("=9I")
+BEHIND_SHARES: Final = (0.25, 0.5)
+"""A socket is *behind* (level 1, 2) when, after a full batch, more than this share of its
+receive buffer is still queued: the proxy reads slower than datagrams arrive and the kernel
+will soon drop them (whatever they are: BYEs and ACKs as well as new INVITEs).  Level 1
+leaves the time to shed new calls with 503; at level 2 they are dropped unparsed, which
+costs a tenth as much (docs/design.md §3, overload)."""
 
 OnMessage = Callable[[bytes, Address, Address], None]
 OnError = Callable[[Address, "OSError | str"], None]
@@ -147,8 +158,10 @@ class UdpEndpoint:
 
     __slots__ = (
         "_batch",
+        "_behind",
         "_fd",
         "_loop",
+        "_on_backlog",
         "_on_batch_end",
         "_on_error",
         "_on_message",
@@ -174,6 +187,7 @@ class UdpEndpoint:
         batch: int,
         queue_limit: int,
         on_batch_end: Callable[[], None] | None = None,
+        on_backlog: Callable[[object, int], None] | None = None,
     ) -> None:
         self._loop = loop
         self.sock = sock
@@ -190,6 +204,24 @@ class UdpEndpoint:
         self._queue: deque[tuple[bytes, tuple[str, int]]] = deque()
         self._writing = False
         self._sources: dict[Any, Address] = {}
+        self._on_backlog = on_backlog
+        self._behind = 0
+
+    @property
+    def behind(self) -> int:
+        """How far behind the last read left the socket: 0, 1 or 2 (:data:`BEHIND_SHARES`)."""
+        return self._behind
+
+    def queued(self) -> tuple[int, int, int]:
+        """(bytes queued for reading, receive buffer size, datagrams dropped), SO_MEMINFO.
+
+        (0, 0, 0) where the kernel does not have it.
+        """
+        try:
+            info = _MEMINFO.unpack(self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size))
+        except (OSError, struct.error):
+            return (0, 0, 0)
+        return (info[0], info[1], info[8])
 
     @property
     def buffer_sizes(self) -> tuple[int, int]:
@@ -259,6 +291,15 @@ class UdpEndpoint:
             stats = self._stats
             stats.datagrams_in += count
             stats.udp_bytes_in += size
+        if self._on_backlog is not None:
+            # Only a full batch can leave a backlog: the check costs one getsockopt then.
+            behind = 0
+            if count >= limit:
+                queued, buffer, _ = self.queued()
+                behind = sum(queued > buffer * share for share in BEHIND_SHARES)
+            if behind != self._behind:
+                self._behind = behind
+                self._on_backlog(self, behind)
         if count and self._on_batch_end is not None:
             self._on_batch_end()
         return count

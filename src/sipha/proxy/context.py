@@ -5,11 +5,12 @@ client transaction it was forwarded on (its *branch*), the best final response
 so far, and Timer C for INVITEs.  sipha forwards each request to one target at
 a time, so a context has one live branch; it forks serially only to move a
 request from a pair member that failed to the one that took over
-(docs/design.md §2).
+(docs/design.md §2), or from a target of a next hop named by a host name to
+the next target RFC 3263 gives (§16.6 step 7, :mod:`sipha.proxy.targets`).
 
 Where the context is, is one field, :attr:`ResponseContext.state`.  What happens
 to it (a response on its branch, the caller's CANCEL, Timer C, a decision of
-the failover policy) is an :class:`Input`; :data:`TABLE` maps
+the failover policy or of the RFC 3263 target list) is an :class:`Input`; :data:`TABLE` maps
 ``(state, input)`` to a :class:`Transition`: the next state and the operations
 the proxy core performs, in order, with the RFC text that mandates them.  A
 pair missing from the table is an input the state ignores (a CANCEL after the
@@ -26,6 +27,7 @@ from enum import Enum
 from typing import Final
 
 from sipha.ha import Member
+from sipha.proxy.routing import Locate
 from sipha.sip import Request, Response
 from sipha.sip.address import Address
 from sipha.txn.machines import ClientTransaction, ServerTransaction
@@ -46,6 +48,9 @@ class State(Enum):
     SUSPENDED = "Suspended"
     """Forwarded, no response within failover-timeout, and nothing says the member is dead: held
     while the pair is re-probed, its branch still live (retransmitting)."""
+    LOCATING = "Locating"
+    """The next hop is a host name: waiting for its targets (RFC 3263), or between a target
+    that failed and the next one (§16.6 step 7).  No live branch."""
     PROCEEDING = "Proceeding"
     """A provisional response arrived on the branch."""
     CANCEL_PENDING = "Cancel pending"
@@ -87,6 +92,10 @@ class Input(Enum):
     LATE_1XX = "101-199 on a branch given up on"
     LATE_2XX = "2xx on a branch given up on"
     LATE_3XX_6XX = "300-699 on a branch given up on"
+    LOCATE = "the next hop is a host name: its targets are looked up (RFC 3263)"
+    NEXT_TARGET = "the branch failed (a 503, Timer B or F, a transport error) and a target is left"
+    TARGET_SILENT = "failover-timeout fired on a branch that never answered, and a target is left"
+    EXHAUSTED = "no target is left: the name gave none, or every one failed (§16.6 step 7)"
 
 
 class Op(Enum):
@@ -112,6 +121,10 @@ class Op(Enum):
     UNHOLD = "stop holding the request (the pair's list, the hold timer)"
     GIVE_UP_BRANCH = "give the branch up: its late responses are recognised, its transaction stops"
     FORGET_BEST = "forget the best response so far: the next branch starts afresh"
+    RETIRE_BRANCH = (
+        "leave a failed branch to end on its own (its transaction still absorbs retransmissions); "
+        "the next one gets a new branch id"
+    )
 
 
 class Timer(Enum):
@@ -120,8 +133,8 @@ class Timer(Enum):
     __hash__ = object.__hash__
 
     C = "Timer C (§16.6 step 11), or the §9.1 64*T1 limit after our CANCEL"
-    FAILOVER = "failover-timeout (docs/design.md §2)"
-    HOLD = "hold-limit (docs/design.md §2)"
+    FAILOVER = "failover-timeout (docs/design.md §2; for a target of an RFC 3263 list, §3)"
+    HOLD = "hold-limit (docs/design.md §2), or the bound of an RFC 3263 lookup"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +173,10 @@ class ResponseContext:
     """Branches of this request given up on (forgotten with the context)."""
     resumed: str | None = None
     """A given-up branch that answered after all, while the request was still held."""
+    locate: Locate | None = None
+    """The next hop, a host name, whose RFC 3263 targets the request goes to (None: an address)."""
+    targets: tuple[Address, ...] = ()
+    """The RFC 3263 targets not tried yet, in order (§16.6 step 7)."""
 
     @property
     def final_sent(self) -> bool:
@@ -316,6 +333,45 @@ _LATE = (
     "a branch given up on that answers while the request is still held (sent nowhere else) carries "
     "the call, and §16.7 step 5 forwards its provisional and 2xx responses immediately."
 )
+_LOCATE = (
+    "§16.6 step 7: the proxy MUST apply the procedures listed in [4] (RFC 3263) ... to the first "
+    "Route header field value (if present) or the Request-URI. The procedures will produce an ordered "
+    "set of (address, port, transport) tuples. (The driver looks the host name up; the request "
+    "waits for the set.)"
+)
+_FIRST_TARGET = (
+    "§16.6 step 7: the proxy MUST attempt to deliver the message to the first tuple in that set, and "
+    "proceed through the set in order until the delivery attempt succeeds. For each tuple attempted, "
+    "the proxy MUST format the message as appropriate for the tuple and send the request using a new "
+    "client transaction as detailed in steps 8 through 10. Step 11: Timer C MUST be set for each "
+    "client transaction when an INVITE request is proxied."
+)
+_NEXT_TARGET = (
+    "RFC 3263 §4.3: For SIP requests, failure occurs if the transaction layer reports a 503 error "
+    "response or a transport failure of some sort ... Failure also occurs if the transaction layer "
+    "times out without ever having received any response, provisional or final (i.e., timer B or "
+    "timer F in RFC 3261 fires). If a failure occurs, the client SHOULD create a new request, which is "
+    "identical to the previous, but has a different value of the Via branch ID than the previous (and "
+    "therefore constitutes a new SIP transaction). That request is sent to the next element in the "
+    "list as specified by RFC 2782."
+)
+_SILENT_TARGET = (
+    "docs/design.md §3: failover-timeout bounds the silence of a target of an RFC 3263 list as it "
+    "bounds a pair member's: a branch without any response in that time, from a target that answered "
+    "nothing else either, is given up (its late responses dropped) and the request goes to the next "
+    "target on a new branch (RFC 3263 §4.3)."
+)
+_EXHAUSTED = (
+    "§16.6 step 7: If the ordered set is exhausted, the request cannot be forwarded to this element "
+    "in the target set. The proxy does not need to place anything in the response context, but "
+    "otherwise acts as if this element of the target set returned a 408 (Request Timeout) final "
+    "response. (A name that gives no tuple is an empty set: exhausted at once.)"
+)
+_LOOKUP_LIMIT = (
+    "§16.6 step 7 (If the ordered set is exhausted ... acts as if this element of the target set "
+    "returned a 408): a lookup that brings no set within 64*T1 (the span of Timer F: the caller's "
+    "transaction has given up by then) leaves the set empty, so 408 (Request Timeout)."
+)
 _LATE_FINAL = (
     "§17.1.1.3: the client transaction MUST generate an ACK request for a 300-699 response; the "
     "branch's transaction is gone, so the ACK is sent here, and the response is forwarded (§16.7 "
@@ -354,11 +410,24 @@ def _cancelling(state: State, guard_answer: Op, guard_source: str) -> dict[Input
     }
 
 
+def _target_failures() -> dict[Input, Transition]:
+    """The rows of a branch to an RFC 3263 target that failed (§4.3): the next target, or 408.
+
+    In Proceeding only a 503 is fed (a provisional response rules out Timer B and a
+    transport failure "without ever having received any response").
+    """
+    return {
+        _I.NEXT_TARGET: Transition(_S.LOCATING, (_O.RETIRE_BRANCH, _O.STOP_TIMER_C), _NEXT_TARGET),
+        _I.EXHAUSTED: Transition(_S.COMPLETED, (_O.ANSWER_408,), _EXHAUSTED),
+    }
+
+
 _ROWS: Final[dict[State, dict[Input, Transition]]] = {
     _S.INITIAL: {
         _I.FORWARDED: Transition(_S.CALLING, (_O.START_TIMER_C,), _FORWARD),
         _I.REFUSED: Transition(_S.COMPLETED, (_O.RESPOND,), _REFUSE),
         _I.HOLD: Transition(_S.HELD, (), _HOLD),
+        _I.LOCATE: Transition(_S.LOCATING, (), _LOCATE),
     },
     _S.HELD: {
         _I.FORWARDED: Transition(_S.CALLING, (_O.START_TIMER_C,), _FORWARD),
@@ -371,12 +440,20 @@ _ROWS: Final[dict[State, dict[Input, Transition]]] = {
         _I.LATE_2XX: Transition(_S.COMPLETED, (_O.UNHOLD, _O.RELAY), _LATE),
         _I.LATE_3XX_6XX: Transition(_S.COMPLETED, (_O.UNHOLD, _O.ACK, _O.RELAY), _LATE_FINAL),
     },
+    _S.LOCATING: {
+        _I.FORWARDED: Transition(_S.CALLING, (_O.UNHOLD, _O.START_TIMER_C), _FIRST_TARGET),
+        _I.EXHAUSTED: Transition(_S.COMPLETED, (_O.UNHOLD, _O.ANSWER_408), _EXHAUSTED),
+        _I.CANCEL: Transition(_S.COMPLETED, (_O.UNHOLD, _O.ANSWER_487), _CANCEL_HERE),
+        _I.HOLD_EXPIRED: Transition(_S.COMPLETED, (_O.UNHOLD, _O.ANSWER_408), _LOOKUP_LIMIT),
+    },
     _S.CALLING: {
         **_answers(),
         _I.CANCEL: Transition(_S.CANCEL_PENDING, (_O.STOP_TIMER_C,), _CANCEL_WAIT),
         _I.TIMER_C: Transition(_S.COMPLETED, (_O.ANSWER_408,), _TIMER_C_SILENT),
         _I.SUSPEND: Transition(_S.SUSPENDED, (), _SUSPEND),
         _I.GIVE_UP: Transition(_S.HELD, (_O.GIVE_UP_BRANCH,), _GIVE_UP),
+        **_target_failures(),
+        _I.TARGET_SILENT: Transition(_S.LOCATING, (_O.GIVE_UP_BRANCH, _O.STOP_TIMER_C), _SILENT_TARGET),
     },
     _S.SUSPENDED: {
         **_answers(_O.UNHOLD),
@@ -399,6 +476,7 @@ _ROWS: Final[dict[State, dict[Input, Transition]]] = {
             _S.HELD, (_O.SEND_CANCEL, _O.GIVE_UP_BRANCH, _O.STOP_TIMER_C, _O.FORGET_BEST), _REOFFER
         ),
         _I.MEMBER_LOST: Transition(_S.COMPLETED, (_O.SEND_CANCEL, _O.ANSWER_408), _LOST),
+        **_target_failures(),
     },
     _S.CANCEL_PENDING: {
         _I.RESP_100: Transition(_S.CANCELLING, (_O.SEND_CANCEL, _O.GUARD_CANCEL), _CANCEL_ON_1XX),

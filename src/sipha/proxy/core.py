@@ -17,7 +17,7 @@ pair monitor is reached through :class:`~sipha.proxy.monitoring.MonitorLink`.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from sipha.ha import HaEvent, Member, Monitor, Probe
@@ -40,6 +40,7 @@ from sipha.proxy.rules import (
     warning,
 )
 from sipha.proxy.settings import Counters, ProxySettings
+from sipha.proxy.targets import Lookup
 from sipha.proxy.via import response_destination, stamp_received
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Request, Response, SipParseError, make_response, parse_message
@@ -103,7 +104,14 @@ class ProxyCore:
         self._source: Address | None = None
         self.draining = False
         """Set by :meth:`start_draining`: new out-of-dialog requests get 503."""
+        self.overloaded = False
+        """Set by the driver while sipha reads slower than datagrams arrive (a receive queue
+        fills): new INVITEs get 503 with Retry-After, so that the work left for what is
+        already under way (ACK, BYE, re-INVITE, CANCEL, responses, probes) fits
+        (docs/design.md §3, overload)."""
         self._bucket = TokenBucket(settings.overload_rate)
+        self._shed_tag = ""
+        """The To tag of the 503s sent without a transaction (:meth:`_shed`), made at the first."""
         self._calls = CallMemory()
         self._responses = ResponseContexts(
             settings,
@@ -137,10 +145,37 @@ class ProxyCore:
         events, self._link.events = self._link.events, []
         return events
 
+    def use_probe_port(self, transport: str, port: int) -> None:
+        """Name ``port`` in the Via of the pair monitor's probes over ``transport`` (its own socket)."""
+        self._link.probe_ports[transport.upper()] = port
+
+    def is_probe(self, key: TransactionKey | None) -> bool:
+        """Whether ``key`` is one of the pair monitor's OPTIONS transactions (sent from its socket)."""
+        return key is not None and key in self._link.probes
+
     def drain_aliases(self) -> list[tuple[Address, str, int]]:
         """RFC 5923 requests since the last call: (connection, sent-by host, port) to alias."""
         aliases, self.aliases = self.aliases, []
         return aliases
+
+    @property
+    def lookups(self) -> list[Lookup]:
+        """RFC 3263 lookups of next hops named by host names, not drained yet (docs/design.md §3)."""
+        return self._responses.targets.lookups
+
+    @property
+    def failed_targets(self) -> list[Address]:
+        """RFC 3263 targets that failed, not drained yet: to be tried last for a while."""
+        return self._responses.targets.failed
+
+    def drain_lookups(self) -> tuple[list[Lookup], list[Address]]:
+        """The lookups to run (answer each with :meth:`located`) and the targets that failed."""
+        return self._responses.targets.drain()
+
+    def located(self, key: int, targets: Sequence[Address], now: float) -> None:
+        """The answer to :class:`~sipha.proxy.targets.Lookup` ``key``: its targets in order, or none."""
+        self._responses.targets.located(key, targets, now)
+        self._run(now)
 
     def receive(self, data: bytes, source: Address, now: float, *, stream: bool = False) -> None:
         """One message from the network (a datagram, or a framed stream message)."""
@@ -301,7 +336,32 @@ class ProxyCore:
             return
         # The transaction layer answers to the §18.2.2 / RFC 3581 address; routing still
         # needs the real source (self._source), to tell a pair member from an endpoint.
-        self.txn.receive_request(request, response_destination(request.top_via, source), now)
+        destination = response_destination(request.top_via, source)
+        if self.overloaded and request.method == "INVITE" and self._shed(request, source, destination):
+            return
+        self.txn.receive_request(request, destination, now)
+
+    def _shed(self, request: Request, source: Address, destination: Address) -> bool:
+        """Behind (:attr:`overloaded`): answer a new call from an endpoint 503, without a transaction.
+
+        A transaction would retransmit the 503 for 32 s to a caller that never ACKs it (a
+        flood): stateless, the 503 costs one datagram, and a retransmitted INVITE gets
+        another.  Its To tag is :attr:`_shed_tag`, so the caller's ACK is recognised and
+        dropped.  What is under way (a retransmission of an admitted INVITE, anything in
+        a dialog) and a SIP server's own calls keep priority (docs/design.md §3, overload).
+        """
+        if request.to.tag is not None or self.txn.has_server(request):
+            return False
+        origin = member_source(request, source)
+        if self.view.member_at(origin.host, origin.port) is not None:
+            return False
+        self.counters.overload_sheds += 1
+        if not self._shed_tag:
+            self._shed_tag = f"{self._token()}.shed"
+        retry = [("Retry-After", str(OVERLOAD_RETRY_AFTER))]
+        response = make_response(request, 503, "Service Unavailable", to_tag=self._shed_tag, headers=retry)
+        self.txn.send_stateless(response, destination)
+        return True
 
     def _run(self, now: float) -> None:
         """Process what the transaction layer produced, until it produces nothing more."""
@@ -362,10 +422,10 @@ class ProxyCore:
                 retry = [("Retry-After", str(DRAIN_RETRY_AFTER))]
                 self._responses.refuse(context, 503, "Service Unavailable", retry, now=now)
                 return
-            if request.method == "INVITE" and not self._bucket.admit(now):
-                self.counters.overload_rejections += 1
-                retry = [("Retry-After", str(OVERLOAD_RETRY_AFTER))]
-                self._responses.refuse(context, 503, "Service Unavailable", retry, now=now)
+            if request.method == "INVITE" and self._refuse_new_call(now):
+                self._responses.refuse(
+                    context, 503, "Service Unavailable", [("Retry-After", str(OVERLOAD_RETRY_AFTER))], now=now
+                )
                 return
         elif request.method == "BYE" and self._calls:
             self._calls.forget(call_key(request.call_id, request.from_.tag, request.to.tag))
@@ -382,15 +442,27 @@ class ProxyCore:
             return
         self._responses.forward(context, decision, now)
 
+    def _refuse_new_call(self, now: float) -> bool:
+        """Whether a new INVITE is over overload-ctrl-dialog-rate (503)."""
+        if not self._bucket.admit(now):
+            self.counters.overload_rejections += 1
+            return True
+        return False
+
     def _on_ack(self, ack: Request, source: Address, now: float) -> None:
         """An ACK for a 2xx: its own transaction, forwarded like any request (§16.6, §13.2.2.4)."""
-        if ack.max_forwards == 0:
-            return  # an ACK is never answered (§17.1.1.3); a looped one is dropped
+        if ack.max_forwards == 0 or (self._shed_tag and ack.to.tag == self._shed_tag):
+            # An ACK is never answered (§17.1.1.3); a looped one is dropped, and so is the
+            # ACK of a 503 sent without a transaction (:meth:`_shed`): it ends here.
+            return
         preprocess_routes(ack, self._record_routes, self.view)
         origin = member_source(ack, source)
         self._link.note_request_from(ack, origin, now)
         decision = decide(ack, origin, self.view)
         if isinstance(decision, Forward):
+            if decision.locate is not None:  # a host name: sent once its RFC 3263 targets are known
+                self._responses.targets.locate_ack(ack, source, decision.locate, now)
+                return
             forwarded = self._responses.prepare(ack, source, decision.destination, fork=0)  # §16.6 steps 1-8
             self.txn.send_stateless(forwarded, decision.destination)
 

@@ -62,6 +62,10 @@ class MonitorLink:
         # The member whose failure made each pair unknown, until another member takes over.
         self.suspected: dict[str, Member] = {}
         self.probe_from = _probe_from(record_route)
+        self.probe_ports: dict[str, int] = {}
+        """Per transport, the port of the socket the probes leave from when it is not the
+        listen port (UDP: the monitor's own socket, docs/design.md §2): their Via names it,
+        so that their answers come back there."""
 
     @property
     def monitor(self) -> Monitor | None:
@@ -206,6 +210,7 @@ class MonitorLink:
         transport = address.transport.upper()
         via = self.settings.via
         host, port = via.get(transport) or next(iter(via.values()))
+        port = self.probe_ports.get(transport, port)
         token = self.token()
         options = build_options(
             address,

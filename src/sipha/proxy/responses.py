@@ -6,7 +6,8 @@ failover-timeout, hold-limit) in one heap, and performs the operations of the
 rows of :data:`sipha.proxy.context.TABLE`: relay a response (§16.7 steps 3, 9),
 send the best one (§16.7 step 6), generate one, CANCEL a branch (§9.1, §16.10),
 run Timer C (§16.6 step 11, §16.8).  It is the failover policy's
-:class:`~sipha.proxy.failover.Host`.
+:class:`~sipha.proxy.failover.Host`, and the RFC 3263 target policy's
+(:class:`~sipha.proxy.targets.TargetPolicy`: next hops named by host names).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sipha.proxy.lifecycle import CallMemory
 from sipha.proxy.routing import RETRY_AFTER_SECONDS, Forward
 from sipha.proxy.rules import RecordRoutes, better, build_cancel, call_key, prepare
 from sipha.proxy.settings import Counters, ProxySettings
+from sipha.proxy.targets import TargetPolicy
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Request, Response, make_response
 from sipha.sip.address import Address
@@ -62,6 +64,7 @@ class ResponseContexts:
         self._deadlines: list[tuple[float, int, ResponseContext, Timer]] = []
         self._sequence = itertools.count()
         self.failover = FailoverPolicy(self, settings, view, monitor, counters)
+        self.targets = TargetPolicy(self, settings, counters)
         self.pump_monitor: Callable[[float], None] = _no_pump
         """Sends the pair monitor's probes and applies its news (set by the core)."""
 
@@ -71,6 +74,7 @@ class ResponseContexts:
         self.record_routes = _record_routes(settings)
         self.view = view
         self.failover.reconfigure(settings, view, monitor)
+        self.targets.reconfigure(settings)
 
     @property
     def under_way(self) -> int:
@@ -80,7 +84,10 @@ class ResponseContexts:
     # ------------------------------------------------------------------ what happens to the contexts
 
     def forward(self, context: ResponseContext, decision: Forward, now: float) -> None:
-        """§16.6 request forwarding, steps 1 to 11, for one target."""
+        """§16.6 request forwarding, steps 1 to 11, for one target (a host name: its targets, step 7)."""
+        if decision.locate is not None:
+            self.targets.locate(context, decision.locate, now)
+            return
         # Steps 1-8 (the server transaction's peer: where, and on which transport, the request came from).
         source = context.server.peer
         forwarded = self.prepare(context.request, source, decision.destination, fork=context.attempt)
@@ -130,6 +137,10 @@ class ResponseContexts:
             return
         self.failover.heard[context.member] = now
         status = response.status
+        if context.locate is not None:
+            self.targets.answered(context, now)
+            if status == 503 and self.targets.failed_branch(context, now, response=True):  # noqa: PLR2004
+                return  # RFC 3263 §4.3: the next target
         if status < 200:  # noqa: PLR2004
             event = Input.RESP_100 if status == 100 else Input.RESP_1XX  # noqa: PLR2004
         else:
@@ -146,6 +157,8 @@ class ResponseContexts:
         if self.failover.can_fail_over(context):
             self.failover.fail_over(context, now, dead=True)
             return
+        if context.locate is not None and self.targets.failed_branch(context, now):
+            return  # RFC 3263 §4.3: the next target, or 408
         # §8.1.3.1: a timeout is a 408; §16.9: a transport error "as if a 503" (then §16.7
         # step 6 turns a selected 503 into a 500).
         status, reason = (408, "Request Timeout") if timeout else (503, "Service Unavailable")
@@ -190,7 +203,10 @@ class ResponseContexts:
                 context.timer_c = None
                 self.step(context, Input.TIMER_C, now)
             elif timer is Timer.FAILOVER:
-                self.failover.failover_due(context, now)
+                if context.locate is not None:
+                    self.targets.silent(context, now)
+                else:
+                    self.failover.failover_due(context, now)
             else:
                 self.failover.expire(context, now)
         self.failover.prune(now)
@@ -271,6 +287,8 @@ class ResponseContexts:
             self.failover.unhold(context)
         elif op is Op.GIVE_UP_BRANCH:
             self._give_up_branch(context, now)
+        elif op is Op.RETIRE_BRANCH:
+            self._retire_branch(context)
         else:  # Op.FORGET_BEST
             context.best = None
 
@@ -343,6 +361,18 @@ class ResponseContexts:
         self.failover.given_up(context, now)
         context.attempt += 1
         self.txn.transport_error(client.key, now)  # stop retransmitting to the member
+
+    def _retire_branch(self, context: ResponseContext) -> None:
+        """A failed branch (RFC 3263 §4.3): forgotten here; its transaction ends on its own.
+
+        After a 503 an INVITE's client transaction still ACKs the retransmissions (§17.1.1.2,
+        Timer D): it is not stopped, only no longer this context's branch.
+        """
+        client = context.client
+        if client is not None:
+            self.by_client.pop(client.key, None)
+            context.client = None
+        context.attempt += 1
 
     def _remember_call(self, context: ResponseContext, response: Response, now: float) -> None:
         """A 2xx to a dialog-creating INVITE was relayed: a call is up through this instance."""

@@ -9,6 +9,7 @@ of which member is active, so the transaction code does not change when it does.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -42,11 +43,33 @@ class RoutingView(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Locate:
+    """A next hop named by a host name: what RFC 3263 §4 needs of its URI to find the targets.
+
+    ``port`` and ``transport`` are the URI's own (None when it has none: NAPTR and
+    SRV choose them); ``secure``: a ``sips:`` next hop, or a SIPS Request-URI
+    (§16.6 step 7: "if the Request-URI specifies a SIPS resource, the proxy MUST
+    follow the procedures of [4] as if the input URI were a SIPS URI").
+    """
+
+    host: str
+    port: int | None
+    transport: str | None
+    secure: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Forward:
-    """Send the request to ``destination``; ``pair`` names the pair it was routed to, if any."""
+    """Send the request to ``destination``; ``pair`` names the pair it was routed to, if any.
+
+    ``locate`` is set when the next hop is a host name: the request goes to the targets
+    RFC 3263 gives for it (:mod:`sipha.proxy.targets`), not to ``destination``, which
+    then only says what the URI alone means (its host, and the default transport and port).
+    """
 
     destination: Address
     pair: str | None = None
+    locate: Locate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +163,14 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
             return _to_active(member.pair, view, secure=secure)
         if from_member:
             # Rule 3: a SIP server using sipha as its outbound proxy.
+            if not is_ip_literal(target.host):
+                # §16.6 step 7: the next hop's targets come from RFC 3263 (NAPTR, SRV, A/AAAA).
+                # A SIPS request is located as SIPS: TLS targets only; a next hop that asks for
+                # UDP cannot carry it.
+                if secure and next_hop.transport is not None and next_hop.transport.lower() == "udp":
+                    return CLEARTEXT_REFUSED
+                locate = Locate(target.host, next_hop.port, next_hop.transport, secure)
+                return Forward(target, locate=locate)
             if secure and target.transport != "TLS":
                 return CLEARTEXT_REFUSED
             return Forward(target)
@@ -158,6 +189,15 @@ def is_keepalive(request: Request, view: RoutingView) -> bool:
         return False
     uri = request.parsed_uri
     return isinstance(uri, SipUri) and uri.user is None and _names_own(uri, view)
+
+
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address (IPv6 with or without brackets), not a name."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        return False
+    return True
 
 
 def _names_own(uri: SipUri, view: RoutingView) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sipha.proxy.routing import uri_address, uri_port
+from sipha.proxy.via import port_param
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Request, Response, SipParseError, SipUri, Via, parse_uri
 from sipha.sip.address import Address, default_port
@@ -243,8 +244,9 @@ def via_destination(via: Via) -> Address:
     From the Via alone: the received address and rport port that were stamped when the
     request came in (for a stream, the connection's address).
     """
-    rport = via.rport
-    port = int(rport) if rport else via.port or default_port(via.transport)
+    # RFC 3581 §3: response-port = "rport" [EQUAL 1*DIGIT]; a value that is not a port
+    # is ignored, as for a request's top Via (response_destination).
+    port = port_param(via.rport) or via.port or default_port(via.transport)
     host = via.received or via.host_key
     return Address(via.transport, host.strip("[]"), port)
 

@@ -57,7 +57,16 @@ class Counters:
     loops_detected: int = 0
     overload_rejections: int = 0
     """New INVITEs refused with 503 by overload-ctrl-dialog-rate."""
+    overload_sheds: int = 0
+    """New INVITEs refused with 503 because sipha was behind on its receive queue
+    (:attr:`sipha.proxy.core.ProxyCore.overloaded`)."""
+    overload_drops: int = 0
+    """New INVITEs dropped unparsed because sipha was far behind (:mod:`sipha.proxy.overload`)."""
     drain_rejections: int = 0
     """New out-of-dialog requests refused with 503 while draining (SIGTERM)."""
     reoffered: int = 0
     """Ringing INVITEs moved from a member that died to the member that took over."""
+    target_failovers: int = 0
+    """Requests moved from an RFC 3263 target that failed to the next one (docs/design.md §3)."""
+    targets_unresolved: int = 0
+    """Lookups of a next hop's host name that gave no target (its request got 408)."""

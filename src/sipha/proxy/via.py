@@ -44,8 +44,8 @@ class ViaStampable(Protocol):
         ...
 
 
-def _port(text: str | None) -> int | None:
-    """A port parameter's value, or None when absent or not a port number."""
+def port_param(text: str | None) -> int | None:
+    """A port parameter's value (``rport``), or None when absent or not a port number."""
     if text and text.isdigit() and len(text) <= 5 and 0 < int(text) <= _PORT_MAX:  # noqa: PLR2004 - digits
         return int(text)
     return None
@@ -77,7 +77,7 @@ def response_destination(top_via: Via, source: Address) -> Address:
         return Address(source.transport, strip_brackets(maddr), port)
     received = top_via.received
     if received:
-        rport = _port(top_via.rport)
+        rport = port_param(top_via.rport)
         return Address(source.transport, strip_brackets(received), rport or port)
     host = strip_brackets(top_via.host)
     if port == source.port and host == source.host:

@@ -167,6 +167,10 @@ class TransactionLayer:
 
     # ------------------------------------------------------------------ server side
 
+    def has_server(self, request: Request) -> bool:
+        """Whether ``request`` matches a server transaction (§17.2.3): it is a retransmission."""
+        return isinstance(self._transactions.get(server_key(request)), ServerTransaction)
+
     def receive_request(self, request: Request, source: Address, now: float) -> ServerTransaction | None:
         """Match a request to its server transaction (§17.2.3), or create one.
 
