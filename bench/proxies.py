@@ -72,7 +72,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 HOST = "127.0.0.1"
 BENCH = Path(__file__).resolve().parent
@@ -110,6 +110,11 @@ PEER_START_TIMEOUT = 15.0
 PEER_CHILDREN = 2  # worker processes per transport of the edge and the members (CHILDREN); --peer-children
 PROXY_SNI = "sipha.test"  # the name the edge sends and the proxy under test's certificate holds
 SIPHA_WORKERS = 2
+KAMAILIO_CHILDREN = 2
+"""Kamailio's UDP and TCP worker processes (``children``, ``tcp_children``); 1 with --pin."""
+PROXY_CPU: list[str] = []
+"""With --pin: ``taskset -c 0`` before each proxy's command (the bench, SIPp and the members
+run on the other core: the bench process pins itself there and they inherit it)."""
 COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
 """``[proxy] workers`` of sipha: as many as Kamailio's UDP workers (``children=2``); --sipha-workers."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -765,7 +770,7 @@ backup = "{member}:{HOST}:{self.backup}"
 """
         )
         self.process = popen(
-            [self.python, "-m", "sipha", "run", "--config", str(config)], self.workdir, self.name
+            [*PROXY_CPU, self.python, "-m", "sipha", "run", "--config", str(config)], self.workdir, self.name
         )
 
     def ready(self) -> bool:
@@ -790,7 +795,8 @@ class Kamailio(Proxy):
             f"1 {primary} 0 10\n"
             f"1 {backup} 0 5\n"
         )
-        cfg, defines = KAMAILIO_CFG, [f"SIP_PORT={self.port}", f'DS_LIST="{dslist}"']
+        cfg = KAMAILIO_CFG
+        defines = [f"SIP_PORT={self.port}", f'DS_LIST="{dslist}"', f"CHILDREN={KAMAILIO_CHILDREN}"]
         if self.transport == "tls":
             # tls-proxy.cfg: TLS in and out, sipha's certificate, the members' chain verified
             assert self.pki is not None
@@ -803,7 +809,7 @@ class Kamailio(Proxy):
                 f'BACKUP_URI="{backup}"',
                 'BACKUP_SNI="sip2.test"',
             ]
-        args = [kamailio_bin(), "-DD", "-E", "-f", str(cfg), "-Y", str(rundir)]
+        args = [*PROXY_CPU, kamailio_bin(), "-DD", "-E", "-f", str(cfg), "-Y", str(rundir)]
         args += ["-m", str(KAMAILIO_SHM_MB), "-M", str(KAMAILIO_PKG_MB)]
         for define in defines:
             args += ["-A", define]
@@ -1422,6 +1428,7 @@ def report(
     sipha_workers: int = 1,
     sipha_build: str = "interpreted",
     tls_sessions: dict[str, str] | None = None,
+    pinned: bool = False,
 ) -> str:
     has_tls = any(s.transport == "tls" for s in steps)
     # rows by transport, proxy (in the order of the run), rate: --interleave measured them by rate
@@ -1436,7 +1443,7 @@ def report(
         (
             f"- sipha: {sipha_build}, `[proxy] workers = {sipha_workers}`; Kamailio:"
             + (
-                " `children=2` (bench/kamailio/kamailio.cfg)"
+                f" `children={1 if pinned else 2}` (bench/kamailio/kamailio.cfg)"
                 if any(s.transport != "tls" for s in steps)
                 else ""
             )
@@ -1444,6 +1451,11 @@ def report(
             + (" TLS `tcp_children=2` (bench/kamailio/tls-proxy.cfg)" if has_tls else "")
         ),
     ]
+    if pinned:
+        lines.append(
+            "- **per core** (`--pin`): each proxy and all its processes on core 0 (`taskset -c 0`);"
+            " SIPp, the members and the harness on core 1"
+        )
     if has_tls:
         lines.append(
             "- TLS: SIPp uac --UDP--> Kamailio edge (tls-edge.cfg) --TLS--> proxy --TLS--> Kamailio member"
@@ -1602,6 +1614,12 @@ def main() -> int:
         default=PEER_CHILDREN,
         help="TLS ladder: worker processes per transport of the edge and member Kamailios (%(default)s)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="per core: each proxy on core 0 (sipha 1 worker, Kamailio 1 child per transport and its"
+        " helper processes), SIPp and the members on core 1",
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp files)")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here (JSON)")
@@ -1640,6 +1658,14 @@ def main() -> int:
     signal.signal(signal.SIGHUP, interrupted)
 
     Sipha.workers = options.sipha_workers
+    if options.pin:
+        global KAMAILIO_CHILDREN  # noqa: PLW0603 - a run-wide setting, like Sipha.workers
+        if os.cpu_count() is None or os.cpu_count() < 2:  # type: ignore[operator]
+            parser.error("--pin needs two cores")
+        Sipha.workers = 1
+        KAMAILIO_CHILDREN = 1
+        PROXY_CPU[:] = ["taskset", "-c", "0"]
+        os.sched_setaffinity(0, {1})  # this process, SIPp and the members: inherited
     Peer.children = options.peer_children
     Sipha.python = str(options.sipha_python)
     ensure_installed(tls="tls" in transports)
@@ -1688,13 +1714,14 @@ def main() -> int:
             log(f"work directory kept: {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    meta = {
+    meta: dict[str, Any] = {
         "command": command,
         "started": started,
         "load_start": load_start,
         "load_end": loadavg(),
         "machine_text": machine(),
-        "sipha_workers": options.sipha_workers,
+        "sipha_workers": Sipha.workers,
+        "pinned": bool(options.pin),
         "sipha_build": sipha_build(options.sipha_python),
         "tls_sessions": tls_sessions,
     }

@@ -11,6 +11,11 @@ to a local UDP socket; with the log on, formatted and written to /dev/null.
     PYTHONPATH=/tmp/before/src .venv/bin/python bench/tracing.py --modes off   # another tree
 
 Prints the best of ``--repeat`` runs per mode, in CPU ns per message (one in, one out).
+On a busy machine the differences of a few ns drown in noise; instructions do not:
+
+    valgrind --tool=callgrind .venv/bin/python bench/tracing.py --modes off --repeat 1 --messages 20001
+
+minus the same with ``--messages 1``, divided by 20,000 (docs/tracing.md, Cost).
 """
 
 from __future__ import annotations

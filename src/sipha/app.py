@@ -54,7 +54,7 @@ from sipha.runtime import collect_garbage_when_idle, run_loop
 from sipha.sip.address import Address
 from sipha.supervisor import run_workers
 from sipha.tlsconfig import CertificateStatus, TlsLogLimiter, build_tls_settings, certificate_status
-from sipha.trace.export import Tracing
+from sipha.trace.export import Tracing, check_collector
 
 log = logging.getLogger("sipha")
 
@@ -210,7 +210,10 @@ class ProxyApp:
                 on_batch_end=dispatch.on_batch_end,
                 on_send=dispatch.on_handed_send,
                 on_pair=dispatch.on_pair_news,
+                on_probe_question=dispatch.on_probe_question,
+                on_probe_answer=dispatch.on_probe_answer,
             )
+            core.share_probes(worker.index)
             dispatch.handoff = self._handoff
             dispatch.worker_index = worker.index
             dispatch.worker_count = worker.count
@@ -589,6 +592,7 @@ def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
     (:func:`sipha.supervisor.run_workers`), each of which runs a :class:`ProxyApp`.
     """
     build_tls_settings(config, source=source_name(config_path))  # a bad certificate: refused here
+    check_collector(config)  # a [trace] hep host that does not resolve: likewise
     if config.proxy.workers > 1:
 
         def serve(plan: WorkerPlan) -> None:

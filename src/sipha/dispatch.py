@@ -28,6 +28,8 @@ from sipha.ha import MemberBecameActive, PairUnknown
 from sipha.net.driver import Driver, Outgoing, Transports
 from sipha.proxy.affinity import owner
 from sipha.proxy.overload import is_new_invite
+from sipha.proxy.probeshare import Answer as ProbeAnswer
+from sipha.proxy.probeshare import Question
 from sipha.proxy.via import response_fallback_destination
 from sipha.sip import Response, SipParseError
 from sipha.txn import SendMessage
@@ -205,6 +207,20 @@ class Dispatcher(Driver):
         )
         self._overload_logged = (now, shed)
 
+    def on_probe_question(self, pair: str, role: str, seq: int, fresh: float, asker: int) -> None:
+        """Worker 0: another worker's probe to answer (:mod:`sipha.proxy.probeshare`)."""
+        core = self._core
+        if core is not None:
+            core.probe_question(Question(pair, role, seq, fresh, asker), self.clock())
+            self._pending = True  # flushed at the end of the hand-over batch
+
+    def on_probe_answer(self, pair: str, role: str, seq: int, status: int, rtt: float) -> None:
+        """Worker 0's answer to one of this worker's probes."""
+        core = self._core
+        if core is not None:
+            core.probe_answer(ProbeAnswer(pair, role, seq, status, rtt, self.worker_index), self.clock())
+            self._pending = True
+
     def read_backlog(self) -> None:
         """The sockets' backlog, then what other workers already passed over."""
         super().read_backlog()
@@ -221,6 +237,8 @@ class Dispatcher(Driver):
             for event in core.drain_events():
                 self._on_event(event)
                 self._pass_on(event, core)
+        if core is not None and self.handoff is not None and core.probe_share_pending:
+            self._carry_probes(core, self.handoff)
         if core is not None and core.aliases and self.transports is not None:
             for connection, host, port in core.drain_aliases():
                 self.transports.alias(connection, host, port)
@@ -286,6 +304,14 @@ class Dispatcher(Driver):
         transports.send(data, destination)
         if self.tracer is not None:
             self.tracer.sent(data, destination)
+
+    def _carry_probes(self, core: ProxyCore, handoff: Handoff) -> None:
+        questions, answers = core.drain_probe_share()
+        for question in questions:
+            handoff.ask_probe(question.pair, question.role, question.seq, question.fresh)
+        for answer in answers:
+            probe = (answer.pair, answer.role, answer.seq)
+            handoff.answer_probe(answer.asker, probe, answer.status, answer.rtt)
 
     def _is_probe(self, key: TransactionKey | None, destination: Address) -> bool:
         core = self._core

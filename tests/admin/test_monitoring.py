@@ -252,6 +252,7 @@ REQUIRED_ALERTS = {
     "SiphaPairSwitchover": "sipha_pair_switchovers_total",
     "SiphaOptionsRttHigh": "sipha_pair_options_rtt_seconds_bucket",
     "SiphaOverloadRejections": "sipha_overload_rejections_total",
+    "SiphaOverloaded": "sipha_overload_sheds_total",
     "SiphaPairMemberUnreachableTls": "sipha_pair_member_transport_error",
     "SiphaTlsCertificateExpiringSoon": "sipha_tls_certificate_expiry_timestamp_seconds",
     "SiphaTlsHandshakeFailures": "sipha_tls_handshakes_total",

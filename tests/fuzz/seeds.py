@@ -59,10 +59,12 @@ _KEYWORDS: Final = {
     "media_ip": "127.0.0.1",
     "media_port": "6000",
     "next_url": "sip:service@127.0.0.1:5070",
+    "peer_tag_param": ";tag=srv1",
     "routes": f"Route: <{RECORD_ROUTE}>",
     "$via1": f" {_PROXY_VIA}",
     "$via2": f" {_CALLER_VIA}",
     "$cseq": "1",
+    "host": "sip.example.com",  # -key host NAME (uac_to_host.xml: a Request-URI naming a host)
     "last_Via:": f"Via: {_PROXY_VIA}\r\nVia: {_CALLER_VIA}",
     "last_From:": 'From: "Alice" <sip:alice@127.0.0.1:5061>;tag=a1',
     "last_To:": "To: <sip:service@127.0.0.1>",

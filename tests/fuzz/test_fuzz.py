@@ -7,6 +7,7 @@ short run stops at its execution count or after :data:`SHORT_SECONDS` of fuzzing
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -35,11 +36,12 @@ def test_every_seed_passes_its_harness(target: str) -> None:
 
 
 def test_scenario_messages_are_what_sipp_sends() -> None:
-    """Every SIPp keyword filled in: each scenario message parses and validates."""
+    """Every SIPp keyword filled in (a new one goes into seeds._KEYWORDS); each message parses valid."""
     messages = seeds.scenario_messages()
     assert len(messages) >= 20, sorted(messages)
     for name, data in messages.items():
-        assert b"[" not in data.split(b"\r\n\r\n")[0], name
+        unfilled = re.findall(rb"\[[^]\r\n]*\]", data.split(b"\r\n\r\n")[0])
+        assert not unfilled, f"{name}: SIPp keywords {unfilled} have no value in tests/fuzz/seeds.py"
         parse_message(data).validate()
 
 

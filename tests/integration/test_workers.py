@@ -220,3 +220,26 @@ def test_sighup_reaches_every_worker_and_listen_changes_are_refused(tmp_path: Pa
     assert result.failed == 0, result.errors[-3000:]
     assert result.successful == 100
     assert log.count("cannot change on reload") == 2
+
+
+def test_one_prober_per_instance_whatever_the_workers(tmp_path: Path) -> None:
+    """sipha.proxy.probeshare: with 2 workers the primary gets one OPTIONS per oos-check, not two,
+    from worker 0 only; worker 1's monitor follows it (its pair is active on the primary too)."""
+    primary, backup = free_port(), free_port()
+    extra = WORKERS + "\n\n[monitor]\noos-check = 1\n"
+    with (
+        sipp_server(tmp_path, primary, "-aa", "-trace_msg", "-message_file", str(tmp_path / "uas_msgs.log")),
+        run_sipha(tmp_path, [Pair("p", primary, backup)], extra=extra) as proxy,
+    ):
+        wait_for_log(proxy, "worker 1: pair p: primary")
+        start = (tmp_path / "uas_msgs.log").read_text(errors="replace").count("OPTIONS sip:")
+        time.sleep(6.0)
+        received = (tmp_path / "uas_msgs.log").read_text(errors="replace").count("OPTIONS sip:") - start
+        port = admin_port(proxy)
+        with urllib.request.urlopen(f"http://{HOST}:{port + 1}/status", timeout=5) as response:
+            follower = response.read().decode()
+        result = run_sipp_client(tmp_path, f"{HOST}:{proxy.port}", "-r", "50", "-m", "100", timeout=60)
+    # One OPTIONS per second for 6 s (a seventh may fall in the window's edges), not 12.
+    assert 5 <= received <= 7, received
+    assert '"state": "active"' in follower.replace('":"', '": "'), follower[:2000]
+    assert result.failed == 0, result.errors[-3000:]

@@ -1032,3 +1032,19 @@ def test_issue4_ringing_call_survives_a_false_alarm_on_its_member() -> None:
     assert active(h) == PRIMARY_MEMBER
     h.feed(response_to(forwarded, 200, "OK"), PRIMARY)
     assert statuses(h.sent) == [100, 180, 200]
+
+
+def test_while_sipha_is_behind_failover_timeout_suspects_nobody() -> None:
+    """docs/design.md §3, overload: behind on its own receive queue, sipha does not take its own
+    lateness for a silent member; once it caught up, failover-timeout judges again."""
+    h = active_on_primary()
+    assert requests(h.feed(invite()), PRIMARY)
+    h.core.overloaded = True
+    h.advance(FAILOVER * 3)
+    assert h.core.drain_events() == []
+    assert h.probes(BACKUP) == []
+    h.core.overloaded = False
+    h.advance(FAILOVER)
+    [event] = h.core.drain_events()
+    assert isinstance(event, PairUnknown)
+    assert event.reason == "suspect"

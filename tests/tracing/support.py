@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 HOST = "127.0.0.1"
 WAIT = 5.0
@@ -83,3 +85,59 @@ def header(message: bytes, name: str) -> str:
         if field.strip().lower() == name.lower():
             return value.strip()
     raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------- SIPp's own trace
+
+_TRACED = re.compile(
+    r"^(?:UDP|TCP) message (received|sent) (?:\[\d+\] bytes :|\(\d+ bytes\):)\n\n(.*?)(?=^-{47}|\Z)",
+    re.M | re.S,
+)
+
+
+@dataclass(frozen=True)
+class Datagram:
+    """One message as a capture shows it: from, to, the text (line ends normalised)."""
+
+    source: tuple[str, int]
+    destination: tuple[str, int]
+    text: str
+
+    @property
+    def call_id(self) -> str:
+        found = re.search(r"^(?:Call-ID|i):\s*(\S+)", self.text, re.M | re.I)
+        assert found is not None, self.text
+        return found.group(1)
+
+    @property
+    def what(self) -> str:
+        """``INVITE``, ``180 INVITE``, ``200 BYE``...: the request method or the status and CSeq method."""
+        cseq = re.search(r"^CSeq:\s*\d+\s+(\S+)", self.text, re.M | re.I)
+        assert cseq is not None, self.text
+        status = re.match(r"SIP/2\.0 (\d{3}) ", self.text)
+        return cseq.group(1) if status is None else f"{status.group(1)} {cseq.group(1)}"
+
+
+def normalised(text: str) -> str:
+    return text.replace("\r\n", "\n").strip()
+
+
+def sipp_traced(
+    directory: Path, scenario: str, me: tuple[str, int], sipha: tuple[str, int]
+) -> list[Datagram]:
+    """What a SIPp run with ``-trace_msg`` logged, as datagrams between it and sipha."""
+    found: list[Datagram] = []
+    for log in sorted(directory.glob(f"{scenario}_*_messages.log")):
+        for kind, body in _TRACED.findall(log.read_text(encoding="utf-8", errors="replace")):
+            ends = (me, sipha) if kind == "sent" else (sipha, me)
+            found.append(Datagram(*ends, normalised(body)))
+    return found
+
+
+def uac_port(directory: Path) -> int:
+    """The SIPp client's port, from the Via of the first request it logged."""
+    for log in sorted(directory.glob("uac_*_messages.log")):
+        found = re.search(r"^Via: SIP/2\.0/(?:UDP|TCP) [\d.]+:(\d+)", log.read_text(encoding="utf-8"), re.M)
+        if found is not None:
+            return int(found.group(1))
+    raise AssertionError("no Via in the SIPp client's trace")

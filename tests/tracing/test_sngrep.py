@@ -10,7 +10,6 @@ capture also shows the authentication key is sent.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import socket
 import struct
@@ -18,7 +17,6 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from tests.integration.support import (
     sipp_server,
     stop_process,
 )
+from tests.tracing.support import Datagram, normalised, sipp_traced, uac_port
 
 SNGREP = shutil.which("sngrep")
 pytestmark = [
@@ -44,49 +43,6 @@ pytestmark = [
 CALLS = 5
 PASSWORD = "hep-s3cret"  # noqa: S105 - the test collector's
 WAIT = 10.0
-_TRACED = re.compile(
-    r"^(?:UDP|TCP) message (received|sent) (?:\[\d+\] bytes :|\(\d+ bytes\):)\n\n(.*?)(?=^-{47}|\Z)",
-    re.M | re.S,
-)
-
-
-@dataclass(frozen=True)
-class Datagram:
-    """One message as a capture shows it: from, to, the text (line ends normalised)."""
-
-    source: tuple[str, int]
-    destination: tuple[str, int]
-    text: str
-
-    @property
-    def call_id(self) -> str:
-        found = re.search(r"^(?:Call-ID|i):\s*(\S+)", self.text, re.M | re.I)
-        assert found is not None, self.text
-        return found.group(1)
-
-    @property
-    def what(self) -> str:
-        """``INVITE``, ``180 INVITE``, ``200 BYE``...: the request method or the status and CSeq method."""
-        cseq = re.search(r"^CSeq:\s*\d+\s+(\S+)", self.text, re.M | re.I)
-        assert cseq is not None, self.text
-        status = re.match(r"SIP/2\.0 (\d{3}) ", self.text)
-        return cseq.group(1) if status is None else f"{status.group(1)} {cseq.group(1)}"
-
-
-def normalised(text: str) -> str:
-    return text.replace("\r\n", "\n").strip()
-
-
-def sipp_traced(
-    directory: Path, scenario: str, me: tuple[str, int], sipha: tuple[str, int]
-) -> list[Datagram]:
-    """What a SIPp run with ``-trace_msg`` logged, as datagrams between it and sipha."""
-    found: list[Datagram] = []
-    for log in sorted(directory.glob(f"{scenario}_*_messages.log")):
-        for kind, body in _TRACED.findall(log.read_text(encoding="utf-8", errors="replace")):
-            ends = (me, sipha) if kind == "sent" else (sipha, me)
-            found.append(Datagram(*ends, normalised(body)))
-    return found
 
 
 def read_pcap(path: Path) -> list[Datagram]:
@@ -161,8 +117,8 @@ def test_sngrep_shows_the_calls_sipp_made_on_both_legs(tmp_path: Path) -> None:
         assert (result.successful, result.failed) == (CALLS, 0), result.errors
         sipha = (HOST, proxy.port)
         uas = sipp_traced(tmp_path, "uas", (HOST, primary), sipha)
-        uac_port = _uac_port(tmp_path)
-        uac = sipp_traced(tmp_path, "uac", (HOST, uac_port), sipha)
+        phone = (HOST, uac_port(tmp_path))
+        uac = sipp_traced(tmp_path, "uac", phone, sipha)
         calls = {datagram.call_id for datagram in uac}
         assert len(calls) == CALLS
         expected = Counter(datagram for datagram in uac + uas if datagram.call_id in calls)
@@ -175,15 +131,6 @@ def test_sngrep_shows_the_calls_sipp_made_on_both_legs(tmp_path: Path) -> None:
     assert captured - expected == Counter(), "captured but not sent or received by SIPp"
     assert expected - captured == Counter(), "SIPp sent or received it, sngrep did not get it"
     for call_id in calls:
-        for peer in ((HOST, uac_port), (HOST, primary)):
+        for peer in (phone, (HOST, primary)):
             leg = [d.what for d in captured if d.call_id == call_id and peer in (d.source, d.destination)]
             assert {"INVITE", "180 INVITE", "200 INVITE", "ACK", "BYE", "200 BYE"} <= set(leg), (peer, leg)
-
-
-def _uac_port(directory: Path) -> int:
-    """The SIPp client's port, from the Via of the first request it logged."""
-    for log in sorted(directory.glob("uac_*_messages.log")):
-        found = re.search(r"^Via: SIP/2\.0/UDP [\d.]+:(\d+)", log.read_text(encoding="utf-8"), re.M)
-        if found is not None:
-            return int(found.group(1))
-    raise AssertionError("no Via in the SIPp client's trace")

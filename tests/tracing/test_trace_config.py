@@ -137,3 +137,27 @@ def wait_for(log: Path, text: str, seconds: float = 10.0) -> None:
     while text not in read(log):
         assert time.monotonic() < deadline, f"{text!r} not in the log:\n{read(log)}"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_collector_that_does_not_resolve_refuses_the_start_in_one_line(
+    tmp_path: Path, workers: int
+) -> None:
+    config = tmp_path / "sipha.toml"
+    config.write_text(
+        f'[proxy]\nlisten = ["udp:{HOST}:{free_port()}"]\nworkers = {workers}\n'
+        f'[admin]\nlisten = "{HOST}:{free_port()}"\n[trace]\nhep = "udp:no-such-host.invalid:9060"\n',
+        encoding="utf-8",
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "sipha", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.startswith(
+        "sipha: cannot start: trace.hep = 'udp:no-such-host.invalid:9060': cannot send there: "
+    ), completed.stderr
+    assert "Traceback" not in completed.stderr + completed.stdout

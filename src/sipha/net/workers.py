@@ -50,6 +50,10 @@ OnHandedSend = Callable[[bytes, Address, Address], None]
 """(data, destination, fallback destination)."""
 OnPairNews = Callable[[str, str, str, float, int], None]
 """(pair, what: ``active`` or ``lost``, member role, when it happened, the worker that saw it)."""
+OnProbeQuestion = Callable[[str, str, int, float, int], None]
+"""(pair, member role, the asker's probe seq, how fresh an answer must be, the asker)."""
+OnProbeAnswer = Callable[[str, str, int, int, float], None]
+"""(pair, member role, the asker's probe seq, status or -1 when the OPTIONS failed, RTT)."""
 
 
 def bind_shared(
@@ -141,6 +145,8 @@ class Handoff:
       sender's answer to a request it was handed from that connection, RFC 3261 §18.2.2):
       ``on_send(data, destination, fallback)``, where ``fallback`` is where the sender
       would have sent it without that connection.
+    * ``Q`` and ``A``: a probe of another worker's pair monitor asked of worker 0, and its
+      answer (:mod:`sipha.proxy.probeshare`: one prober per instance).
     * ``H``: news of a pair, sent to every other worker (:meth:`broadcast_pair`): a member
       became active, or the active member was lost, at a given time: ``on_pair(pair, what,
       role, at, sender)``.  The workers of an instance thus route a pair one way: a switch
@@ -157,6 +163,8 @@ class Handoff:
         on_batch_end: Callable[[], None] | None = None,
         on_send: OnHandedSend | None = None,
         on_pair: OnPairNews | None = None,
+        on_probe_question: OnProbeQuestion | None = None,
+        on_probe_answer: OnProbeAnswer | None = None,
     ) -> None:
         self.index = index
         self._loop = loop
@@ -166,6 +174,8 @@ class Handoff:
         self._on_batch_end = on_batch_end
         self._on_send = on_send
         self._on_pair = on_pair
+        self._on_probe_question = on_probe_question
+        self._on_probe_answer = on_probe_answer
         # Bounded caches, both ways, of the header naming the addresses: a worker hears
         # from few peers, and formatting or parsing it for every message costs more.
         self._headers: dict[tuple[Address, Address], bytes] = {}
@@ -201,6 +211,15 @@ class Handoff:
         for index in range(len(self._sending)):
             if index != self.index:
                 self._pass(index, packet)
+
+    def ask_probe(self, pair: str, role: str, seq: int, fresh: float) -> None:
+        """Ask worker 0 to probe ``role`` of ``pair`` for this worker's probe ``seq``."""
+        self._pass(0, f"Q {self.index} {pair} {role} {seq} {fresh!r}\n".encode())
+
+    def answer_probe(self, asker: int, probe: tuple[str, str, int], status: int, rtt: float) -> None:
+        """Worker 0's answer to worker ``asker``'s probe: (pair, role, seq); status -1: it failed."""
+        pair, role, seq = probe
+        self._pass(asker, f"A {self.index} {pair} {role} {seq} {status} {rtt!r}\n".encode())
 
     def _header(self, kind: bytes, first: Address, second: Address) -> bytes:
         if len(self._headers) >= _CACHE_MAX:
@@ -238,9 +257,9 @@ class Handoff:
             count += 1
             end = packet.find(b"\n") + 1
             header = packet[:end]
-            if header.startswith(b"H "):
+            if header.startswith((b"H ", b"Q ", b"A ")):
                 self.received += 1
-                self._pair_news(header)
+                self._news(header)
                 continue
             parsed = self._parsed.get(header)
             if parsed is None:
@@ -255,14 +274,20 @@ class Handoff:
             self._on_batch_end()
         return count
 
-    def _pair_news(self, header: bytes) -> None:
+    def _news(self, header: bytes) -> None:
         try:
-            _, sender, pair, what, role, at = header.decode().split()
-            news = (pair, what, role, float(at), int(sender))
+            kind, sender, pair, role_or_what, *rest = header.decode().split()
+            if kind == "H" and self._on_pair is not None:
+                role, at = rest
+                self._on_pair(pair, role_or_what, role, float(at), int(sender))
+            elif kind == "Q" and self._on_probe_question is not None:
+                seq, fresh = rest
+                self._on_probe_question(pair, role_or_what, int(seq), float(fresh), int(sender))
+            elif kind == "A" and self._on_probe_answer is not None:
+                seq, status, rtt = rest
+                self._on_probe_answer(pair, role_or_what, int(seq), int(status), float(rtt))
         except ValueError:  # pragma: no cover - written by a worker of this process group
             return
-        if self._on_pair is not None:
-            self._on_pair(*news)
 
     def _parse_header(self, header: bytes) -> tuple[bool, int, Address, Address]:
         kind, sender, transport, host, port, other_transport, other_host, other_port = header.split()

@@ -25,6 +25,8 @@ from sipha.proxy.context import Input, ResponseContext
 from sipha.proxy.failover import FailoverPolicy
 from sipha.proxy.lifecycle import CallMemory, TokenBucket
 from sipha.proxy.monitoring import MonitorLink
+from sipha.proxy.probeshare import Answer as ProbeAnswer
+from sipha.proxy.probeshare import ProbeDelegate, ProbeServer, Question
 from sipha.proxy.responses import ResponseContexts
 from sipha.proxy.routing import RETRY_AFTER_SECONDS, Answer, Forward, decide
 from sipha.proxy.rules import (
@@ -104,11 +106,7 @@ class ProxyCore:
         self._source: Address | None = None
         self.draining = False
         """Set by :meth:`start_draining`: new out-of-dialog requests get 503."""
-        self.overloaded = False
-        """Set by the driver while sipha reads slower than datagrams arrive (a receive queue
-        fills): new INVITEs get 503 with Retry-After, so that the work left for what is
-        already under way (ACK, BYE, re-INVITE, CANCEL, responses, probes) fits
-        (docs/design.md §3, overload)."""
+        self._overloaded = False
         self._bucket = TokenBucket(settings.overload_rate)
         self._shed_tag = ""
         """The To tag of the 503s sent without a transaction (:meth:`_shed`), made at the first."""
@@ -144,6 +142,65 @@ class ProxyCore:
         """Pair monitor events since the last call, for the log."""
         events, self._link.events = self._link.events, []
         return events
+
+    @property
+    def overloaded(self) -> bool:
+        """Set by the driver while sipha reads slower than datagrams arrive (a receive queue fills).
+
+        New INVITEs from endpoints get 503 with Retry-After, so that the work left for what
+        is already under way (ACK, BYE, re-INVITE, CANCEL, responses, probes) fits; and
+        failover-timeout suspects nobody, as the member's answer may be waiting in that
+        queue (docs/design.md §3, overload).
+        """
+        return self._overloaded
+
+    @overloaded.setter
+    def overloaded(self, behind: bool) -> None:
+        self._overloaded = behind
+        self.failover.behind = behind
+
+    def share_probes(self, worker: int) -> None:
+        """``[proxy] workers``: worker 0 probes for the instance, the others ask it.
+
+        :mod:`sipha.proxy.probeshare`: each member gets the OPTIONS of one monitor per
+        instance, whatever the number of workers.
+        """
+        link = self._link
+        if worker == 0:
+            link.server = ProbeServer(lambda: link.monitor, link.serve_options)
+        else:
+            link.delegate = ProbeDelegate(lambda: link.monitor, worker)
+
+    @property
+    def probe_share_pending(self) -> bool:
+        """Whether questions (a follower) or answers (worker 0) wait to be carried."""
+        link = self._link
+        return bool(
+            (link.delegate is not None and link.delegate.questions) or (link.server and link.server.answers)
+        )
+
+    def drain_probe_share(self) -> tuple[list[Question], list[ProbeAnswer]]:
+        """The questions for worker 0 and the answers for the other workers, since the last call."""
+        link = self._link
+        questions: list[Question] = []
+        answers: list[ProbeAnswer] = []
+        if link.delegate is not None:
+            questions, link.delegate.questions = link.delegate.questions, []
+        if link.server is not None:
+            answers, link.server.answers = link.server.answers, []
+        return questions, answers
+
+    def probe_question(self, question: Question, now: float) -> None:
+        """Another worker's probe (worker 0): answered now or once an OPTIONS settles."""
+        if self._link.server is not None:
+            self._link.server.question(question, now)
+            self._run(now)
+
+    def probe_answer(self, answer: ProbeAnswer, now: float) -> None:
+        """Worker 0's answer to one of this worker's probes: fed to the pair monitor."""
+        delegate = self._link.delegate
+        if delegate is not None and delegate.answered(answer, now):
+            self._run(now)
 
     def use_probe_port(self, transport: str, port: int) -> None:
         """Name ``port`` in the Via of the pair monitor's probes over ``transport`` (its own socket)."""
@@ -337,7 +394,7 @@ class ProxyCore:
         # The transaction layer answers to the §18.2.2 / RFC 3581 address; routing still
         # needs the real source (self._source), to tell a pair member from an endpoint.
         destination = response_destination(request.top_via, source)
-        if self.overloaded and request.method == "INVITE" and self._shed(request, source, destination):
+        if self._overloaded and request.method == "INVITE" and self._shed(request, source, destination):
             return
         self.txn.receive_request(request, destination, now)
 

@@ -96,6 +96,8 @@ class FailoverPolicy:
         """Branches given up on: branch -> (forget after, context, member).  Their late responses
         are dropped, or carry the call when the request is still held."""
         self._pruned = 0.0
+        self.behind = False
+        """sipha is behind on a receive queue (``ProxyCore.overloaded``): nobody is suspected."""
 
     def reconfigure(self, settings: ProxySettings, view: ConfiguredView, monitor: Monitor | None) -> None:
         """SIGHUP: new settings, routing view and monitor; held requests and evidence are kept."""
@@ -156,13 +158,15 @@ class FailoverPolicy:
 
     def failover_due(self, context: ResponseContext, now: float) -> None:
         """failover-timeout fired: no response on the branch since it was sent (or resumed)."""
-        if self.heard_lately(context.member, now):
+        if self.behind or self.heard_lately(context.member, now):
             # failover-timeout is "without any response from the active member": this one
             # answered other requests within it, so this answer is late or lost (an
             # overloaded proxy drops datagrams too) and the branch stays, its transaction
             # retransmitting.  Judged again one failover-timeout later: a member that stops
             # answering altogether is still failed over, at most one failover-timeout later
-            # than a silent one.
+            # than a silent one.  Likewise while sipha is behind on its own receive queue
+            # (:attr:`behind`): the answer may be waiting there, and the lateness is ours; a
+            # dead member is still found by its OPTIONS (their own socket) or Timer B/F.
             self.host.arm(context, Timer.FAILOVER, now + self.settings.failover_timeout)
             return
         self.fail_over(context, now, dead=False)

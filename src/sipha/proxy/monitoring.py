@@ -24,6 +24,7 @@ from sipha.ha import (
     build_options,
 )
 from sipha.proxy.failover import FailoverPolicy
+from sipha.proxy.probeshare import FAILED, ProbeDelegate, ProbeServer
 from sipha.proxy.routing import is_keepalive
 from sipha.proxy.rules import MAGIC_COOKIE
 from sipha.proxy.settings import ProxySettings
@@ -62,6 +63,10 @@ class MonitorLink:
         # The member whose failure made each pair unknown, until another member takes over.
         self.suspected: dict[str, Member] = {}
         self.probe_from = _probe_from(record_route)
+        self.delegate: ProbeDelegate | None = None
+        """Set in a worker other than 0 of ``[proxy] workers``: its probes are asked of worker 0."""
+        self.server: ProbeServer | None = None
+        """Set in worker 0 of ``[proxy] workers``: it answers the other workers' probes."""
         self.probe_ports: dict[str, int] = {}
         """Per transport, the port of the socket the probes leave from when it is not the
         listen port (UDP: the monitor's own socket, docs/design.md §2): their Via names it,
@@ -139,18 +144,27 @@ class MonitorLink:
         if monitor is None:
             return False
         if isinstance(output, ResponseReceived):
-            probe = self.probes.get(output.transaction.key)
+            key = output.transaction.key
+            probe = self.probes.get(key)
             if probe is None:
                 return False
             # Any answer to an OPTIONS shows the member is alive (docs/design.md §2: a member that
             # answered anything since a request went unanswered is alive).
             self.policy.heard[probe.member] = now
-            monitor.probe_answered(probe, output.response.status, now)
+            status = output.response.status
+            if probe.seq >= 0:
+                monitor.probe_answered(probe, status, now)
+            if self.server is not None and status >= 200:  # noqa: PLR2004 - a final response
+                self.server.settled(probe.member, status, now - probe.sent_at, now, key)
         elif isinstance(output, TransactionTimeout | TransportError):
-            probe = self.probes.get(output.transaction.key)
+            key = output.transaction.key
+            probe = self.probes.get(key)
             if probe is None:
                 return False
-            monitor.probe_failed(probe, now)
+            if probe.seq >= 0:
+                monitor.probe_failed(probe, now)
+            if self.server is not None:
+                self.server.settled(probe.member, FAILED, 0.0, now, key)
         elif isinstance(output, TransactionTerminated):
             if self.probes.pop(output.transaction.key, None) is None:
                 return False
@@ -205,8 +219,26 @@ class MonitorLink:
                 policy.out_of_service(pair, now)  # 40001: the caller gets 503 now
 
     def _send_probe(self, probe: Probe, now: float) -> None:
-        """A real OPTIONS through the transaction layer (RFC 3261 §11), fresh ids each."""
-        address = probe.member.address
+        """A real OPTIONS through the transaction layer (RFC 3261 §11), fresh ids each.
+
+        In a worker other than 0 of ``[proxy] workers``, a question to worker 0 instead
+        (:mod:`sipha.proxy.probeshare`: one prober per instance).
+        """
+        if self.delegate is not None:
+            self.delegate.ask(probe, now)
+            return
+        self.probes[self._send_options(probe.member, probe.seq, now)] = probe
+        if self.server is not None:
+            self.server.sent(probe.member)
+
+    def serve_options(self, member: Member, now: float) -> TransactionKey:
+        """An OPTIONS to ``member`` only to answer other workers' probes (worker 0)."""
+        key = self._send_options(member, 1, now)
+        self.probes[key] = Probe(member.pair, member, -1, now)  # seq -1: no probe of our monitor
+        return key
+
+    def _send_options(self, member: Member, seq: int, now: float) -> TransactionKey:
+        address = member.address
         transport = address.transport.upper()
         via = self.settings.via
         host, port = via.get(transport) or next(iter(via.values()))
@@ -221,10 +253,9 @@ class MonitorLink:
             call_id=f"{token}.probe@{host.strip('[]')}",
             branch=f"{MAGIC_COOKIE}{token}.probe{self.settings.branch_tag}",
             from_tag=token,
-            cseq=probe.seq,
+            cseq=seq,
         )
-        client = self.txn.send_request(options, address, now)
-        self.probes[client.key] = probe
+        return self.txn.send_request(options, address, now).key
 
 
 def _probe_from(record_route: SipUri) -> str:

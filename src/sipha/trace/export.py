@@ -3,12 +3,14 @@
 :class:`Tracing` is what :class:`sipha.app.ProxyApp` holds: it resolves the HEP
 collector, opens the exporter's socket, installs a :class:`~sipha.trace.tracer.MessageTracer`
 on the driver when anything is traced (and removes it when nothing is: the driver then
-pays one attribute check per message), re-does that on reload, and gives /status and
-/metrics what the exporter counted.  docs/tracing.md is the operator's view.
+pays one attribute check per message received and one per message sent), re-does that on
+reload, and gives /status and /metrics what the exporter counted.  docs/tracing.md is the
+operator's view.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sipha.config import parse_address
@@ -28,6 +30,25 @@ class _CommandLine:
 def force_log() -> None:
     """``sipha run --trace``: log every message whatever ``[trace] log`` says, now and after reloads."""
     _CommandLine.log = True
+
+
+def check_collector(config: Config) -> None:
+    """ValueError when ``[trace] hep`` names a host that does not resolve (blocking: at start).
+
+    ``sipha run`` calls it before it starts the workers of ``[proxy] workers``, so that
+    the problem is one line, not one traceback per worker.
+    """
+    hep = config.trace.hep
+    if hep:
+        target = parse_address(hep)
+        try:
+            socket.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM)
+        except OSError as error:
+            raise ValueError(_cannot_send(hep, error)) from error
+
+
+def _cannot_send(hep: str, error: OSError) -> str:
+    return f"trace.hep = {hep!r}: cannot send there: {error}"
 
 
 class Transports(LocalAddresses, Protocol):
@@ -85,7 +106,7 @@ class Tracing:
                 counters=self.counters,
             )
         except OSError as error:
-            raise ValueError(f"trace.hep = {settings.hep!r}: cannot send there: {error}") from error
+            raise ValueError(_cannot_send(settings.hep, error)) from error
 
     def close(self) -> None:
         """Stop tracing and close the exporter's socket."""
