@@ -5,14 +5,15 @@ PYTHON    ?= python3
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
 COMPILED  ?= .venv-compiled
-DEB_DEPS  := sip-tester chromium nftables sngrep
+DEB_DEPS  := sip-tester chromium nftables sngrep sipsak
 # Installed without recommended packages: the TLS peers of tests/tls (Kamailio with its tls
 # module, and baresip-core alone (its modules include the ones tests/tls loads: ctrl_tcp, menu,
 # g711, ausine, aubridge), not the baresip metapackage, which pulls in FFmpeg and GStreamer),
 # dnsmasq's binary without its system service (the DNS server of tests/net/test_dns.py), and
 # Prometheus for promtool and a server scraping sipha (tests/admin/test_monitoring.py checks
-# docs/monitoring; its recommends are the node exporter, not needed).
-DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core dnsmasq-base prometheus
+# docs/monitoring; its recommends are the node exporter, not needed), and SIPVicious, the
+# scanners of tests/chaos/test_scanners.py (its scapy recommends IPython and more, not needed).
+DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core dnsmasq-base prometheus sipvicious
 HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos property fuzz clean
@@ -99,9 +100,10 @@ check: lint typecheck unit
 test: lint typecheck pytest pytest-compiled
 
 # The long runs kept out of `make test` (marker "long"): the fault bed of tests/chaos with
-# 2 workers as well as 1 (about 5 minutes more), printing each case's CHAOS line.
+# 2 workers as well as 1 (about 5 minutes more), printing each case's CHAOS line; the pool
+# behind DNS with baresip over UDP too (about 3 minutes), printing its POOL lines.
 chaos: setup deb-deps
-	$(PY) -m pytest -s -p no:cacheprovider tests/chaos tests/integration/test_failover.py
+	$(PY) -m pytest -s -p no:cacheprovider tests/chaos tests/integration/test_failover.py tests/pool/test_pool.py
 
 # The property tests at length: 10,000 examples each (hypothesis profile "long").
 property: setup

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
-import logging
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +11,7 @@ import pytest
 import trustme
 
 from sipha import __version__
-from sipha.cli import EXIT_BAD_CONFIG, EXIT_OK, JsonFormatter, main
+from sipha.cli import EXIT_BAD_CONFIG, EXIT_OK, main
 from sipha.config import load_config, load_config_text, render_config
 from sipha.reference import render_reference
 from sipha.runtime import collect_when_idle, tune_gc
@@ -215,18 +213,6 @@ def test_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> N
 def test_config_reference_command_prints_the_generated_reference(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config-reference"]) == 0
     assert capsys.readouterr().out == render_reference()
-
-
-def test_json_log_lines_carry_the_event_id() -> None:
-    record = logging.LogRecord(
-        "sipha", logging.WARNING, __file__, 1, "event %d: %s", (40001, "pair down"), None
-    )
-    entry = json.loads(JsonFormatter().format(record))
-    assert entry["event_id"] == 40001
-    assert entry["message"] == "event 40001: pair down"
-    assert entry["level"] == "WARNING"
-    plain = logging.LogRecord("sipha", logging.INFO, __file__, 1, "listening on %s", ("udp:x",), None)
-    assert "event_id" not in json.loads(JsonFormatter().format(plain))
 
 
 def test_tune_gc_freezes_startup_objects_and_turns_automatic_collection_off() -> None:

@@ -45,6 +45,8 @@ from sipha.assembly import (
 from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.dispatch import Dispatcher
 from sipha.ha import HaEvent
+from sipha.limits import apply_limits
+from sipha.logs import event_fields
 from sipha.net.locate import Locator
 from sipha.net.manager import TransportManager
 from sipha.net.workers import Handoff
@@ -147,6 +149,7 @@ class ProxyApp:
             self.config, datetime.datetime.now(datetime.UTC), source=source
         )
         await self.transports.start([])
+        apply_limits(self.config, self._dispatch, self.transports)  # before any connection is accepted
         worker = self.worker
         try:
             if worker is not None:
@@ -212,6 +215,7 @@ class ProxyApp:
                 on_pair=dispatch.on_pair_news,
                 on_probe_question=dispatch.on_probe_question,
                 on_probe_answer=dispatch.on_probe_answer,
+                on_maintenance=dispatch.on_maintenance,
             )
             core.share_probes(worker.index)
             dispatch.handoff = self._handoff
@@ -328,6 +332,8 @@ class ProxyApp:
     def transport_counters(self) -> dict[str, int]:
         """The transports' counters, and with ``[proxy] workers`` the hand-over's (for /metrics)."""
         counters = self.transports.stats.as_dict()
+        sources = self._dispatch.sources  # [limits]: what the per-source guard dropped
+        counters.update(source_rate_limited=sources.rate_limited, scanner_requests=sources.scanner_requests)
         handoff = self._handoff
         if handoff is not None:
             counters["handoff_out"] = handoff.handed_over
@@ -410,6 +416,12 @@ class ProxyApp:
             await self.stop()
 
     # ------------------------------------------------------------------ SIGHUP: reload
+
+    def set_maintenance(self, pair: str, role: str, on: bool) -> None:  # noqa: FBT001
+        """``POST /member``: a member in maintenance or back to auto, in every worker (docs/design.md §2)."""
+        self._dispatch.set_maintenance(pair, role, on)
+        mode = "in maintenance" if on else "back to auto"
+        log.info("pair %s: %s %s (asked over the admin HTTP)", pair, role, mode)
 
     def _on_reload_signal(self) -> None:
         self._spawn(self.reload())
@@ -516,6 +528,7 @@ class ProxyApp:
         reprobed = [name for name in reprobed if core.monitor is not None and name in core.monitor.pairs]
         now = self._now()
         core.reconfigure(settings, view, monitor, now)
+        changes += apply_limits(config, self._dispatch, self.transports, old)
         for key, addresses in self._bound.items():
             if key not in wanted:
                 for address in addresses:
@@ -566,9 +579,9 @@ class ProxyApp:
     def _log_event(self, event: HaEvent) -> None:
         """A pair monitor event: the log, the dashboard's recent events (the dispatcher tells the workers)."""
         if event.event_id is not None:
-            log.warning("event %d: %s", event.event_id, event.message)
+            log.warning("event %d: %s", event.event_id, event.message, extra=event_fields(event))
         else:
-            log.info("%s", event.message)
+            log.info("%s", event.message, extra=event_fields(event))
         self.telemetry.record_event(event)
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sipha import __version__, ctl
 from sipha.config import ConfigError, load_config, render_config
+from sipha.logs import LOG_FORMATS, setup_logging
 from sipha.reference import render_reference
 
 EXIT_OK = 0
@@ -76,7 +75,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log threshold"
     )
     run.add_argument(
-        "--log-format", default="text", choices=["text", "json"], help="one line per event: text or JSON"
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text (TIME LEVEL LOGGER: MESSAGE), json (one object per line, with the event's fields) or "
+        "journal (text with a <N> priority prefix and no time, for journald); default: journal when "
+        "standard error is systemd's journal stream (JOURNAL_STREAM), text otherwise",
     )
     run.add_argument(
         "--trace",
@@ -211,39 +214,7 @@ def _simulate_server(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the event id of docs/design.md §4."""
-
-    def format(self, record: logging.LogRecord) -> str:  # noqa: D102
-        message = record.getMessage()
-        entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": message,
-        }
-        event = _EVENT_RE.match(message)
-        if event is not None:
-            entry["event_id"] = int(event.group(1))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-_EVENT_RE = re.compile(r"event (\d{5}): ")
-
-
-def setup_logging(level: str, log_format: str = "text") -> None:
-    """Human text by default; JSON lines with ``--log-format json``."""
-    handler = logging.StreamHandler()
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-
-
-def _run(path: Path | None, log_level: str, log_format: str = "text") -> int:
+def _run(path: Path | None, log_level: str, log_format: str | None = None) -> int:
     setup_logging(log_level, log_format)
     try:
         config = load_config(path)

@@ -26,6 +26,7 @@ from pydantic import (
 
 from sipha.dnsconfig import DnsSection
 from sipha.ha.settings import AliveCodes
+from sipha.limitsconfig import LimitsSection
 from sipha.sip import SipParseError, SipUri, parse_uri
 from sipha.sip.address import is_wildcard
 
@@ -302,6 +303,15 @@ class AdminSection(_Section):
         _split_address(value, need_transport=False)
         return value
 
+    @model_validator(mode="after")
+    def _not_exposed(self) -> AdminSection:
+        host = _split_address(self.listen, need_transport=False)[1].lower()
+        loopback = host == "localhost" or (is_ip_literal(host) and ipaddress.ip_address(host).is_loopback)
+        if not loopback and not self.token:
+            why = "beyond loopback admin.token is required (whoever reaches it can reload, drain, stop sipha)"
+            raise _CrossRules([f"admin.listen = {self.listen!r}: {why}: set a token or listen on 127.0.0.1"])
+        return self
+
 
 class PairMatch(_Section):
     """Routing rules of a pair for endpoint traffic."""
@@ -460,6 +470,7 @@ class Config(_Section):
     tls: TlsSection = Field(default_factory=TlsSection)
     trace: TraceSection = Field(default_factory=TraceSection)
     dns: DnsSection = Field(default_factory=DnsSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
     pair: list[PairSection] = Field(default=[], description="the SIP server pairs")
 
     @model_validator(mode="after")
@@ -555,7 +566,7 @@ def default_config_text() -> str:
 def render_config(config: Config) -> str:
     """The effective configuration as TOML, every option spelled out."""
     lines: list[str] = []
-    for section_name in ("proxy", "monitor", "admin", "dns", "tls"):
+    for section_name in ("proxy", "monitor", "admin", "dns", "limits", "tls"):
         section: BaseModel = getattr(config, section_name)
         lines.append(f"[{section_name}]")
         lines.extend(_render_fields(section))

@@ -128,6 +128,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="As SIGTERM: new out-of-dialog requests get 503, sipha exits once the "
         "transactions and calls under way are done (at most 32 s).  Asking again does not cut them.",
     )
+    member = actions.add_parser(
+        "member",
+        parents=[common],
+        allow_abbrev=False,
+        help="put a pair member in maintenance, or back to auto",
+        description="maintenance: new transactions stop going to the member (the other member takes "
+        "them once it answers an OPTIONS alive; until then the member keeps them); those under way "
+        "finish; its OPTIONS go on.  auto: the algorithm decides again (nothing moves at once).  "
+        "Kept across reloads while the pair's members do not change.",
+    )
+    member.add_argument("pair", help="the pair's name")
+    member.add_argument("member", choices=("primary", "backup"), help="which member")
+    member.add_argument("mode", choices=("maintenance", "auto"), help="maintenance or auto")
     events = actions.add_parser(
         "events",
         parents=[common],
@@ -155,7 +168,8 @@ def main(args: argparse.Namespace) -> int:
     command = getattr(args, "ctl_command", None)
     if command is None:
         print(
-            "sipha ctl: a COMMAND is needed: status, reload, drain or events (sipha ctl -h)", file=sys.stderr
+            "sipha ctl: a COMMAND is needed: status, reload, drain, member or events (sipha ctl -h)",
+            file=sys.stderr,
         )
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
@@ -172,6 +186,8 @@ def main(args: argparse.Namespace) -> int:
             return _reload(client, as_json=as_json)
         if command == "drain":
             return _drain(client, as_json=as_json)
+        if command == "member":
+            return _member(client, args.pair, args.member, args.mode, as_json=as_json)
         return _events(client, as_json=as_json, follow=args.follow)
     except CtlError as error:
         print(error.line(), file=sys.stderr)
@@ -228,7 +244,9 @@ class Client:
         """The URL of ``path`` as errors name it (never with the token)."""
         return self.shown + path
 
-    def open(self, method: str, path: str, *, read_timeout: float = 0.0) -> http.client.HTTPResponse:
+    def open(
+        self, method: str, path: str, *, read_timeout: float = 0.0, body: bytes = b"{}"
+    ) -> http.client.HTTPResponse:
         """Send the request; the response (its status checked by the caller). CtlError 3 when unreachable.
 
         ``read_timeout``: once the response has come, the bound of each read instead of ``timeout``.
@@ -246,12 +264,12 @@ class Client:
         headers = {"User-Agent": f"sipha-ctl/{__version__}", "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        body = None
+        sent = None
         if method == "POST":
-            body = b"{}"
+            sent = body
             headers["Content-Type"] = "application/json"  # what the server wants of a POST (CSRF)
         try:
-            connection.request(method, self.base + path, body=body, headers=headers)
+            connection.request(method, self.base + path, body=sent, headers=headers)
             sock = connection.sock  # the response keeps reading it after the connection lets it go
             response = connection.getresponse()
         except (OSError, http.client.HTTPException) as error:
@@ -286,22 +304,24 @@ class Client:
             cause = f"cannot connect: {reason}"
         return CtlError(EXIT_UNREACHABLE, self.url(path), cause)
 
-    def call(self, method: str, path: str, *, accept: tuple[int, ...] = ()) -> tuple[int, Any]:
+    def call(
+        self, method: str, path: str, *, accept: tuple[int, ...] = (), body: object = None
+    ) -> tuple[int, Any]:
         """One request whose answer is a JSON document: (status, document).
 
         A status under 300 or in ``accept`` is returned; 401/403 end with exit 4, any
         other with exit 1 (its body's first line said).
         """
-        response = self.open(method, path)
+        response = self.open(method, path, body=json.dumps(body or {}).encode())
         try:
-            body = response.read(_MAX_BODY)
+            answer = response.read(_MAX_BODY)
         except (OSError, ValueError) as error:
             raise self.unreachable(path, error) from None
         finally:
             response.close()
-        self.check(path, response, body, accept)
+        self.check(path, response, answer, accept)
         try:
-            return response.status, json.loads(body)
+            return response.status, json.loads(answer)
         except ValueError:
             raise CtlError(
                 EXIT_UNREACHABLE, self.url(path), "the answer is not JSON: not a sipha admin API?"
@@ -387,6 +407,25 @@ def _drain(client: Client, *, as_json: bool) -> int:
         print(f"draining: {counts}; sipha exits once they are done (at most 32 s)")
     else:
         print(f"already draining: {counts}")
+    return EXIT_OK
+
+
+def _member(client: Client, pair: str, member: str, mode: str, *, as_json: bool) -> int:
+    _, document = client.call("POST", "/member", body={"pair": pair, "member": member, "mode": mode})
+    if as_json:
+        _print_json(document)
+        return EXIT_OK
+    held = document.get("maintenance") or []
+    active = document.get("active") or "none"
+    state = document.get("state", "?")
+    if mode == "maintenance":
+        moved = "" if active != member else " (it keeps new calls until the other member answers OPTIONS)"
+        print(f"pair {pair}: {member} in maintenance; {state}, active: {active}{moved}")
+    else:
+        print(
+            f"pair {pair}: {member} back to auto; {state}, active: {active}; in maintenance: "
+            f"{', '.join(held) or 'none'}"
+        )
     return EXIT_OK
 
 
@@ -540,7 +579,11 @@ def render_status(document: dict[str, Any], url: str) -> str:
                     str(counters.get("switchovers", 0)) if first else "",
                     str(member.get("address", "?")),
                     str(member.get("role", "?")),
-                    "*" if member.get("active") else "",
+                    " ".join(
+                        mark
+                        for mark, on in (("*", member.get("active")), ("maint", member.get("maintenance")))
+                        if on
+                    ),
                     "-" if rtt is None else f"{rtt:.3f} ms",
                     str(member.get("transport_error") or ""),
                 ]

@@ -30,6 +30,7 @@ from sipha.proxy.affinity import owner
 from sipha.proxy.overload import is_new_invite
 from sipha.proxy.probeshare import Answer as ProbeAnswer
 from sipha.proxy.probeshare import Question
+from sipha.proxy.ratelimit import ADMIT, RATE_LIMITED, SourceGuard, user_agent
 from sipha.proxy.via import response_fallback_destination
 from sipha.sip import Response, SipParseError
 from sipha.txn import SendMessage
@@ -90,6 +91,8 @@ class Dispatcher(Driver):
         """Far behind: new INVITEs from endpoints are dropped unparsed (:meth:`on_backlog`)."""
         self._overload_logged: tuple[float, int] | None = None
         """When shedding was last logged, and the count of new INVITEs shed then."""
+        self.sources = SourceGuard()
+        """[limits]: per source IP, a rate and scanners' User-Agents (docs/design.md §3)."""
 
     @property
     def core(self) -> ProxyCore | None:
@@ -105,6 +108,12 @@ class Dispatcher(Driver):
 
     def on_message(self, data: bytes, source: Address, local: Address) -> None:
         """A datagram or a framed stream message from the transports."""
+        sources = self.sources
+        if sources.enabled:
+            verdict = sources.check(data, source.host, self.clock())
+            if verdict != ADMIT:
+                self._log_source(verdict, data, source)
+                return
         if self.dropping and self._drop_new_call(data, source):
             return
         handoff = self.handoff
@@ -126,6 +135,25 @@ class Dispatcher(Driver):
             return False  # a SIP server's new call keeps priority, as in the core
         core.counters.overload_drops += 1
         return True
+
+    def _log_source(self, verdict: int, data: bytes, source: Address) -> None:
+        """A message dropped by [limits]: one line per source per minute at most, with the count."""
+        sources = self.sources
+        count = sources.notice(source.host, self.clock())
+        if not count:
+            return
+        settings = sources.settings
+        if verdict == RATE_LIMITED:
+            why = f"over [limits] source-rate = {settings.rate:g}/s (burst {settings.burst:g})"
+        else:  # the header is the sender's: quoted, cut, escaped (no control character reaches the log)
+            agent = (user_agent(data) or b"")[:80].decode("utf-8", "replace")
+            why = f"its User-Agent {agent!r} names a scanner ([limits] scanner-user-agents)"
+        log.warning(
+            "source %s: %s: its messages are dropped unanswered (%d since the last line about it)",
+            source.host,
+            why,
+            count,
+        )
 
     def on_bad_stream(self, error: SipParseError, source: Address) -> None:
         """A stream whose framing failed: the core answers what it can, before the close (§18.3)."""
@@ -219,6 +247,24 @@ class Dispatcher(Driver):
         core = self._core
         if core is not None:
             core.probe_answer(ProbeAnswer(pair, role, seq, status, rtt, self.worker_index), self.clock())
+            self._pending = True
+
+    def set_maintenance(self, pair: str, role: str, on: bool) -> None:  # noqa: FBT001
+        """The operator's maintenance of a member, here and in every other worker (ValueError: no such)."""
+        core = self._core
+        if core is None:
+            raise ValueError("sipha is starting")
+        core.set_maintenance(pair, role, on, self.clock())
+        if self.handoff is not None:
+            self.handoff.broadcast_maintenance(pair, role, on)
+        self.flush()
+
+    def on_maintenance(self, pair: str, role: str, on: bool) -> None:  # noqa: FBT001
+        """Another worker's :meth:`set_maintenance`."""
+        core = self._core
+        if core is not None:
+            with contextlib.suppress(ValueError):  # a pair this worker does not have (mid-reload)
+                core.set_maintenance(pair, role, on, self.clock())
             self._pending = True
 
     def read_backlog(self) -> None:

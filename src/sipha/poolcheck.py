@@ -21,6 +21,7 @@ from sipha.config import Config
 from sipha.dnsconfig import DnsSection, parse_dns_server
 from sipha.ha import check_own_address
 from sipha.ha.events import ProxyAddressNotFound
+from sipha.logs import event_fields
 from sipha.net.dns import SipResolveError, SipResolver
 from sipha.sip import SipUri, parse_uri
 from sipha.sip.address import Address, default_port
@@ -88,12 +89,17 @@ async def check_pool_address(
     pool, problems = await pool_addresses(record_route.host_key, record_route.port, transports, resolver)
     if not pool:
         why = "; ".join(dict.fromkeys(problems)) or "no address"
-        log.warning("event 40000: cannot resolve the pool address %s: %s", record_route.host, why)
+        log.warning(
+            "event 40000: cannot resolve the pool address %s: %s",
+            record_route.host,
+            why,
+            extra={"event_id": 40000, "kind": "proxy"},
+        )
         return None
     ours = list(bound)
     if config.proxy.sip_address:
         ours += [Address(a.transport, config.proxy.sip_address, a.port) for a in bound]
     event = check_own_address(pool, ours)
     if event is not None:
-        log.warning("event %d: %s", event.event_id, event.message)
+        log.warning("event %d: %s", event.event_id, event.message, extra=event_fields(event))
     return event

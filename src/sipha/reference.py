@@ -16,6 +16,7 @@ from sipha.config import (
     toml_value,
 )
 from sipha.dnsconfig import DnsSection
+from sipha.limitsconfig import LimitsSection
 
 _SECTIONS: Final = (
     ("proxy", "[proxy]", ProxySection),
@@ -24,6 +25,7 @@ _SECTIONS: Final = (
     ("tls", "[tls]", TlsSection),
     ("trace", "[trace]", TraceSection),
     ("dns", "[dns]", DnsSection),
+    ("limits", "[limits]", LimitsSection),
     ("pair", "[[pair]] (one table per pair)", PairSection),
 )
 
@@ -100,7 +102,8 @@ def render_reference() -> str:
         "Addresses are `transport:host:port` with transport `udp`, `tcp` or `tls`",
         "(IPv6 hosts in brackets). Rules across options: at most one pair has",
         "`serving = true`; pair names are unique; a pair's primary and backup differ;",
-        "`sip-address` is required when a listen address is a wildcard (0.0.0.0, ::).",
+        "`sip-address` is required when a listen address is a wildcard (0.0.0.0, ::); an",
+        "`[admin] listen` beyond loopback requires `[admin] token`.",
         "",
         "TLS (RFC 3261 §26.2): a `tls:` listen address requires `tls.certificate` and `tls.private-key`,",
         'and each of these the other; `verify-clients` other than `"none"` requires a `tls:` listen;',
@@ -116,6 +119,11 @@ def render_reference() -> str:
         "",
         "DNS (docs/design.md §3): `servers` are IP addresses (IPv6 in brackets when a port follows).",
         "Applied on reload: the cached answers and the targets marked failed are dropped.",
+        "",
+        'Limits (docs/design.md §3, "Sources and connections"): `source-burst` requires `source-rate`;',
+        "the rate and the scanner words apply per worker to every source but the pair members' IPs and",
+        "`trusted`; a dropped message gets no answer. Applied on reload (every source's bucket refills);",
+        "the connection limits apply to open connections too.",
         "",
     ]
     return "\n".join(lines)

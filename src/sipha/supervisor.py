@@ -19,6 +19,7 @@ from typing import Final
 
 from sipha.assembly import OWN_SOCKETS, WorkerPlan, WorkerSockets, listen_key
 from sipha.config import Config, parse_address
+from sipha.logs import WorkerField
 from sipha.net.listen import check_listen_transport, resolve_listen
 from sipha.net.manager import DEFAULT_UDP_BUFFER
 from sipha.net.udp import open_udp_socket
@@ -165,9 +166,8 @@ def _fork_worker(plan: WorkerPlan, every: list[WorkerSockets], serve: ServeWorke
                 for sockets in other.values():
                     for sock, _ in sockets:
                         sock.close()
-        prefix = f"worker {plan.index}: "
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_WorkerLogPrefix(prefix))
+        for handler in logging.getLogger().handlers:  # text: "worker N: " before the message
+            handler.addFilter(WorkerField(plan.index))
         serve(plan)
     except BaseException:  # whatever it is, the child must not return into the parent's code
         log.exception("worker %d failed", plan.index)
@@ -177,17 +177,3 @@ def _fork_worker(plan: WorkerPlan, every: list[WorkerSockets], serve: ServeWorke
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-
-
-class _WorkerLogPrefix(logging.Filter):
-    """Prefixes a worker's log lines with ``worker N:`` (text and JSON formats alike)."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self._prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not getattr(record, "sipha_worker_prefixed", False):
-            record.msg = self._prefix + str(record.msg)
-            record.sipha_worker_prefixed = True
-        return True

@@ -208,7 +208,12 @@ def test_local_host_names() -> None:
 
 async def test_the_new_endpoints_want_the_token() -> None:
     async with running_proxy(token="s3cret") as running:  # noqa: S106 - a test value
-        for method, path in (("GET", "/events"), ("GET", "/events?follow=1"), ("POST", "/reload")):
+        for method, path in (
+            ("GET", "/events"),
+            ("GET", "/events?follow=1"),
+            ("POST", "/reload"),
+            ("POST", "/member"),
+        ):
             for given in ({}, {"Authorization": "Bearer wrong"}):
                 async with running.http.request(
                     method, running.base + path, headers={**JSON, **given}, data=b"{}"
@@ -221,6 +226,36 @@ async def test_the_new_endpoints_want_the_token() -> None:
         assert status == 401
         assert running.app.core is not None
         assert not running.app.core.draining
+
+
+# ---------------------------------------------------------------------------- POST /member
+
+
+async def member(running: Running, body: object) -> tuple[int, Any]:
+    async with running.http.post(running.base + "/member", json=body) as response:
+        text = await response.text()
+        return response.status, json.loads(text) if response.content_type == "application/json" else text
+
+
+async def test_member_maintenance_and_back_with_precise_refusals() -> None:
+    """docs/design.md §2, maintenance: the pair's status back; 400 for a bad body, 404 for no such."""
+    async with running_proxy() as running:
+        await eventually(lambda: healthy(running), "/healthz 200 at start")
+        status, document = await member(running, {"pair": "site", "member": "backup", "mode": "maintenance"})
+        assert status == 200, document
+        assert document["maintenance"] == ["backup"]
+        assert [m["maintenance"] for m in document["members"]] == [False, True]
+        status, document = await member(running, {"pair": "site", "member": "backup", "mode": "auto"})
+        assert (status, document["maintenance"]) == (200, [])
+        for body in ({}, {"pair": "site", "member": "backup"}, {"mode": "off"}, [1], "maintenance"):
+            status, text = await member(running, body)
+            assert status == 400, body
+            assert '"mode": "maintenance" or "auto"' in text
+        status, text = await member(running, {"pair": "nope", "member": "primary", "mode": "auto"})
+        assert (status, text) == (404, "404: no pair 'nope'\n")
+        status, text = await member(running, {"pair": "site", "member": "tertiary", "mode": "auto"})
+        assert status == 404
+        assert "no member 'tertiary'" in text
 
 
 # ---------------------------------------------------------------------------- GET /events

@@ -130,6 +130,11 @@ class Harness:
         self.monitor.suspect(member, self.now)
         return self._collect()
 
+    def maintenance(self, member: Member, on: bool = True) -> list[Output]:
+        """The operator puts ``member`` in maintenance (``on``) or back to the algorithm."""
+        self.monitor.set_maintenance(member.role, on, self.now)
+        return self._collect()
+
     def _collect(self) -> list[Output]:
         out = self.monitor.drain()
         self.out.extend(out)

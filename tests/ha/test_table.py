@@ -134,7 +134,26 @@ def takeover_ending(takeover: float) -> Harness:
     return harness
 
 
+def in_maintenance(takeover: float) -> Harness:
+    """Active on the primary, put in maintenance: the handover probe to the backup outstanding."""
+    harness = active(takeover)
+    harness.maintenance(PRIMARY)
+    assert harness.last_probe().member == BACKUP
+    return harness
+
+
+def backup_in_maintenance(takeover: float) -> Harness:
+    """Active on the primary; the backup (not active) put in maintenance: nothing sent."""
+    harness = active(takeover)
+    assert harness.maintenance(BACKUP) == []
+    return harness
+
+
 SCENARIOS: dict[tuple[State, Input], tuple[Setup, Action]] = {
+    (State.ACTIVE, Input.MAINTENANCE_ACTIVE): (active, lambda h: h.maintenance(PRIMARY)),
+    (State.ACTIVE, Input.PERIOD_ANSWERED_MAINTENANCE): (in_maintenance, lambda h: h.advance(CHECK)),
+    (State.ACTIVE, Input.HANDOVER_CONFIRMED): (in_maintenance, lambda h: h.answer(h.last_probe(BACKUP))),
+    (State.ACTIVE, Input.REQUEST_MAINTENANCE): (backup_in_maintenance, lambda h: h.request(BACKUP)),
     (State.INITIAL, Input.START): (lambda t: Harness.make(takeover=t), lambda h: h.start()),
     (State.INITIAL, Input.START_UNMONITORED): (
         lambda t: Harness.make(check=0.0, takeover=t),
@@ -214,7 +233,8 @@ OP_OUTPUT: dict[Op, tuple[str, ...]] = {
     Op.PROBE_NEXT: ("Probe",),
     Op.PROBE_ACTIVE: ("Probe",),
     Op.PROBE_AGAIN: ("Probe",),
-    Op.PROBE_CLAIMANT: ("Probe",),  # the scenarios send no claim within a probe interval before
+    Op.PROBE_CLAIMANT: ("Probe",),
+    Op.PROBE_HANDOVER: ("Probe",),  # the scenarios send no claim within a probe interval before
     Op.START_TAKEOVER: ("Probe", "Probe"),
     Op.PROBE_BOTH: ("Probe", "Probe"),
     Op.MARK_ANSWERED: (),

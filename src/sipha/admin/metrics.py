@@ -106,7 +106,9 @@ class SiphaCollector(Collector):
             "sipha_transport_events",
             "transport counters: datagrams and bytes in/out, UDP send queueing and drops, ICMP "
             "errors, stream messages, connections, framing errors; with workers, datagrams handed "
-            "over between them (handoff_drops: lost, the owner's buffer full)",
+            "over between them (handoff_drops: lost, the owner's buffer full); [limits]: messages dropped "
+            "unanswered (scanner_requests, source_rate_limited), connections closed (message_timeouts, "
+            "connections_evicted)",
             labels=["counter"],
         )
         for name, value in sorted(counters.items()):
@@ -205,6 +207,11 @@ class SiphaCollector(Collector):
             "reason is in /status and the log)",
             labels=["pair", "member", "address"],
         )
+        maintenance = GaugeMetricFamily(
+            "sipha_pair_member_maintenance",
+            "1 while the operator keeps the member in maintenance (sipha ctl member)",
+            labels=["pair", "member", "address"],
+        )
         if monitor is not None:
             now = self.source.monotonic()
             wall = time.time()
@@ -216,6 +223,7 @@ class SiphaCollector(Collector):
                     active.add_metric([name, member.role, where], int(is_active))
                     problem = self.source.member_problem(member.address)
                     unreachable.add_metric([name, member.role, where], int(problem is not None))
+                    maintenance.add_metric([name, member.role, where], int(member.role in status.maintenance))
                     seconds = status.last_rtt.get(member.role)
                     if seconds is not None:
                         last_rtt.add_metric([name, member.role], seconds)
@@ -236,7 +244,7 @@ class SiphaCollector(Collector):
                 failed.add_metric([name], status.counters.probes_failed)
                 claims.add_metric([name], status.counters.claims_rejected)
         yield from (active, up, state, split, changed, switchovers, sent, answered, failed, claims)
-        yield from (last_rtt, rtt, unreachable)
+        yield from (last_rtt, rtt, unreachable, maintenance)
 
 
 def build_registry(source: AdminSource) -> CollectorRegistry:

@@ -11,6 +11,8 @@
                           ``?follow=1``: then the new ones as they happen (see below).
 ``POST /reload``          what SIGHUP does; 200 with the changes, 422 with the problems.
 ``POST /drain``           what SIGTERM does; 202 with the transactions and calls under way.
+``POST /member``          ``{"pair", "member", "mode": "maintenance"|"auto"}``: a member in
+                          maintenance (docs/design.md §2), every worker; the pair's status.
 ``POST /demo/switch``     ``sipha demo`` only: swap the simulated servers' modes.
 ========================  =============================================================
 
@@ -52,13 +54,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sipha.admin.control import Drainer, request_reload
 from sipha.admin.metrics import build_registry
-from sipha.admin.status import AdminSource, DemoControl, build_status, health
+from sipha.admin.status import AdminSource, DemoControl, build_status, health, pairs_status
 from sipha.config import parse_address
 
 log = logging.getLogger("sipha.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS: Final = frozenset({"/healthz"})
+MEMBER_MODES: Final = ("maintenance", "auto")
+"""``POST /member`` modes: new transactions stop going to the member, or the algorithm decides."""
 _NO_STORE: Final = {"Cache-Control": "no-store"}
 NDJSON: Final = "application/x-ndjson"
 
@@ -227,6 +231,27 @@ def build_app(
         result = drainer.request()
         return _json(result.document(), 202 if result.started else 200)
 
+    async def member(request: web.Request) -> web.Response:
+        """``{"pair": P, "member": "primary"|"backup", "mode": "maintenance"|"auto"}`` (docs/design.md §2)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        mode = body.get("mode") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or mode not in MEMBER_MODES:
+            return web.Response(
+                status=400,
+                text='400: the body must be {"pair": NAME, "member": "primary" or "backup", '
+                '"mode": "maintenance" or "auto"}\n',
+            )
+        pair, role = str(body.get("pair", "")), str(body.get("member", ""))
+        try:
+            source.set_maintenance(pair, role, mode == "maintenance")
+        except ValueError as error:
+            return web.Response(status=404, text=f"404: {error}\n")
+        found = [entry for entry in pairs_status(source) if entry["name"] == pair]
+        return _json(found[0] if found else {"name": pair})
+
     async def events(request: web.Request) -> web.StreamResponse:
         if request.query.get("follow", "0").lower() not in {"", "1", "true", "yes"}:
             body = b"".join(_line(entry) for entry in source.telemetry.events)
@@ -267,6 +292,7 @@ def build_app(
     app.router.add_get("/", dashboard)
     app.router.add_post("/reload", reload)
     app.router.add_post("/drain", drain)
+    app.router.add_post("/member", member)
     app.router.add_post("/demo/switch", demo_switch)
     return app
 

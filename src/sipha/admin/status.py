@@ -62,6 +62,10 @@ class AdminSource(Protocol):
         """SIGTERM: new out-of-dialog requests get 503; stop once what is under way is done."""
         ...
 
+    def set_maintenance(self, pair: str, role: str, on: bool) -> None:  # noqa: FBT001
+        """``POST /member``: ``role`` of ``pair`` in maintenance or back to auto (ValueError: no such)."""
+        ...
+
 
 class DemoControl(Protocol):
     """``sipha demo``'s hooks: the switchover button and what the demo does."""
@@ -120,6 +124,7 @@ def pairs_status(source: AdminSource) -> list[dict[str, Any]]:
                     "active": member == active,
                     "last_rtt_ms": None if rtt is None else round(rtt * 1000, 3),
                     "transport_error": source.member_problem(member.address),
+                    "maintenance": member.role in status.maintenance,
                 }
             )
         out.append(
@@ -133,6 +138,7 @@ def pairs_status(source: AdminSource) -> list[dict[str, Any]]:
                 "last_change": wall_time(source, status.since),
                 "split_brain": status.split_brain,
                 "split_brain_since": wall_time(source, status.split_brain_since),
+                "maintenance": list(status.maintenance),
                 "counters": {
                     "options_sent": status.counters.probes_sent,
                     "options_answered": status.counters.probes_answered,

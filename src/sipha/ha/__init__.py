@@ -99,8 +99,9 @@ from sipha.ha.machine import TABLE, TAKEOVER_ROWS, Input, Op, State, Transition,
 from sipha.ha.member import Member
 from sipha.ha.monitor import Monitor
 from sipha.ha.options import build_options, check_own_address, member_uri
-from sipha.ha.pair import PairCounters, PairMonitor, PairStatus
+from sipha.ha.pair import PairMonitor
 from sipha.ha.settings import PROBE_LIFETIME, TAKEOVER_PROBE_INTERVAL, AliveCodes, MonitorSettings
+from sipha.ha.status import PairCounters, PairStatus
 
 __all__ = [
     "EVENT_OWN_ADDRESS_NOT_FOUND",

@@ -18,7 +18,7 @@ from sipha.sip.address import Address
 EVENT_OWN_ADDRESS_NOT_FOUND: Final = 40000
 EVENT_PAIR_UNAVAILABLE: Final = 40001
 
-ActivationReason = Literal["options", "request", "start", "worker"]
+ActivationReason = Literal["options", "request", "start", "worker", "maintenance"]
 """Why a member became active: it answered an OPTIONS, it sent a request, the
 pair starts with OPTIONS monitoring off (the configured primary is taken), or
 another worker process of this instance found it active (``[proxy] workers``)."""
@@ -94,6 +94,7 @@ class MemberBecameActive(PairEvent):
             "request": "sent a request",
             "start": "configured primary, OPTIONS monitoring off",
             "worker": "found by another worker",
+            "maintenance": "answered OPTIONS; the other member is in maintenance",
         }[self.reason]
         was = "" if self.previous is None else f", was {describe(self.previous)}"
         return f"pair {self.pair}: {describe(self.member)} is active ({how}{was})"

@@ -71,6 +71,10 @@ class Input(Enum):
     SUSPECT_OTHER = "the proxy core suspects a member that is not active"
     SUSPECT_UNMONITORED = "the proxy core suspects a member, oos-check = 0"
     SPLIT_STALE = "the non-active member has not acted as primary for one window"
+    MAINTENANCE_ACTIVE = "the operator put the active member in maintenance"
+    PERIOD_ANSWERED_MAINTENANCE = "oos-check expired, the active member (in maintenance) answered"
+    HANDOVER_CONFIRMED = "alive answer from the other member while the active one is in maintenance"
+    REQUEST_MAINTENANCE = "request from the member that is not active, which is in maintenance"
 
 
 class Op(Enum):
@@ -94,6 +98,7 @@ class Op(Enum):
     EMIT_CLAIM_REJECTED = "report ClaimRejected (a forged request, or a backup not in primary mode)"
     SPLIT_EVIDENCE = "the non-active member acts as primary: set the split-brain flag (report once)"
     SPLIT_END = "clear the split-brain flag (report once, if it was set)"
+    PROBE_HANDOVER = "probe the member that is not active now, to hand the pair over to it (maintenance)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +242,23 @@ _SUSPECT = (
     "re-probed at once. Decision: unknown now, first probe now to the member that was not active."
 )
 _SUSPECT_IGNORED = "decision: only the active member can be suspected; while unknown, probing already runs."
+_MAINTENANCE = (
+    "docs/design.md §2, maintenance: new transactions stop going to a member in maintenance; the "
+    "other member takes them if it answers. Decision: the active member keeps them until the "
+    "other answers its probe alive (a pair is never left without a member that answers)."
+)
+_MAINTENANCE_RETRY = (
+    _PERIOD + " Decision (maintenance): while the active member is in maintenance, the other "
+    "member is asked again once per period, so the pair moves as soon as it answers alive."
+)
+_REQUEST_MAINTENANCE = (
+    "docs/design.md §2, maintenance: a member in maintenance gets no new transactions; decision: "
+    "its requests (a restart, a test call) do not claim the pair back while the other is active."
+)
+_HANDOVER = (
+    "docs/design.md §2, maintenance: the other member answered alive while the active one is in "
+    "maintenance: it takes the new transactions; those under way on the first one finish there."
+)
 _SUSPECT_UNMONITORED = (
     "§2: 0 turns OPTIONS monitoring off. Decision: no probe can decide, so a suspicion changes nothing; "
     "only a request from the other member switches."
@@ -298,6 +320,15 @@ TABLE: Final[Mapping[tuple[State, Input], Transition]] = {
     (_S.ACTIVE, _I.ALIVE_OTHER): Transition(_S.ACTIVE, (_O.SPLIT_EVIDENCE,), _SPLIT_ANSWER),
     (_S.ACTIVE, _I.NEGATIVE_OTHER): Transition(_S.ACTIVE, (_O.SPLIT_END,), _NEGATIVE_OTHER),
     (_S.ACTIVE, _I.SPLIT_STALE): Transition(_S.ACTIVE, (_O.SPLIT_END,), _SPLIT_STALE),
+    # ------------------------------------------------------------------ active: maintenance
+    (_S.ACTIVE, _I.MAINTENANCE_ACTIVE): Transition(_S.ACTIVE, (_O.PROBE_HANDOVER,), _MAINTENANCE),
+    (_S.ACTIVE, _I.PERIOD_ANSWERED_MAINTENANCE): Transition(
+        _S.ACTIVE, (_O.PROBE_ACTIVE, _O.PROBE_HANDOVER), _MAINTENANCE_RETRY
+    ),
+    (_S.ACTIVE, _I.REQUEST_MAINTENANCE): Transition(_S.ACTIVE, (), _REQUEST_MAINTENANCE),
+    (_S.ACTIVE, _I.HANDOVER_CONFIRMED): Transition(
+        _S.ACTIVE, (_O.SPLIT_END, _O.ACTIVATE_SOURCE, _O.WAIT_PERIOD), _HANDOVER, activation="maintenance"
+    ),
     # ------------------------------------------------------------------ unknown: the oos-force alternation
     (_S.UNKNOWN, _I.FORCE): Transition(_S.UNKNOWN, (_O.PROBE_NEXT,), _FORCE),
     (_S.UNKNOWN, _I.FORCE_ROUND): Transition(

@@ -6,8 +6,9 @@ from collections.abc import Iterable
 
 from sipha.ha.events import Output, Probe
 from sipha.ha.member import Member
-from sipha.ha.pair import PairMonitor, PairStatus
+from sipha.ha.pair import PairMonitor
 from sipha.ha.settings import MonitorSettings
+from sipha.ha.status import PairStatus
 from sipha.sip.address import host_key
 
 

@@ -13,8 +13,7 @@ expires", docs/design.md §2).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from sipha.ha.events import (
     ClaimRejected,
@@ -29,6 +28,7 @@ from sipha.ha.events import (
 from sipha.ha.machine import TAKEOVER_ROWS, Input, Op, State, Transition, table_for
 from sipha.ha.member import Member
 from sipha.ha.settings import TAKEOVER_PROBE_INTERVAL, MonitorSettings
+from sipha.ha.status import PairCounters, PairStatus
 from sipha.sip.address import host_key
 
 # FORCE_ROUND: both members have had one probe of their own since the pair became unknown.
@@ -42,68 +42,6 @@ Timer E's retransmission at 0.5 s, six OPTIONS reach out before the period ends 
 CLAIM_REPORT_INTERVAL: Final = 10.0
 """Requests from the non-active member that it did not confirm are reported at most this often
 (a forger can send thousands a second; the counter has them all)."""
-
-
-@dataclass(slots=True)
-class PairCounters:
-    """What one pair counts, for /status and /metrics."""
-
-    probes_sent: int = 0
-    probes_answered: int = 0
-    """Final responses with an alive code."""
-    probes_failed: int = 0
-    """Final responses outside alive-codes, transport errors and timeouts (all "no answer")."""
-    switchovers: int = 0
-    """Times the active member became a different member than the one active before."""
-    claims_rejected: int = 0
-    """Requests from the member that was not active, not followed: it did not answer its probe alive."""
-
-
-@dataclass(frozen=True, slots=True)
-class PairStatus:
-    """A snapshot of one pair, for the admin surface."""
-
-    pair: str
-    state: str
-    """``active``, ``takeover``, ``unknown`` or ``out-of-service`` (``initial`` before start)."""
-    active: Member | None
-    monitoring: bool
-    """False when oos-check is 0: no OPTIONS are sent."""
-    since: float | None
-    """Monitor time of the last change of state or of active member."""
-    last_rtt: dict[str, float | None]
-    """Per role (primary, backup): the round trip of the last final answer to an OPTIONS."""
-    split_brain: bool
-    split_brain_since: float | None
-    counters: PairCounters
-    next_deadline: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (members as ``role``/``transport``/``host``/``port``)."""
-        active = self.active
-        return {
-            "pair": self.pair,
-            "state": self.state,
-            "active": None
-            if active is None
-            else {
-                "role": active.role,
-                "transport": active.address.transport,
-                "host": active.address.host,
-                "port": active.address.port,
-            },
-            "monitoring": self.monitoring,
-            "since": self.since,
-            "last_rtt": dict(self.last_rtt),
-            "split_brain": self.split_brain,
-            "split_brain_since": self.split_brain_since,
-            "probes_sent": self.counters.probes_sent,
-            "probes_answered": self.counters.probes_answered,
-            "probes_failed": self.counters.probes_failed,
-            "switchovers": self.counters.switchovers,
-            "claims_rejected": self.counters.claims_rejected,
-            "next_deadline": self.next_deadline,
-        }
 
 
 class PairMonitor:
@@ -161,6 +99,10 @@ class PairMonitor:
         self._displaced: tuple[Member, float] | None = None
         self._last_rtt: dict[str, float | None] = {primary.role: None, backup.role: None}
         self._out: list[Output] = []
+        self.maintenance: set[str] = set()
+        """Roles in maintenance (:meth:`set_maintenance`); kept across a reload with the monitor."""
+        # Probes of the other member sent to hand the pair over (maintenance): seq -> probe.
+        self._handovers: dict[int, Probe] = {}
 
     # ------------------------------------------------------------------ reading
 
@@ -244,6 +186,7 @@ class PairMonitor:
                 self.counters.claims_rejected,
             ),
             next_deadline=self.next_deadline(),
+            maintenance=tuple(sorted(self.maintenance)),
         )
 
     @property
@@ -313,6 +256,8 @@ class PairMonitor:
         self._advance(now)
         if self._state is State.ACTIVE and member == self._active:
             self._run(Input.REQUEST_ACTIVE, now, member)
+        elif self._state is State.ACTIVE and member.role in self.maintenance:
+            self._run(Input.REQUEST_MAINTENANCE, now, member)
         elif self._state is State.ACTIVE and (self._split or self._displaced_recently(member, now)):
             self._run(Input.REQUEST_OTHER_SPLIT, now, member)
         elif not self.monitoring:
@@ -337,6 +282,26 @@ class PairMonitor:
             self._run(Input.SUSPECT_ACTIVE, now, member)
         else:
             self._run(Input.SUSPECT_OTHER, now, member)
+
+    def set_maintenance(self, role: str, on: bool, now: float) -> None:  # noqa: FBT001
+        """The operator puts member ``role`` in maintenance (``on``) or returns it to the algorithm.
+
+        docs/design.md §2, maintenance: new transactions stop going to that member, and the
+        other takes them once it answers an OPTIONS alive (asked now, then once per period);
+        until then, and whenever the other member is down, the pair keeps the member it has:
+        a call that can be saved is never refused for a maintenance.  Returning to ``auto``
+        changes nothing at once.  ValueError for a role that is not one of the pair's.
+        """
+        if role not in (self.primary.role, self.backup.role):
+            raise ValueError(f"pair {self.name} has no member {role!r} (primary or backup)")
+        self._advance(now)
+        if not on:
+            self.maintenance.discard(role)
+            return
+        self.maintenance.add(role)
+        active = self._active
+        if self._state is State.ACTIVE and active is not None and active.role == role and self.monitoring:
+            self._run(Input.MAINTENANCE_ACTIVE, now, active)
 
     def peer_active(self, member: Member, at: float, now: float) -> None:
         """Another worker of this instance found ``member`` active at ``at`` (``[proxy] workers``).
@@ -375,7 +340,7 @@ class PairMonitor:
         elif self._timer is not None and self._timer <= now:
             self._timer = None
             if self._state is State.ACTIVE:
-                self._run(Input.PERIOD_ANSWERED if self._answered else Input.PERIOD_SILENT, now)
+                self._run(self._period_end(), now)
             elif self._state is State.TAKEOVER:
                 self._run(Input.TAKEOVER_PROBE, now)
             elif self._state is State.UNKNOWN and self._round_probes >= _ROUND:
@@ -394,6 +359,7 @@ class PairMonitor:
             if probe.sent_at + lifetime <= now and seq not in self._cycle_seqs:
                 del self._outstanding[seq]
                 self._claims.pop(seq, None)
+                self._handovers.pop(seq, None)
 
     def _settle(self, probe: Probe) -> bool:
         """Take ``probe`` off the outstanding ones; False if it is not one of them (late, repeated)."""
@@ -405,6 +371,9 @@ class PairMonitor:
     def _classify_result(self, probe: Probe, *, alive: bool, failed_input: Input) -> Input:
         """The input a probe result is, seen from the current state."""
         member = probe.member
+        handover = self._handovers.pop(probe.seq, None) is not None
+        if handover and alive and self._state is State.ACTIVE and self._in_maintenance(self._active):
+            return Input.HANDOVER_CONFIRMED
         if self._state is not State.ACTIVE or member != self._active:
             # While unknown no member is active: every member is "the other" one.
             if self._claims.pop(probe.seq, None) is not None:
@@ -416,6 +385,16 @@ class PairMonitor:
         if alive:
             return Input.ALIVE_ACTIVE
         return failed_input if probe.seq in self._cycle_seqs else Input.NEGATIVE_STALE
+
+    def _period_end(self) -> Input:
+        if not self._answered:
+            return Input.PERIOD_SILENT
+        if self._in_maintenance(self._active):
+            return Input.PERIOD_ANSWERED_MAINTENANCE
+        return Input.PERIOD_ANSWERED
+
+    def _in_maintenance(self, member: Member | None) -> bool:
+        return member is not None and member.role in self.maintenance
 
     def _displaced_recently(self, member: Member, now: float) -> bool:
         displaced = self._displaced
@@ -486,6 +465,9 @@ class PairMonitor:
             self._timer = now + self.settings.oos_check
             self._reasks_left = PERIOD_REASKS
             self._reask = now + self._reask_interval
+        elif op is Op.PROBE_HANDOVER:
+            probe = self._send(self._other(self._require_active()), now)
+            self._handovers[probe.seq] = probe
         elif op is Op.PROBE_AGAIN:
             self._cycle_seqs.add(self._send(self._require_active(), now).seq)
             self._reasks_left -= 1

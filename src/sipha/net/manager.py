@@ -20,7 +20,7 @@ from sipha.net.addr import parse_ip
 from sipha.net.listen import TRANSPORTS, check_listen_transport, listen_ip
 from sipha.net.resolve import Resolver
 from sipha.net.stats import TransportStats
-from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext, connect
+from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext, connect, until_closed
 from sipha.net.tls import (
     OUTCOMES,
     OnTlsEvent,
@@ -413,7 +413,7 @@ class TransportManager:
             # Lost connections leave context.live on their own; poll it at a fine grain
             # for at most _STOP_GRACE, then abort whatever has not flushed.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_until_empty(contexts), _STOP_GRACE)
+                await asyncio.wait_for(until_closed(contexts), _STOP_GRACE)
         for context in contexts:
             for connection in list(context.live):
                 connection.abort()
@@ -426,6 +426,11 @@ class TransportManager:
         self._loop = None
 
     # ------------------------------------------------------------------ addresses
+
+    @property
+    def stream_contexts(self) -> list[TcpContext]:
+        """The TCP and TLS connection tables, with their limits ([limits]); none before :meth:`start`."""
+        return [context for context in (self._tcp, self._tls_context) if context is not None]
 
     @property
     def listen_addresses(self) -> list[Address]:
@@ -536,7 +541,7 @@ class TransportManager:
         if existing is not None:  # the destination was written differently ([::1], 0:0::1)
             existing.send(data)
             return
-        if len(context.live) >= context.max_connections:
+        if len(context.live) >= context.max_connections and not context.make_room():
             self.stats.connections_refused += 1
             self._report(destination, "connection limit reached")
             return
@@ -610,8 +615,3 @@ class TransportManager:
         loop = self._loop
         if loop is not None:  # after stop() nobody is listening any more
             loop.call_soon(self._on_transport_error, destination, error)
-
-
-async def _until_empty(contexts: list[TcpContext]) -> None:
-    while any(context.live for context in contexts):
-        await asyncio.sleep(0.005)

@@ -33,6 +33,10 @@ class TransportStats:
     """Inbound connections closed at once, or outbound ones not opened, over the connection limit."""
     connect_failures: int = 0
     idle_closes: int = 0
+    message_timeouts: int = 0
+    """Connections closed: no complete message within ``[limits] message-timeout`` (a slowloris)."""
+    connections_evicted: int = 0
+    """Connections that never sent a complete message, closed at max-connections for a new one."""
     write_overflows: int = 0
     """Connections aborted because the peer did not read what was sent to it."""
     framing_errors: int = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
@@ -26,6 +27,15 @@ if TYPE_CHECKING:
 
 # RFC 5626 §3.5.1: a double-CRLF ping is answered with a single CRLF pong.
 _PONG: Final = b"\r\n"
+_MESSAGE_BEGUN: Final = 4
+"""Bytes buffered from which a message has begun: fewer may be the start of a CRLF CRLF ping."""
+
+DEFAULT_MESSAGE_TIMEOUT: Final = 10.0
+"""s to complete a message once begun, and an accepted connection to send its first ([limits])."""
+NOTICE_EVERY: Final = 60.0
+"""s between two log lines about connections closed or refused for one reason."""
+
+log = logging.getLogger("sipha")
 
 OnMessage = Callable[[bytes, Address, Address], None]
 OnError = Callable[[Address, "OSError | str"], None]
@@ -43,9 +53,12 @@ class TcpContext:
         "live",
         "loop",
         "max_connections",
+        "message_timeout",
+        "noticed",
         "on_bad_stream",
         "on_error",
         "on_message",
+        "silent",
         "stats",
         "transport",
         "write_high",
@@ -67,6 +80,7 @@ class TcpContext:
         max_connections: int,
         transport: str = "TCP",
         ip_tos: int = 0,
+        message_timeout: float = DEFAULT_MESSAGE_TIMEOUT,
     ) -> None:
         self.transport = transport
         """"TCP", or "TLS" for the connections of :class:`sipha.net.tls.TlsConnection`."""
@@ -86,12 +100,40 @@ class TcpContext:
         """Usable connections (connecting or open, not closing) by peer (host, port)."""
         self.live: set[TcpConnection] = set()
         """Every connection not yet lost, closing ones included (counted against the limit)."""
+        self.message_timeout = message_timeout
+        """s to complete a message once begun; an accepted connection, to send its first one."""
+        self.silent: dict[TcpConnection, None] = {}
+        """Accepted connections that have not sent a complete message yet, oldest first: the
+        first to go when ``max_connections`` is reached (:meth:`make_room`)."""
+        self.noticed: dict[str, tuple[float, int]] = {}
+        """Per kind of notice: when it was last logged, and the count then (:meth:`notice`)."""
 
     def set_ip_tos(self, tos: int) -> None:
         """Mark the connections with ``tos`` from now on, those open included (0: the default)."""
         self.ip_tos = tos
         for connection in list(self.live):
             connection.set_ip_tos(tos)
+
+    def make_room(self) -> bool:
+        """At ``max_connections``: close the oldest accepted connection that never sent a message.
+
+        Such a peer opens connections and sends nothing, or trickles bytes (docs/design.md §3,
+        "Sources and connections").  False when every connection has sent one.
+        """
+        for connection in self.silent:
+            connection.evict()
+            return True
+        return False
+
+    def notice(self, kind: str, count: int, text: str) -> None:
+        """Log ``text`` at most once per :data:`NOTICE_EVERY` per ``kind`` (``count``: its counter now)."""
+        now = self.loop.time()
+        last = self.noticed.get(kind)
+        if last is not None and now - last[0] < NOTICE_EVERY:
+            return
+        since = "" if last is None else f" ({count - last[1]} since the last line)"
+        log.warning("%s%s", text, since)
+        self.noticed[kind] = (now, count)
 
     def count_open(self) -> None:
         """Update the gauge of open connections of this transport."""
@@ -115,6 +157,10 @@ class TcpConnection(asyncio.Protocol):
         self._pending_size = 0
         self._last_activity = context.loop.time()
         self._idle: asyncio.TimerHandle | None = None
+        self._message_since: float | None = None
+        """When the message being received began (accepted: when the connection was); None: none."""
+        self._message_timer: asyncio.TimerHandle | None = None
+        self._silent = False  # accepted, and no complete message yet
         self._paused = False
         self._closing = False  # closed on purpose: no error to report when it goes
         self._reported = False  # an error was reported already
@@ -145,9 +191,15 @@ class TcpConnection(asyncio.Protocol):
         context = self._context
         stats = context.stats
         if self.remote is None:
-            if len(context.live) >= context.max_connections:
+            if len(context.live) >= context.max_connections and not context.make_room():
                 # Refused beyond the bound: memory and file descriptors per peer are finite.
                 stats.connections_refused += 1
+                context.notice(
+                    "refused",
+                    stats.connections_refused,
+                    f"{context.transport}: max-connections = {context.max_connections} reached, every "
+                    "connection has sent SIP: new connections are refused ([limits] max-connections)",
+                )
                 self._closing = True
                 transport.abort()
                 return False
@@ -156,6 +208,8 @@ class TcpConnection(asyncio.Protocol):
             context.connections[peer[0], peer[1]] = self
             context.live.add(self)
             context.count_open()
+            context.silent[self] = None
+            self._silent = True
             stats.connections_accepted += 1
         elif self._closing:
             transport.abort()  # given up on (stop(), send queue overflow) while connecting
@@ -185,6 +239,8 @@ class TcpConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=context.write_high)
         self._last_activity = context.loop.time()
         self._idle = context.loop.call_later(context.idle_timeout, self._check_idle)
+        if self._silent:  # accepted: its first message is awaited from now on
+            self._begin_message(self._last_activity)
         if self._pending:
             pending, self._pending = self._pending, []
             self._pending_size = 0
@@ -198,10 +254,16 @@ class TcpConnection(asyncio.Protocol):
         stats.stream_bytes_in += len(data)
         remote = self.remote
         assert remote is not None  # noqa: S101 - set before any data arrives
-        for event in self._framer.feed(data):
+        framer = self._framer
+        delivered = False
+        for event in framer.feed(data):
             kind = type(event)
             if kind is Frame:
                 stats.stream_messages_in += 1
+                if self._silent:
+                    self._silent = False
+                    context.silent.pop(self, None)
+                delivered = True
                 context.on_message(event.data, remote, self.local)  # type: ignore[union-attr]
             elif kind is Ping:
                 stats.pings += 1
@@ -210,6 +272,11 @@ class TcpConnection(asyncio.Protocol):
             else:
                 self._framing_error(event.error)  # type: ignore[union-attr]
                 return
+        if framer.buffered >= _MESSAGE_BEGUN:
+            if delivered or self._message_since is None:  # a message began in these bytes
+                self._begin_message(self._last_activity)
+        elif delivered:
+            self._message_since = None
 
     def eof_received(self) -> bool | None:  # noqa: D102
         # The peer is done sending; no more requests can come, so close our side too
@@ -235,6 +302,9 @@ class TcpConnection(asyncio.Protocol):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+        if self._message_timer is not None:
+            self._message_timer.cancel()
+            self._message_timer = None
         self._unregister()
         if self in context.live:
             context.live.discard(self)
@@ -298,7 +368,25 @@ class TcpConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ internals
 
+    def evict(self) -> None:
+        """Close at once to make room for a new connection (:meth:`TcpContext.make_room`), counted."""
+        context = self._context
+        context.stats.connections_evicted += 1
+        context.notice(
+            "evicted",
+            context.stats.connections_evicted,
+            f"{context.transport}: max-connections = {context.max_connections} reached: closed the oldest "
+            f"connection that sent no complete SIP message ({_peer(self.remote)}) for a new one",
+        )
+        if self in context.live:
+            context.live.discard(self)  # its descriptor is closed now (abort), not at connection_lost
+            context.count_open()
+        self.abort()
+
     def _unregister(self) -> None:
+        if self._silent:
+            self._silent = False
+            self._context.silent.pop(self, None)
         remote = self.remote
         if remote is not None:
             key = (remote.host, remote.port)
@@ -333,6 +421,37 @@ class TcpConnection(asyncio.Protocol):
         else:
             self.close()
 
+    def _begin_message(self, now: float) -> None:
+        """A message began at ``now`` (or an accepted connection's first one is awaited): time it."""
+        self._message_since = now
+        if self._message_timer is None:
+            self._message_timer = self._context.loop.call_later(
+                self._context.message_timeout, self._check_message
+            )
+
+    def _check_message(self) -> None:
+        """A slow peer (slowloris): no complete message within ``message_timeout`` of its first bytes."""
+        self._message_timer = None
+        since = self._message_since
+        if since is None or self._closing:
+            return
+        context = self._context
+        waited = context.loop.time() - since
+        if waited < context.message_timeout:
+            remaining = context.message_timeout - waited
+            self._message_timer = context.loop.call_later(remaining, self._check_message)
+            return
+        stats = context.stats
+        stats.message_timeouts += 1
+        what = "sent no complete SIP message" if self._silent else "did not complete a SIP message"
+        context.notice(
+            "silent" if self._silent else "slow",  # two kinds of peer: a line a minute for each
+            stats.message_timeouts,
+            f"{context.transport} {_peer(self.remote)}: {what} within {context.message_timeout:g} s "
+            f"({self._framer.buffered} bytes waiting): connection closed ([limits] message-timeout)",
+        )
+        self.close()
+
     def _check_idle(self) -> None:
         context = self._context
         idle = context.loop.time() - self._last_activity
@@ -366,3 +485,17 @@ async def connect(loop: asyncio.AbstractEventLoop, connection: TcpConnection, de
     except BaseException:
         sock.close()
         raise
+
+
+def _peer(address: Address | None) -> str:
+    """``host:port`` of a peer for the log (an IPv6 host in brackets)."""
+    if address is None:  # pragma: no cover - set at accept
+        return "?"
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"{host}:{address.port}"
+
+
+async def until_closed(contexts: list[TcpContext]) -> None:
+    """Return once every connection of ``contexts`` is lost (polled at a fine grain)."""
+    while any(context.live for context in contexts):
+        await asyncio.sleep(0.005)

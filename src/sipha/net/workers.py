@@ -52,6 +52,8 @@ OnPairNews = Callable[[str, str, str, float, int], None]
 """(pair, what: ``active`` or ``lost``, member role, when it happened, the worker that saw it)."""
 OnProbeQuestion = Callable[[str, str, int, float, int], None]
 """(pair, member role, the asker's probe seq, how fresh an answer must be, the asker)."""
+OnMaintenance = Callable[[str, str, bool], None]
+"""(pair, member role, on): the operator put a member in maintenance, or back (``sipha ctl member``)."""
 OnProbeAnswer = Callable[[str, str, int, int, float], None]
 """(pair, member role, the asker's probe seq, status or -1 when the OPTIONS failed, RTT)."""
 
@@ -145,6 +147,7 @@ class Handoff:
       sender's answer to a request it was handed from that connection, RFC 3261 §18.2.2):
       ``on_send(data, destination, fallback)``, where ``fallback`` is where the sender
       would have sent it without that connection.
+    * ``M``: a member put in maintenance or back to ``auto`` by the operator, for every worker.
     * ``Q`` and ``A``: a probe of another worker's pair monitor asked of worker 0, and its
       answer (:mod:`sipha.proxy.probeshare`: one prober per instance).
     * ``H``: news of a pair, sent to every other worker (:meth:`broadcast_pair`): a member
@@ -165,6 +168,7 @@ class Handoff:
         on_pair: OnPairNews | None = None,
         on_probe_question: OnProbeQuestion | None = None,
         on_probe_answer: OnProbeAnswer | None = None,
+        on_maintenance: OnMaintenance | None = None,
     ) -> None:
         self.index = index
         self._loop = loop
@@ -176,6 +180,7 @@ class Handoff:
         self._on_pair = on_pair
         self._on_probe_question = on_probe_question
         self._on_probe_answer = on_probe_answer
+        self._on_maintenance = on_maintenance
         # Bounded caches, both ways, of the header naming the addresses: a worker hears
         # from few peers, and formatting or parsing it for every message costs more.
         self._headers: dict[tuple[Address, Address], bytes] = {}
@@ -208,6 +213,13 @@ class Handoff:
     def broadcast_pair(self, pair: str, what: str, role: str, at: float) -> None:
         """Tell every other worker that ``role`` of ``pair`` became ``active`` or was ``lost`` at ``at``."""
         packet = f"H {self.index} {pair} {what} {role} {at!r}\n".encode()
+        for index in range(len(self._sending)):
+            if index != self.index:
+                self._pass(index, packet)
+
+    def broadcast_maintenance(self, pair: str, role: str, on: bool) -> None:  # noqa: FBT001
+        """Tell every other worker that ``role`` of ``pair`` is in maintenance (``on``) or back."""
+        packet = f"M {self.index} {pair} {role} {int(on)}\n".encode()
         for index in range(len(self._sending)):
             if index != self.index:
                 self._pass(index, packet)
@@ -257,7 +269,7 @@ class Handoff:
             count += 1
             end = packet.find(b"\n") + 1
             header = packet[:end]
-            if header.startswith((b"H ", b"Q ", b"A ")):
+            if header.startswith((b"H ", b"Q ", b"A ", b"M ")):
                 self.received += 1
                 self._news(header)
                 continue
@@ -283,6 +295,9 @@ class Handoff:
             elif kind == "Q" and self._on_probe_question is not None:
                 seq, fresh = rest
                 self._on_probe_question(pair, role_or_what, int(seq), float(fresh), int(sender))
+            elif kind == "M" and self._on_maintenance is not None:
+                (on,) = rest
+                self._on_maintenance(pair, role_or_what, on == "1")
             elif kind == "A" and self._on_probe_answer is not None:
                 seq, status, rtt = rest
                 self._on_probe_answer(pair, role_or_what, int(seq), int(status), float(rtt))

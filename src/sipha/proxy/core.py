@@ -159,6 +159,18 @@ class ProxyCore:
         self._overloaded = behind
         self.failover.behind = behind
 
+    def set_maintenance(self, pair: str, role: str, on: bool, now: float) -> None:  # noqa: FBT001
+        """Put ``role`` of ``pair`` in maintenance (``on``) or back to the algorithm (docs/design.md §2).
+
+        ValueError naming what is wrong: no such pair, or no such member in it.
+        """
+        monitor = self.monitor
+        pair_monitor = None if monitor is None else monitor.pairs.get(pair)
+        if pair_monitor is None:
+            raise ValueError(f"no pair {pair!r}")
+        pair_monitor.set_maintenance(role, on, now)
+        self._run(now)
+
     def share_probes(self, worker: int) -> None:
         """``[proxy] workers``: worker 0 probes for the instance, the others ask it.
 

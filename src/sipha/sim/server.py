@@ -17,7 +17,9 @@ UAS core that answers).
   healthy server, for the HA tests); other methods (OPTIONS) are answered.
 * :meth:`SimulatedServer.send_request` sends a request (OPTIONS by default)
   from the listening socket, so that a proxy sees the member's address as the
-  source ("switch on a request from the backup", docs/design.md §2).
+  source ("switch on a request from the backup", docs/design.md §2); through a
+  proxy given by name (the pool's FQDN, RFC 3263 with failover across its
+  targets) with :class:`sipha.sim.outbound.OutboundProxy`.
 
 The mode is switched with :meth:`SimulatedServer.set_mode`; ``sipha
 simulate-server`` maps SIGUSR1/SIGUSR2 to it and SIGHUP to ``send_request``,
@@ -32,6 +34,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from sipha.net.driver import Driver
 from sipha.net.manager import TransportManager
@@ -169,20 +172,21 @@ class SimulatedServer:
         uri: str | None = None,
         *,
         timeout: float | None = None,
+        route: str | None = None,
     ) -> int | None:
         """Send one out-of-dialog request to ``proxy`` and return its final status, or None.
 
         The request is a fresh one (:meth:`sipha.sim.uas.SimulatedUas.send_request`), sent
-        from the listening socket of ``proxy.transport``.  None after ``timeout`` seconds
-        (default 64*T1, Timer F) or on a transport error.  Only non-INVITE methods: an
-        INVITE would need a dialog.
+        from the listening socket of ``proxy.transport``, with ``route`` as its Route if
+        given.  None after ``timeout`` seconds (default 64*T1, Timer F) or on a transport
+        error.  Only non-INVITE methods: an INVITE would need a dialog.
         """
         method = method.upper()
         if method in ("INVITE", "ACK", "CANCEL"):
             raise ValueError(f"send_request sends non-INVITE requests, not {method}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int | None] = loop.create_future()
-        key = self.uas.send_request(proxy, method, uri, loop.time())
+        key = self.uas.send_request(proxy, method, uri, loop.time(), route=route)
         self._waiting[key] = future
         self._driver.flush()
         wait = self.uas.txn.config.timeout if timeout is None else timeout
@@ -203,7 +207,15 @@ class SimulatedServer:
 # ---------------------------------------------------------------------------- command line
 
 
-def install_signals(server: SimulatedServer, proxy: Address | None, stop: asyncio.Event) -> None:
+class Outbound(Protocol):
+    """A proxy given by name, located per RFC 3263 (:class:`sipha.sim.outbound.OutboundProxy`)."""
+
+    async def probe(self, server: SimulatedServer) -> str:
+        """Send one OPTIONS through the proxy; the line to log."""
+        ...
+
+
+def install_signals(server: SimulatedServer, proxy: Address | Outbound | None, stop: asyncio.Event) -> None:
     """SIGUSR1: primary; SIGUSR2: backup; SIGHUP: one request to ``proxy``; SIGTERM/SIGINT: stop."""
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
@@ -214,6 +226,9 @@ def install_signals(server: SimulatedServer, proxy: Address | None, stop: asynci
             return
         if not server.listen_addresses:
             log.warning("SIGHUP: not listening yet, no request sent")
+            return
+        if not isinstance(proxy, Address):
+            log.info("%s", await proxy.probe(server))
             return
         status = await server.send_request(proxy)
         where = f"{proxy.transport.lower()}:{host_text(proxy.host)}:{proxy.port}"
@@ -231,13 +246,16 @@ def install_signals(server: SimulatedServer, proxy: Address | None, stop: asynci
         loop.add_signal_handler(signum, stop.set)
 
 
-async def serve(server: SimulatedServer, proxy: Address | None = None, *, listen_delay: float = 0.0) -> None:
+async def serve(
+    server: SimulatedServer, proxy: Address | Outbound | None = None, *, listen_delay: float = 0.0
+) -> None:
     """Run ``server`` until SIGTERM or SIGINT, with the mode and probe signals installed.
 
     ``listen_delay``: seconds to wait before binding the listen addresses (a member
     that comes up late: until then nothing listens on its ports, so a UDP peer gets
     ICMP port unreachable and a TCP peer a refused connection).  The signals work
-    meanwhile (a mode set then holds from the start).
+    meanwhile (a mode set then holds from the start).  ``proxy``: where SIGHUP's OPTIONS
+    goes: an address, or an outbound proxy given by name (:mod:`sipha.sim.outbound`).
     """
     if listen_delay < 0:
         raise ValueError(f"listen_delay {listen_delay}: not negative")

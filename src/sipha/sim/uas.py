@@ -282,12 +282,15 @@ class SimulatedUas:
 
     # ------------------------------------------------------------------ UAC side
 
-    def send_request(self, proxy: Address, method: str, uri: str | None, now: float) -> TransactionKey:
+    def send_request(
+        self, proxy: Address, method: str, uri: str | None, now: float, *, route: str | None = None
+    ) -> TransactionKey:
         """Send one out-of-dialog request to ``proxy``; its outcome goes to :attr:`on_outcome`.
 
         The request is a fresh one (§8.1.1: new Call-ID, From tag, branch; Max-Forwards
         70), with the listen address of ``proxy.transport`` in Via and Contact, so a proxy
         sees this member as its source (UDP: source port; TCP: Via sent-by port).
+        ``route``: a Route value (the outbound proxy's URI, §8.1.2).
         LookupError when not listening on that transport.
         """
         transport = proxy.transport.upper()
@@ -308,6 +311,7 @@ class SimulatedUas:
                 ("CSeq", f"1 {method}"),
                 ("Contact", f"<sip:{self.user}@{here}{param}>"),
                 ("User-Agent", "sipha-simulator"),
+                *([("Route", f"<{route}>")] if route else []),
             ],
         )
         transaction = self.txn.send_request(request, proxy, now)
