@@ -101,7 +101,8 @@ test: lint typecheck pytest pytest-compiled
 
 # The long runs kept out of `make test` (marker "long"): the fault bed of tests/chaos with
 # 2 workers as well as 1 (about 5 minutes more), printing each case's CHAOS line; the pool
-# behind DNS with baresip over UDP too (about 3 minutes), printing its POOL lines.
+# behind DNS with baresip over UDP too (about 3 minutes), printing its POOL lines; 11,000 idle
+# TCP connections against the default max-connections (about 1 minute), its TCP line.
 chaos: setup deb-deps
 	$(PY) -m pytest -s -p no:cacheprovider tests/chaos tests/integration/test_failover.py tests/pool/test_pool.py
 

@@ -8,7 +8,8 @@ phone sends one (SIPp's have none; the check reads every request's header sectio
 
 * ``off``: ``scanner-user-agents = []`` and no ``source-rate``: the guard is not called
   (one attribute read);
-* ``words``: the default: the scanner words, no rate; every source checked (no member);
+* ``words``: the default: the scanner words, no rate; every source checked (no member):
+  the INVITE's User-Agent searched, the ACK and BYE skipped by their first letter;
 * ``words+rate``: the scanner words and a rate no call reaches (every message takes a token);
 * ``member``: the same, the SIP server's messages exempt (by IP, as in a real configuration:
   the member here has an IP of its own).

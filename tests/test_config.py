@@ -833,3 +833,25 @@ def test_sip_ip_tos_is_in_the_reference_with_dscp() -> None:
     row = next(line for line in render_reference().splitlines() if "`sip-ip-tos`" in line)
     assert "DSCP" in row
     assert "<= 255" in row
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            '[proxy]\napplications = "SIPS1"\n',
+            "sipha reads no Configuration Server; give each pair a [[pair]] table",
+        ),
+        ('[proxy]\nserving-sipserver = "x"\n', "set serving = true in the [[pair]] table"),
+        ("[proxy]\noos-check = 5\n", "a Genesys SIP Proxy option: it is [monitor] oos-check"),
+        (
+            "[monitor]\nds_ping_interval = 10\n",
+            "a Kamailio dispatcher parameter: the OPTIONS period is [monitor]",
+        ),
+    ],
+)
+def test_an_option_brought_from_the_replaced_product_says_where_it_went(text: str, said: str) -> None:
+    """Refused like any unknown option (nothing accepted and ignored), with where the job is done."""
+    [line] = problems_of(text)
+    assert "unknown option (" in line
+    assert said in line

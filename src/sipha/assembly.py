@@ -61,6 +61,7 @@ def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
                 Address(backup.transport.upper(), backup.host, backup.port),
                 serving=pair.serving,
                 domains=frozenset(domain.lower() for domain in pair.match.domain),
+                fallback=pair.fallback or None,
             )
         )
     return ConfiguredView.build(own, pairs)

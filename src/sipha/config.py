@@ -27,6 +27,8 @@ from pydantic import (
 from sipha.dnsconfig import DnsSection
 from sipha.ha.settings import AliveCodes
 from sipha.limitsconfig import LimitsSection
+from sipha.pairconfig import fallback_problems
+from sipha.seedoptions import hint as seed_hint
 from sipha.sip import SipParseError, SipUri, parse_uri
 from sipha.sip.address import is_wildcard
 
@@ -342,6 +344,7 @@ class PairSection(_Section):
         ),
     )
     serving: bool = Field(default=False, description="requests from endpoints go to this pair")
+    fallback: str = Field(default="", description="pair for its endpoint requests while out of service")
     match: PairMatch = Field(default_factory=PairMatch, description="optional routing rules")
 
     @field_validator("primary", "backup")
@@ -481,6 +484,8 @@ class Config(_Section):
         serving = [pair.name for pair in self.pair if pair.serving]
         if len(serving) > 1:
             raise ValueError(f"at most one pair may have serving = true, got {serving}")
+        if problems := fallback_problems(self.pair):  # docs/deployment.md, business continuity
+            raise _CrossRules(problems)
         return self
 
     @model_validator(mode="after")
@@ -519,7 +524,7 @@ def _format_error(error: dict[str, Any]) -> str:
     value = error.get("input")
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"{key} = {value!r}: unknown option"
+        return f"{key} = {value!r}: unknown option{seed_hint(key)}"
     if error["type"] == "missing":
         return f"{key}: required option is missing"
     if not key or isinstance(value, dict):

@@ -33,6 +33,7 @@ Every test prints one ``SCAN`` line (``pytest -s``).
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,7 +61,11 @@ from tests.chaos.faultbed import (
 )
 from tests.integration.support import SIPP, RunningProxy
 
-pytestmark = chaos_marks()
+MISSING = [tool for tool in ("svmap", "svwar", "svcrack", "sipsak") if shutil.which(tool) is None]
+pytestmark = [
+    *chaos_marks(),
+    pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} missing (Debian sipvicious, sipsak: make deb-deps)"),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRAR = REPO / "tests" / "chaos" / "registrar.xml"

@@ -176,6 +176,23 @@ def test_a_scanners_request_is_dropped_its_responses_are_not_checked() -> None:
     assert g.rate_limited == 0
 
 
+def test_a_decoy_header_does_not_hide_the_user_agent() -> None:
+    decoy = OPTIONS.replace(
+        b"User-Agent: friendly-scanner", b"User-Agents: none\r\nuser-agent: friendly-scanner"
+    )
+    assert user_agent(decoy) == b"friendly-scanner"
+    assert scanner_word(decoy, SCANNERS) == b"friendly"
+
+
+@pytest.mark.parametrize("method", ["ACK", "BYE", "CANCEL"])
+def test_the_requests_of_a_call_under_way_are_not_looked_at(method: str) -> None:
+    """A scanner asks with OPTIONS, REGISTER or INVITE; ACK, BYE and CANCEL cost no search."""
+    g = guard(scanner_agents=SCANNERS)
+    data = OPTIONS.replace(b"OPTIONS", method.encode())
+    assert g.check(data, SCANNER_IP, 1.0) == ADMIT
+    assert g.check(OPTIONS.replace(b"OPTIONS", b"REGISTER"), SCANNER_IP, 1.0) == SCANNER
+
+
 def test_canonical_ip_is_what_the_transports_report() -> None:
     assert canonical_ip("[2001:DB8::1]") == "2001:db8::1"
     assert canonical_ip("192.0.2.1") == "192.0.2.1"

@@ -124,6 +124,7 @@ class ProxyCore:
         self._link = MonitorLink(self.failover, self.txn, settings, self._record_route, self._token)
         self._record_routes = self._responses.record_routes
         self._responses.pump_monitor = self._link.pump
+        self.failover.report = lambda event: self._link.events.append(event)  # noqa: PLW0108 - drains swap it
 
     # ------------------------------------------------------------------ I/O-facing API
 
@@ -506,6 +507,10 @@ class ProxyCore:
                 context.pair = decision.pair
                 self.failover.hold(context, now)
                 return
+            fallback = self.failover.fallback(decision, now)  # out of service: docs/deployment.md
+            if fallback is not None:
+                self._responses.forward(context, fallback, now)
+                return
             headers = [] if decision.retry_after is None else [("Retry-After", str(decision.retry_after))]
             self._responses.refuse(context, decision.status, decision.reason, headers, now=now)
             return
@@ -528,6 +533,8 @@ class ProxyCore:
         origin = member_source(ack, source)
         self._link.note_request_from(ack, origin, now)
         decision = decide(ack, origin, self.view)
+        if isinstance(decision, Answer):  # a pair out of service: its fallback's (docs/deployment.md)
+            decision = self.failover.fallback(decision, now) or decision
         if isinstance(decision, Forward):
             if decision.locate is not None:  # a host name: sent once its RFC 3263 targets are known
                 self._responses.targets.locate_ack(ack, source, decision.locate, now)

@@ -15,20 +15,30 @@ monitor's news.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Final, Protocol
 
-from sipha.ha import Member, Monitor, MonitorSettings, State
+from sipha.ha import HaEvent, Member, Monitor, MonitorSettings, State
 from sipha.proxy.context import Input, ResponseContext, Timer
 from sipha.proxy.context import State as Phase
-from sipha.proxy.routing import Forward
+from sipha.proxy.fallback import Fallbacks
+from sipha.proxy.routing import Answer, Forward, decide
 from sipha.proxy.settings import Counters, ProxySettings
 from sipha.proxy.view import ConfiguredView
 from sipha.sip import Response
+from sipha.sip.address import Address
 
 HOLD_MARGIN: Final = 1.0
 """s the hold limit leaves after the pair monitor's own bound (it ends the holds itself)."""
 PRUNE_EVERY: Final = 1.0
 """s between two prunings of the branches given up on."""
+NOT_A_MEMBER: Final = Address("UDP", "0.0.0.0", 0)  # noqa: S104 - an address, not a bind
+"""The source a held request is routed again from at 40001: from a member, it would not have been
+held (rule 3 sends it outside the pairs), so which endpoint sent it does not change the route."""
+
+
+def _unreported(event: HaEvent) -> None:
+    """No core to log ``event`` (a policy alone, in tests)."""
 
 
 def hold_limit(failover_timeout: float, monitor: MonitorSettings) -> float:
@@ -96,6 +106,9 @@ class FailoverPolicy:
         """Branches given up on: branch -> (forget after, context, member).  Their late responses
         are dropped, or carry the call when the request is still held."""
         self._pruned = 0.0
+        self.fallbacks = Fallbacks()
+        self.report: Callable[[HaEvent], None] = _unreported
+        """Where the log lines of the fallback go (set by the core: its events)."""
         self.behind = False
         """sipha is behind on a receive queue (``ProxyCore.overloaded``): nobody is suspected."""
 
@@ -208,6 +221,17 @@ class FailoverPolicy:
 
     # ------------------------------------------------------------------ holding
 
+    def fallback(self, decision: Answer, now: float) -> Forward | None:
+        """A 503 for a pair out of service: its fallback's active member instead (docs/deployment.md)."""
+        routed = self.fallbacks.route(decision, self.view, self.monitor, now)
+        if routed is None:
+            return None
+        forward, lines = routed
+        self.counters.fallback_routed += 1
+        for line in lines:
+            self.report(line)
+        return forward
+
     def hold(self, context: ResponseContext, now: float) -> None:
         """Keep ``context`` until its pair has an active member (bounded by hold-limit)."""
         pair = context.pair
@@ -274,8 +298,23 @@ class FailoverPolicy:
         self.host.step(context, Input.HOLD_EXPIRED, now)
 
     def out_of_service(self, pair: str, now: float) -> None:
-        """The pair went out of service (40001): every request held for it gets 503 now."""
+        """The pair went out of service (40001): every request held for it gets 503 now.
+
+        Unless it may go to the pair's fallback (docs/deployment.md): then it goes there, as it
+        would have gone to the member taking over (:meth:`release_held`), its branch to the
+        member lost given up on.
+        """
         for context in list(self.held.get(pair, ())):
+            forward = None
+            if context.state is Phase.HELD or context.state is Phase.SUSPENDED:
+                decision = decide(context.request, NOT_A_MEMBER, self.view)  # its routes already taken
+                if isinstance(decision, Answer) and decision.pair == pair:
+                    forward = self.fallback(decision, now)
+            if forward is not None:
+                self.unhold(context)
+                self.host.step(context, Input.GIVE_UP, now)
+                self.host.forward(context, forward, now)
+                continue
             self.expire(context, now)
 
     # ------------------------------------------------------------------ late answers, ringing calls

@@ -16,7 +16,8 @@ as Kamailio's default configuration makes them (the ``pike`` module, route REQIN
   User-Agent contains one of the configured words, in any case, is dropped
   unanswered.  It stops the tools as they are shipped (SIPVicious always sends
   ``friendly-scanner``), not an attacker who changes the header: the bucket bounds
-  those.
+  those.  ACK, BYE and CANCEL are not looked at (they follow a request that was), so
+  a call costs one search: its INVITE's.
 
 The pair members (by IP: a SIP server's connections come from ephemeral ports) and
 the ``trusted`` networks are never limited.  The table of sources is bounded
@@ -43,10 +44,15 @@ NOTICE_EVERY: Final = 60.0
 """s between two log lines about the same source."""
 
 _USER_AGENT: Final = re.compile(rb"\n[Uu][Ss][Ee][Rr]-[Aa][Gg][Ee][Nn][Tt][ \t]*:[ \t]*([^\r\n]*)")
-"""The User-Agent header field, first line (RFC 3261 §25.1: HCOLON = *( SP / HTAB ) ":" SWS); the
-case spelled out rather than IGNORECASE: the search then runs at C speed from each line start."""
+"""The User-Agent header field, first line (RFC 3261 §25.1: HCOLON = *( SP / HTAB ) ":" SWS), in
+any case; spelled out rather than IGNORECASE, so that the search runs from each line start."""
+_USUAL: Final = b"\nUser-Agent"
+"""How every tool and phone spells it: one ``find`` before the regular expression."""
 _HEADER_END: Final = b"\r\n\r\n"
 _RESPONSE: Final = b"SIP/"
+_NOT_CHECKED: Final = frozenset(b"ABC")
+"""The first letter of the requests whose User-Agent is not looked at: ACK, BYE and CANCEL belong
+to a call already set up or asked for (a scanner asks with OPTIONS, REGISTER, INVITE)."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -81,21 +87,37 @@ def canonical_ip(host: str) -> str:
 
 def user_agent(data: bytes) -> bytes | None:
     """The User-Agent header field's value (its first line) in the header section of ``data``, or None."""
-    end = data.find(_HEADER_END)
-    match = _USER_AGENT.search(data, 0, len(data) if end < 0 else end)
-    return None if match is None else match.group(1).rstrip(b" \t")
+    found = _first_agent_line(data)
+    if found is None or data.find(_HEADER_END, 0, found[0] + 1) >= 0:
+        return None  # none, or only in the body (e.g. a message/sipfrag): not a header field
+    return found[1]
 
 
 def scanner_word(data: bytes, words: Iterable[bytes]) -> bytes | None:
-    """The first of ``words`` (lower case) found in the User-Agent of request ``data``, or None."""
-    agent = user_agent(data)
-    if agent is None:
+    """The first of ``words`` (lower case) found in the User-Agent of request ``data``, or None.
+
+    The cheap steps first: the line is found, its value matched; only a match is checked to
+    be in the header section rather than the body.
+    """
+    found = _first_agent_line(data)
+    if found is None:
         return None
-    lowered = agent.lower()
+    lowered = found[1].lower()
     for word in words:
         if word in lowered:
-            return word
+            return None if data.find(_HEADER_END, 0, found[0] + 1) >= 0 else word
     return None
+
+
+def _first_agent_line(data: bytes) -> tuple[int, bytes] | None:
+    """(where, value) of the first User-Agent line of ``data``, header section or body."""
+    at = data.find(_USUAL)
+    match = None if at < 0 else _USER_AGENT.match(data, at)
+    if match is None:  # another spelling, or "User-Agents:", or none at all
+        match = _USER_AGENT.search(data)
+    if match is None:
+        return None
+    return match.start(), match.group(1).rstrip(b" \t")
 
 
 class _Source:
@@ -142,7 +164,13 @@ class SourceGuard:
             return ADMIT
         settings = self.settings
         agents = settings.scanner_agents
-        if agents and not data.startswith(_RESPONSE) and scanner_word(data, agents) is not None:
+        if (
+            agents
+            and data
+            and data[0] not in _NOT_CHECKED
+            and not data.startswith(_RESPONSE)
+            and scanner_word(data, agents) is not None
+        ):
             source.dropped += 1
             self.scanner_requests += 1
             return SCANNER

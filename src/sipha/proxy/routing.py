@@ -10,7 +10,7 @@ of which member is active, so the transaction code does not change when it does.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
 from sipha.ha.member import Member
@@ -39,6 +39,10 @@ class RoutingView(Protocol):
 
     def any_active(self) -> bool:
         """Whether at least one pair has an active member (keepalives answer 200, else 503)."""
+        ...
+
+    def fallback_of(self, pair: str) -> str | None:
+        """The pair that takes ``pair``'s rule-4 requests while it is out of service, or None."""
         ...
 
 
@@ -81,6 +85,9 @@ class Answer:
     retry_after: int | None = None
     pair: str | None = None
     """The pair without an active member, for a 503 (the core may hold the request)."""
+    may_fall_back: bool = False
+    """A request for the pair's servers by rule 4 (:func:`may_fall_back`): once the pair is out
+    of service (40001), its fallback pair's active member may take it (docs/deployment.md)."""
 
 
 Decision = Forward | Answer
@@ -130,7 +137,8 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     2. A Route next hop, or else a Request-URI, that names a pair member goes to that
        pair's *active* member: this is what replaces the virtual IP.
     3. A request from a member follows its Route or Request-URI anywhere.
-    4. Any other request goes to the active member of the pair serving it.
+    4. Any other request goes to the active member of the pair serving it (its ``fallback``
+       pair's once it is out of service: docs/deployment.md).
 
     Requests from outside the pairs are never relayed to third parties: a Route
     they carry must name a member (else 403), so the proxy is not an open relay.
@@ -180,7 +188,30 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     pair = view.serving_pair(request)
     if pair is None:
         return Answer(404, "Not Found (no pair serves this request)")
-    return _to_active(pair, view, secure=secure)
+    decision = _to_active(pair, view, secure=secure)
+    if (
+        isinstance(decision, Answer)
+        and decision.pair is not None
+        and view.fallback_of(decision.pair) is not None
+        and may_fall_back(request, secure=secure)
+    ):
+        return replace(decision, may_fall_back=True)
+    return decision
+
+
+def may_fall_back(request: Request, *, secure: bool) -> bool:
+    """Whether a rule-4 request may go to the fallback pair of its pair (docs/deployment.md).
+
+    Rule 4 only: a request that names a member of the pair out of service (rule 2: an
+    in-dialog request to its Contact) belongs to a dialog of that pair's servers, which the
+    fallback pair's servers do not know.  A rule-4 request names no member: a new request,
+    or an in-dialog one from a user agent that sends them to its outbound proxy without
+    the remote target; while the pair is out of service nothing else could serve it, and
+    the calls set up through the fallback live there (a dialog of the lost pair gets 481
+    from the fallback instead of 503).  Not a CANCEL (it follows its INVITE, §16.10), not
+    a SIPS request: whether the fallback's members take TLS is not this decision's to guess.
+    """
+    return request.method != "CANCEL" and not secure
 
 
 def is_keepalive(request: Request, view: RoutingView) -> bool:

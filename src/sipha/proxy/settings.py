@@ -70,3 +70,5 @@ class Counters:
     """Requests moved from an RFC 3263 target that failed to the next one (docs/design.md §3)."""
     targets_unresolved: int = 0
     """Lookups of a next hop's host name that gave no target (its request got 408)."""
+    fallback_routed: int = 0
+    """New endpoint requests of a pair out of service sent to its fallback pair (docs/deployment.md)."""

@@ -25,6 +25,9 @@ class PairSpec:
     backup: Address
     serving: bool = False
     domains: frozenset[str] = frozenset()
+    fallback: str | None = None
+    """The pair whose active member gets this pair's new endpoint requests while it is out of
+    service (event 40001; docs/deployment.md, business continuity)."""
 
 
 @dataclass(slots=True)
@@ -68,6 +71,11 @@ class ConfiguredView:
     def active_member(self, pair: str) -> Member | None:
         """The active member of ``pair``, or None."""
         return self.active.get(pair)
+
+    def fallback_of(self, pair: str) -> str | None:
+        """The configured fallback of ``pair``, or None."""
+        spec = self.pairs.get(pair)
+        return None if spec is None else spec.fallback
 
     def any_active(self) -> bool:
         """Whether at least one pair has an active member."""
