@@ -57,9 +57,10 @@ class SiphaTls:
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
-    def status(self) -> dict[str, Any]:
-        """The /status document."""
-        with urllib.request.urlopen(f"{self.admin}/status", timeout=5) as answer:  # noqa: S310 - loopback
+    def status(self, worker: int = 0) -> dict[str, Any]:
+        """The /status document (of worker ``worker`` of ``[proxy] workers``: admin port + its index)."""
+        base, _, port = self.admin.rpartition(":")
+        with urllib.request.urlopen(f"{base}:{int(port) + worker}/status", timeout=5) as answer:  # noqa: S310
             document: dict[str, Any] = json.load(answer)
         return document
 
