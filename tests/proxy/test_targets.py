@@ -341,6 +341,8 @@ def test_lookups_nobody_answers_are_forgotten(h: Harness) -> None:
 
 
 def test_the_table_of_answering_targets_is_bounded(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    if (targets_module.__file__ or "").endswith(".so"):
+        pytest.skip("the compiled build inlines the Final bound: checked by the interpreted run")
     monkeypatch.setattr(targets_module, "HEARD_KEPT", 1)
     from_member(h)
     first = only_request(h.locate(FIRST), FIRST)
