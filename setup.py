@@ -1,11 +1,21 @@
-"""Optional compiled build: ``SIPHA_USE_MYPYC=1`` compiles the sans-IO core with mypyc.
+"""The compiled build is the default: ``pip install .`` compiles the sans-IO core with mypyc.
 
 The hot path (parser, transaction layer, proxy core) compiled to C extension
 modules needs about half the CPU per call of the same code interpreted
-(bench/core.py).  The source stays the one Python package: without the variable
-(``pip install -e .``, the tests' coverage runs) nothing is compiled.  Build it
-with mypy in the build environment: ``make compiled`` (see the Makefile), or
-``pip install mypy setuptools wheel && SIPHA_USE_MYPYC=1 pip install --no-build-isolation .``
+(bench/core.py), so that is what ``pip install .`` builds: mypy (mypyc) and the
+libraries mypyc type-checks through (dnspython, python-json-logger) are in
+``[build-system] requires`` of pyproject.toml, installed in pip's isolated build
+environment.  The source stays the one Python package.
+
+* ``SIPHA_PURE_PYTHON=1``: the interpreted build, on purpose (nothing compiled).
+  The editable install of the development loop (``pip install -e .``, ``make setup``)
+  is interpreted too: the tests measure coverage on the source, and a change needs
+  no recompilation.
+* No C compiler (or no Python headers) on the machine: the interpreted build, with a
+  warning here (``pip install -v`` shows it) and at every start (``sipha run`` logs
+  which build runs: :mod:`sipha.build`).
+* Any other failure (mypyc's type check, the C compiler's errors) fails the install:
+  a silently slow proxy is worse than a failed ``pip install``.
 
 Not compiled: ``sipha.sip.errors`` (its exceptions override class attributes per
 subclass, which mypyc's native classes do not allow); the I/O side but for the UDP
@@ -14,6 +24,11 @@ it, and a compiled class cannot be subclassed by an interpreted one).
 """
 
 import os
+import shlex
+import shutil
+import sys
+import sysconfig
+from collections.abc import Mapping
 from pathlib import Path
 
 from setuptools import setup
@@ -34,6 +49,8 @@ IO_COMPILED = (
     "net/driver.py",
     "dispatch.py",
 )
+PURE_PYTHON = "SIPHA_PURE_PYTHON"
+"""The opt-out: ``SIPHA_PURE_PYTHON=1 pip install .`` builds the interpreted package."""
 
 
 def compiled_modules() -> list[str]:
@@ -46,11 +63,48 @@ def compiled_modules() -> list[str]:
     return [str(SOURCE / name) for name in [*core, *IO_COMPILED] if name not in NOT_COMPILED]
 
 
+def missing_toolchain(environ: Mapping[str, str]) -> str | None:
+    """Why C extensions cannot be built here (no C compiler, no Python.h), or None when they can.
+
+    The compiler is the one setuptools would use: ``$CC``, else the one Python was built with.
+    """
+    command = environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    words = shlex.split(command)
+    compiler = words[0] if words else "cc"
+    if shutil.which(compiler) is None:
+        return f"no C compiler ({compiler!r} not found; on Debian: apt-get install gcc)"
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.is_file():
+        return f"no Python headers ({headers} missing; on Debian: apt-get install python3-dev)"
+    return None
+
+
+BUILDS = frozenset({"bdist_wheel", "build", "build_ext", "install", "bdist_egg"})
+"""setup.py commands that build the modules (not metadata: ``egg_info``, ``dist_info``, ``sdist``)."""
+EDITABLE = frozenset({"editable_wheel", "develop"})
+"""``pip install -e .``: always interpreted (a compiled module next to its source would shadow every
+edit of it, and the tests measure coverage on the source)."""
+
+
+def extension_modules(argv: list[str]) -> list[object]:
+    """What mypyc builds for setup.py ``argv``: every compiled module, or none (see the module)."""
+    commands = set(argv[1:])
+    if os.environ.get(PURE_PYTHON) == "1" or commands & EDITABLE or not commands & BUILDS:
+        return []  # metadata only (pip asks for it first): no type check, no C
+    missing = missing_toolchain(os.environ)
+    if missing is not None:
+        print(  # setuptools prints its output; pip shows it with -v
+            f"WARNING: sipha: building the INTERPRETED package (about twice the CPU per call): {missing}."
+            f" Install one and reinstall for the compiled build, or set {PURE_PYTHON}=1 to choose"
+            " the interpreted build and silence this.",
+            file=sys.stderr,
+        )
+        return []
+    from mypyc.build import mypycify  # noqa: PLC0415 - a build requirement, not needed to import this file
+
+    return list(mypycify(compiled_modules(), opt_level="3"))
+
+
 if __name__ == "__main__":  # setuptools runs this file as __main__; tests import compiled_modules
-    ext_modules = []
-    if os.environ.get("SIPHA_USE_MYPYC") == "1":
-        from mypyc.build import mypycify
-
-        ext_modules = mypycify(compiled_modules(), opt_level="3")
-
-    setup(ext_modules=ext_modules)
+    # build_ext compiles the C files in parallel (mypyc writes one per module group).
+    setup(ext_modules=extension_modules(sys.argv), options={"build_ext": {"parallel": os.cpu_count() or 1}})

@@ -27,6 +27,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from sipha import __version__
+from sipha.admin.instance import WorkerCounters, local_snapshot
 from sipha.admin.server import AdminServer
 from sipha.admin.status import DemoControl, address_text
 from sipha.admin.telemetry import Telemetry
@@ -41,10 +43,13 @@ from sipha.assembly import (
     describe_changes,
     listen_key,
     monitor_settings,
+    reconfigure_members,
 )
+from sipha.build import describe as describe_build
 from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.dispatch import Dispatcher
 from sipha.ha import HaEvent
+from sipha.hostnames import MemberNames, via_host
 from sipha.limits import apply_limits
 from sipha.logs import event_fields
 from sipha.net.locate import Locator
@@ -56,6 +61,7 @@ from sipha.runtime import collect_garbage_when_idle, run_loop
 from sipha.sip.address import Address
 from sipha.supervisor import run_workers
 from sipha.tlsconfig import CertificateStatus, TlsLogLimiter, build_tls_settings, certificate_status
+from sipha.tlsstatus import tls_block, uses_tls
 from sipha.trace.export import Tracing, check_collector
 
 log = logging.getLogger("sipha")
@@ -100,6 +106,8 @@ class ProxyApp:
         self.worker = worker
         """Set in a worker process of ``[proxy] workers`` > 1: its index, sockets, hand-over."""
         self._handoff: Handoff | None = None
+        self.workers: WorkerCounters | None = None
+        """A worker's end of the counters exchange: /status sums the workers (sipha.admin.instance)."""
         self._own_addresses: frozenset[Address] = frozenset()
         """A worker's own UDP addresses (see :func:`sipha.supervisor.bind_worker_sockets`)."""
         self.config_path: ConfigPath = config_path
@@ -120,6 +128,8 @@ class ProxyApp:
         """RFC 3263 lookups ([dns]): next hops named by host names (docs/design.md §3), event 40000."""
         self.locator = Locator(self.resolver, self._dispatch.on_located)
         self._dispatch.locator = self.locator
+        self.members = MemberNames(self.resolver, self.transports.resolver, lambda: self.config, self._now)
+        """Pair members given by host name, resolved through [dns] (sipha.hostnames)."""
         self._tls_logged = TlsLogLimiter()
         self._certificate: CertificateStatus | None = None
         self.core: ProxyCore | None = None
@@ -142,9 +152,10 @@ class ProxyApp:
         OSError when an address cannot be bound; nothing is left listening then.
         """
         self._loop = asyncio.get_running_loop()
+        await self.members.resolve(self.config)  # pair members given by name: the core gets IPs
         self._dispatch.attach(self._loop, self.transports)
         source = self._config_source()
-        self.transports.set_tls(build_tls_settings(self.config, source=source))  # ConfigError: a bad file
+        self.transports.set_tls(self.members.tls(build_tls_settings(self.config, source=source)))
         self._certificate = certificate_status(
             self.config, datetime.datetime.now(datetime.UTC), source=source
         )
@@ -178,13 +189,13 @@ class ProxyApp:
         bound = self.transports.listen_addresses
         try:
             await self.trace.apply(self.config)
-            view = build_view(self.config, bound)
+            view = build_view(self.config, bound, self.members.addresses())
             core = ProxyCore(
                 build_settings(
                     self.config,
                     bound,
                     worker=None if worker is None else worker.index,
-                    via_host=await self._via_host(self.config),
+                    via_host=await via_host(self.config, self.transports.resolve, source),
                 ),
                 view,
                 monitor=build_monitor(self.config, view, self.telemetry),
@@ -217,7 +228,8 @@ class ProxyApp:
                 on_probe_answer=dispatch.on_probe_answer,
                 on_maintenance=dispatch.on_maintenance,
             )
-            core.share_probes(worker.index)
+            core.share_probes(index := worker.index)
+            self.workers = WorkerCounters(self._handoff, worker.count, lambda: local_snapshot(self, index))
             dispatch.handoff = self._handoff
             dispatch.worker_index = worker.index
             dispatch.worker_count = worker.count
@@ -227,6 +239,7 @@ class ProxyApp:
         for address in bound:
             log.info("listening on %s", _address_text(address))
         self._spawn(check_pool_address(self.config, bound, self.resolver))  # event 40000, in the background
+        self._spawn(self.members.run(self._members_moved))  # their names looked up again at TTL expiry
         core.start(self._now())
         dispatch.flush()
         self._spawn(collect_garbage_when_idle(lambda: core.contexts, self._now))
@@ -242,24 +255,6 @@ class ProxyApp:
             return None
         family = socket.AF_INET6 if ":" in first.host else socket.AF_INET
         return self.transports.open_probe_socket(family)
-
-    async def _via_host(self, config: Config) -> str:
-        """``resolve-host``: the IP of ``sip-address`` for Via ("" when off: the name as written).
-
-        RFC 3261 §18.2.2 sends responses to the Via sent-by, so a name there makes every
-        SIP server resolve it for every response; an IP spares them (and their resolver).
-        """
-        name = config.proxy.sip_address
-        if not config.proxy.resolve_host or not name:
-            return ""
-        try:
-            addresses = await self.transports.resolve(name)
-        except OSError as error:
-            problem = f"proxy.sip-address = {name!r}: does not resolve ({error}), and resolve-host = true"
-            raise ConfigError(self._config_source(), [problem]) from error
-        ipv4 = [address for address in addresses if ":" not in address]
-        chosen = (ipv4 or addresses)[0]
-        return f"[{chosen}]" if ":" in chosen else chosen
 
     def _config_source(self) -> str:
         return source_name(self.config_path)
@@ -299,41 +294,23 @@ class ProxyApp:
         return self._now()
 
     def member_problem(self, address: Address) -> str | None:
-        """Why a pair member cannot be reached now: its last TLS handshake failed (else None)."""
-        if address.transport != "TLS":
-            return None
+        """Why a pair member cannot be reached now: its name does not resolve, its TLS handshake failed."""
+        unresolved = self.members.problem(address.host)
+        if unresolved is not None or address.transport != "TLS":
+            return unresolved
         failure = self.transports.tls_failures.get((address.host, address.port))
         return None if failure is None else f"TLS handshake failed: {failure}"
 
     def tls_status(self) -> dict[str, Any] | None:
         """The /status "tls" block: connections, handshakes by outcome, our certificate's dates."""
-        if not self._uses_tls():
-            return None
-        certificate = self._certificate
-        block: dict[str, Any] = {
-            "connections_open": self.transports.stats.tls_connections_open,
-            "handshakes": dict(self.transports.tls_outcomes),
-            "certificate": None,
-        }
-        if certificate is not None:
-            left = certificate.not_after - datetime.datetime.now(datetime.UTC)
-            summary = certificate.summary()
-            summary["days_left"] = left.days  # as of now, not as of the start
-            summary["not_after_timestamp"] = certificate.not_after.timestamp()
-            block["certificate"] = summary
-        return block
-
-    def _uses_tls(self) -> bool:
-        """Whether this instance listens on TLS or monitors a TLS member."""
-        settings = self.transports.tls
-        listens = any(address.transport == "TLS" for address in self.listen_addresses)
-        return listens or bool(settings is not None and settings.member_names)
+        return tls_block(self.transports, self.listen_addresses, self._certificate)
 
     def transport_counters(self) -> dict[str, int]:
         """The transports' counters, and with ``[proxy] workers`` the hand-over's (for /metrics)."""
         counters = self.transports.stats.as_dict()
         sources = self._dispatch.sources  # [limits]: what the per-source guard dropped
         counters.update(source_rate_limited=sources.rate_limited, scanner_requests=sources.scanner_requests)
+        counters["member_name_failures"] = self.members.failures  # [dns] lookups of member names that failed
         handoff = self._handoff
         if handoff is not None:
             counters["handoff_out"] = handoff.handed_over
@@ -426,6 +403,14 @@ class ProxyApp:
     def _on_reload_signal(self) -> None:
         self._spawn(self.reload())
 
+    async def _members_moved(self) -> None:
+        """A member's name resolves to another IP: applied as a reload of that member (sipha.hostnames)."""
+        async with self._reload_lock:
+            if (core := self.core) is not None:
+                self.transports.set_tls(self.members.tls(self.transports.tls))
+                reconfigure_members(core, self.config, self.members.addresses(), self.telemetry, self._now())
+                self._dispatch.flush()
+
     async def reload(self) -> bool:
         """Re-read the configuration file and apply it; False when refused (old one kept)."""
         async with self._reload_lock:
@@ -458,7 +443,7 @@ class ProxyApp:
                     "SIGHUP: configuration %s not applied, keeping the running one: %s", source, failure
                 )
                 return self.telemetry.reloaded(source, [str(failure)], applied=False)
-            if self.transports.tls is not None and self._uses_tls():
+            if self.transports.tls is not None and uses_tls(self.transports, self.listen_addresses):
                 # The files are read again on every reload, changed in the configuration or not
                 # (a renewed certificate under the same name): new handshakes use them.
                 changes.append("TLS certificates and trust anchors re-read")
@@ -488,7 +473,8 @@ class ProxyApp:
             )
         if old.proxy.workers != config.proxy.workers:
             changes.append("proxy.workers takes effect at the next restart")
-        tls = build_tls_settings(config, source=self._config_source())  # ConfigError: nothing changed yet
+        await self.members.resolve(config)  # new member names: down until they resolve, never refused
+        tls = self.members.tls(build_tls_settings(config, source=self._config_source()))  # ConfigError
         previous_tls = self.transports.tls
         self.transports.set_tls(tls)  # a new tls: listen needs the new certificate
         added: dict[ListenKey, list[Address]] = {}
@@ -504,12 +490,12 @@ class ProxyApp:
                     )
             bound_map = {key: self._bound.get(key) or added[key] for key in wanted}
             bound = [address for addresses in bound_map.values() for address in addresses]
-            view = build_view(config, bound)
+            view = build_view(config, bound, self.members.addresses())
             settings = build_settings(
                 config,
                 bound,
                 worker=None if self.worker is None else self.worker.index,
-                via_host=await self._via_host(config),
+                via_host=await via_host(config, self.transports.resolve, self._config_source()),
             )
             monitor = build_monitor(config, view, self.telemetry)
             changes += await self.trace.apply(config)  # last: nothing after it can fail
@@ -606,6 +592,7 @@ def run(config: Config, config_path: ConfigPath = UNKNOWN_SOURCE) -> None:
     """
     build_tls_settings(config, source=source_name(config_path))  # a bad certificate: refused here
     check_collector(config)  # a [trace] hep host that does not resolve: likewise
+    log.info("sipha %s, %s", __version__, describe_build())
     if config.proxy.workers > 1:
 
         def serve(plan: WorkerPlan) -> None:

@@ -10,7 +10,7 @@ from these.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -18,7 +18,7 @@ from sipha.admin.telemetry import ObservedMonitor, Telemetry
 from sipha.config import Config, ConfigError, parse_address
 from sipha.ha import AliveCodes, Monitor, MonitorSettings
 from sipha.proxy.affinity import worker_tag
-from sipha.proxy.core import ProxySettings
+from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.proxy.rules import derive_record_routes
 from sipha.proxy.view import ConfiguredView, PairSpec
 from sipha.sip import SipUri, parse_uri
@@ -35,8 +35,14 @@ OWN_SOCKETS: Final = ("own", "", 0)
 """The key of a worker's own UDP sockets (one per UDP listen entry, on a port of its own)."""
 
 
-def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
-    """The routing view: the proxy's own addresses and the configured pairs."""
+def build_view(
+    config: Config, listen: Iterable[Address], resolved: Mapping[str, str] | None = None
+) -> ConfiguredView:
+    """The routing view: the proxy's own addresses and the configured pairs.
+
+    ``resolved``: pair members' host names (lower case) -> the IP the driver found for
+    each (:class:`sipha.hostnames.MemberNames`); the core knows a member by that IP.
+    """
     own: list[tuple[str, int | None]] = [(address.host, address.port) for address in listen]
     if config.proxy.sip_address:
         own += [(config.proxy.sip_address, address.port) for address in listen]
@@ -50,21 +56,48 @@ def build_view(config: Config, listen: Iterable[Address]) -> ConfiguredView:
             # Its Record-Route URI of each transport carries our port of that transport
             # (sipha.proxy.rules.derive_record_routes).
             own += [(record_route.host_key, address.port) for address in listen]
-    pairs = []
-    for pair in config.pair:
-        primary = parse_address(pair.primary)
-        backup = parse_address(pair.backup)
-        pairs.append(
-            PairSpec(
-                pair.name,
-                Address(primary.transport.upper(), primary.host, primary.port),
-                Address(backup.transport.upper(), backup.host, backup.port),
-                serving=pair.serving,
-                domains=frozenset(domain.lower() for domain in pair.match.domain),
-                fallback=pair.fallback or None,
-            )
+    return ConfiguredView.build(own, pair_specs(config, resolved or {}))
+
+
+def pair_specs(config: Config, resolved: Mapping[str, str]) -> list[PairSpec]:
+    """The configured pairs, each member given by name at the IP ``resolved`` has for it.
+
+    A name without an IP yet stays a name: sends to it fail (``Resolver.withheld``), so
+    the member is down until its name resolves (docs/configuration.md, [[pair]]).
+    """
+
+    def member(text: str) -> Address:
+        address = parse_address(text)
+        host = resolved.get(address.host.lower().rstrip("."), address.host)
+        return Address(address.transport.upper(), host, address.port)
+
+    return [
+        PairSpec(
+            pair.name,
+            member(pair.primary),
+            member(pair.backup),
+            serving=pair.serving,
+            domains=frozenset(domain.lower() for domain in pair.match.domain),
+            fallback=pair.fallback or None,
+            mode=pair.mode,
         )
-    return ConfiguredView.build(own, pairs)
+        for pair in config.pair
+    ]
+
+
+def reconfigure_members(
+    core: ProxyCore, config: Config, resolved: Mapping[str, str], telemetry: Telemetry | None, now: float
+) -> list[str]:
+    """A member's name moved to another IP: the core gets the view and monitor a reload would give.
+
+    The pairs whose members kept their addresses keep their monitor state; the others are
+    re-probed (their names are returned), as after a reload that changes them.
+    """
+    view = ConfiguredView.build(core.view.own, pair_specs(config, resolved))
+    monitor = build_monitor(config, view, telemetry)
+    kept = [] if core.monitor is None else carry_over_pairs(core.monitor, monitor, monitor_settings(config))
+    core.reconfigure(core.settings, view, monitor, now)
+    return [name for name in monitor.pairs if name not in kept]
 
 
 def monitor_settings(config: Config) -> MonitorSettings:
@@ -84,9 +117,13 @@ def build_monitor(config: Config, view: ConfiguredView, telemetry: Telemetry | N
     """
     settings = monitor_settings(config)
     pairs = [view.members(name) for name in view.pairs]
-    if telemetry is None:
-        return Monitor(pairs, settings)
-    return ObservedMonitor(pairs, settings, telemetry=telemetry)
+    monitor = (
+        Monitor(pairs, settings)
+        if telemetry is None
+        else ObservedMonitor(pairs, settings, telemetry=telemetry)
+    )
+    monitor.use_modes({name: spec.mode for name, spec in view.pairs.items()})  # docs/design.md §2.2
+    return monitor
 
 
 def build_settings(

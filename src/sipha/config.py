@@ -27,7 +27,7 @@ from pydantic import (
 from sipha.dnsconfig import DnsSection
 from sipha.ha.settings import AliveCodes
 from sipha.limitsconfig import LimitsSection
-from sipha.pairconfig import fallback_problems
+from sipha.pairconfig import MODE_FIELD, PairMode, fallback_problems
 from sipha.seedoptions import hint as seed_hint
 from sipha.sip import SipParseError, SipUri, parse_uri
 from sipha.sip.address import is_wildcard
@@ -345,6 +345,7 @@ class PairSection(_Section):
     )
     serving: bool = Field(default=False, description="requests from endpoints go to this pair")
     fallback: str = Field(default="", description="pair for its endpoint requests while out of service")
+    mode: PairMode = MODE_FIELD
     match: PairMatch = Field(default_factory=PairMatch, description="optional routing rules")
 
     @field_validator("primary", "backup")
@@ -403,7 +404,7 @@ class TlsSection(_Section):
     verify_members: bool = Field(
         default=True,
         alias="verify-members",
-        description="verify the tls: pair members' certificates and names (see *-server-name)",
+        description="verify the certificates of tls: members (*-server-name) and DNS next hops (SIP domain)",
     )
     verify_clients: Literal["none", "optional", "required"] = Field(
         default="none",

@@ -569,6 +569,8 @@ def render_status(document: dict[str, Any], url: str) -> str:
         first = True
         counters = pair.get("counters") or {}
         state = str(pair.get("state", "?")) + ("" if pair.get("monitoring", True) else " (no OPTIONS)")
+        both = pair.get("mode") == "active-active"  # docs/design.md §2.2: "serving" = takes new calls
+        state += " (active-active)" if both else ""
         for member in pair.get("members") or []:
             rtt = member.get("last_rtt_ms")
             rows.append(
@@ -581,7 +583,11 @@ def render_status(document: dict[str, Any], url: str) -> str:
                     str(member.get("role", "?")),
                     " ".join(
                         mark
-                        for mark, on in (("*", member.get("active")), ("maint", member.get("maintenance")))
+                        for mark, on in (
+                            ("*", member.get("active")),
+                            ("serving", both and member.get("serving")),
+                            ("maint", member.get("maintenance")),
+                        )
                         if on
                     ),
                     "-" if rtt is None else f"{rtt:.3f} ms",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from sipha.ha import MemberBecameActive, PairUnknown
 from sipha.net.driver import Driver, Outgoing, Transports
+from sipha.proxy.admission import DROP_LEVEL, OTHERS_SHARE
 from sipha.proxy.affinity import owner
 from sipha.proxy.overload import is_new_invite
 from sipha.proxy.probeshare import Answer as ProbeAnswer
@@ -48,6 +49,8 @@ log = logging.getLogger("sipha")
 FINAL: int = 200
 OVERLOAD_LOG_EVERY: float = 10.0
 """s between two log lines about shedding new calls (the state can flip many times a second)."""
+LIMIT_LOG_EVERY: float = 10.0
+"""s between two log lines about requests refused at [limits] max-transactions."""
 _STREAM_HOLDERS_MAX: int = 65536
 """Bound of the table of stream peers held by other workers (like the other address caches)."""
 _HANDOFF_BACKLOG: int = 20_000
@@ -88,11 +91,15 @@ class Dispatcher(Driver):
         self._behind: dict[int, int] = {}
         """The UDP sockets (ids) whose receive queue is filling, and how far (:meth:`on_backlog`)."""
         self.dropping = False
-        """Far behind: new INVITEs from endpoints are dropped unparsed (:meth:`on_backlog`)."""
+        """Far behind: new INVITEs from untrusted endpoints are dropped unparsed (:meth:`on_backlog`)."""
         self._overload_logged: tuple[float, int] | None = None
         """When shedding was last logged, and the count of new INVITEs shed then."""
+        self._refused_logged: tuple[float, int] = (-LIMIT_LOG_EVERY, 0)
+        """When max-transactions refusals were last logged, and their count then."""
         self.sources = SourceGuard()
         """[limits]: per source IP, a rate and scanners' User-Agents (docs/design.md §3)."""
+        self.max_transactions = 0
+        """[limits] max-transactions, given to the core (:mod:`sipha.proxy.admission`); 0 = none."""
 
     @property
     def core(self) -> ProxyCore | None:
@@ -103,19 +110,34 @@ class Dispatcher(Driver):
     def core(self, core: ProxyCore | None) -> None:
         self._core = core
         self.endpoint = core
+        if core is not None:
+            self._admission(core)
+
+    def limit_transactions(self, max_transactions: int) -> None:
+        """[limits] max-transactions (at start and on reload); the trusted sources are the guard's."""
+        self.max_transactions = max_transactions
+        if self._core is not None:
+            self._admission(self._core)
+
+    def _admission(self, core: ProxyCore) -> None:
+        core.admission.limit(self.max_transactions)
+        core.admission.trusted = self._trusted
+
+    def _trusted(self, host: str) -> bool:
+        return self.sources.trusted(host, self.clock())
 
     # ------------------------------------------------------------------ inputs
 
     def on_message(self, data: bytes, source: Address, local: Address) -> None:
         """A datagram or a framed stream message from the transports."""
+        if self.dropping and self._drop_new_call(data, source):
+            return  # first: under a flood, the cheapest way out
         sources = self.sources
         if sources.enabled:
             verdict = sources.check(data, source.host, self.clock())
             if verdict != ADMIT:
                 self._log_source(verdict, data, source)
                 return
-        if self.dropping and self._drop_new_call(data, source):
-            return
         handoff = self.handoff
         if handoff is not None and (source.transport != "UDP" or local not in self.own_addresses):
             # Another worker may hold this message's transaction: pass it on unread.  (What
@@ -130,10 +152,24 @@ class Dispatcher(Driver):
         super().on_message(data, source, local)
 
     def _drop_new_call(self, data: bytes, source: Address) -> bool:
+        """Far behind: a new INVITE over UDP from an untrusted source is dropped before it is parsed.
+
+        The cheap tests first: the transport, the first bytes, the source's tier (one look-up in
+        the guard's table), then the To header field.  The caller retransmits (§17.1.1.2).
+        Over TCP and TLS nothing is retransmitted: those are parsed and answered 503.
+        """
         core = self._core
-        if core is None or not is_new_invite(data) or core.view.member_at(source.host, source.port):
-            return False  # a SIP server's new call keeps priority, as in the core
+        if (
+            core is None
+            or source.transport != "UDP"
+            or not data.startswith(b"INVITE ")
+            or self.sources.trusted(source.host, self.clock())
+            or not is_new_invite(data)
+            or core.view.member_at(source.host, source.port) is not None
+        ):
+            return False  # a SIP server's and a trusted source's new calls keep priority, as in the core
         core.counters.overload_drops += 1
+        core.admission.others_dropped_at = self.clock()
         return True
 
     def _log_source(self, verdict: int, data: bytes, source: Address) -> None:
@@ -213,11 +249,13 @@ class Dispatcher(Driver):
             sockets[id(endpoint)] = level
         else:
             sockets.pop(id(endpoint), None)
-        self.dropping = any(value > 1 for value in sockets.values())
+        worst = max(sockets.values(), default=0)
+        self.dropping = worst >= DROP_LEVEL
         core = self._core
         if core is None:
             return
         core.overloaded = bool(sockets)
+        core.admission.level = worst
         if level:
             self._log_overload(core)
 
@@ -229,11 +267,28 @@ class Dispatcher(Driver):
             return
         since = "" if last is None else f" ({shed - last[1]} new INVITEs shed since the last line)"
         log.warning(
-            "overloaded: a receive queue is filling; new INVITEs from endpoints get 503, or are "
-            "dropped when far behind, until it drains%s",
+            "overloaded: a receive queue is filling; new INVITEs from untrusted endpoints get 503, "
+            "or are dropped when far behind, trusted ones get 503 only when further behind, until "
+            "it drains%s",
             since,
         )
         self._overload_logged = (now, shed)
+
+    def _log_refused(self, core: ProxyCore) -> None:
+        """Requests refused at max-transactions: one line per LIMIT_LOG_EVERY at most, with the count."""
+        refused = core.admission.refused
+        at, count = self._refused_logged
+        now = self.clock()
+        if refused == count or now - at < LIMIT_LOG_EVERY:
+            return
+        log.warning(
+            "[limits] max-transactions = %d reached: %d new requests answered 503 since the last line "
+            "about it (untrusted sources' from %d transactions)",
+            core.admission.max_transactions,
+            refused - count,
+            int(core.admission.max_transactions * OTHERS_SHARE),
+        )
+        self._refused_logged = (now, refused)
 
     def on_probe_question(self, pair: str, role: str, seq: int, fresh: float, asker: int) -> None:
         """Worker 0: another worker's probe to answer (:mod:`sipha.proxy.probeshare`)."""
@@ -290,6 +345,8 @@ class Dispatcher(Driver):
                 self.transports.alias(connection, host, port)
         if core is not None and (core.lookups or core.failed_targets):
             self._locate(core)
+        if core is not None and core.admission.refused != self._refused_logged[1]:
+            self._log_refused(core)
         super().flush()
 
     def _locate(self, core: ProxyCore) -> None:

@@ -2,8 +2,9 @@
 
 At start and on every reload (:class:`sipha.app.ProxyApp`): the guard
 (:mod:`sipha.proxy.ratelimit`) gets the new settings with the pair members' IPs,
-and the TCP and TLS connection tables their ``max-connections``, ``idle-timeout``
-and ``message-timeout`` (open connections included, at their next check).  Each
+the core's admission (:mod:`sipha.proxy.admission`) ``max-transactions``, and the
+TCP and TLS connection tables their ``max-connections``, ``idle-timeout`` and
+``message-timeout`` (open connections included, at their next check).  Each
 accepted connection is a file descriptor: the soft ``RLIMIT_NOFILE`` is raised to
 cover ``max-connections`` of both transports (within the hard limit), else
 ``accept`` would fail with EMFILE before the bound is reached; a hard limit too low
@@ -59,6 +60,7 @@ def apply_limits(
     """
     dispatch.sources.reconfigure(guard_settings(config))
     limits = config.limits
+    dispatch.limit_transactions(limits.max_transactions)
     for context in transports.stream_contexts:
         context.max_connections = limits.max_connections
         context.idle_timeout = limits.idle_timeout

@@ -34,7 +34,7 @@ def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 class LimitsSection(BaseModel):
-    """[limits]: what one client may cost: messages per source, scanners, TCP and TLS connections."""
+    """[limits]: what one client may cost: messages per source, scanners, transactions, connections."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -70,6 +70,18 @@ class LimitsSection(BaseModel):
         description=(
             "a request whose User-Agent contains one of these words (any case) is dropped unanswered; "
             "[] = none"
+        ),
+    )
+    max_transactions: int = Field(
+        default=500_000,
+        ge=1_000,
+        le=10_000_000,
+        alias="max-transactions",
+        description=(
+            "SIP transactions alive at once per worker (server and client; a call holds about 2 for 32 s, "
+            "a few KB): "
+            "a request that would start one beyond it gets 503 with Retry-After, without a transaction; "
+            "requests outside a dialog from sources neither trusted nor pair members get it from half of it"
         ),
     )
     max_connections: int = Field(

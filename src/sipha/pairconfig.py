@@ -1,13 +1,28 @@
-"""Rules of ``[[pair]] fallback`` that involve other pairs (docs/deployment.md, business continuity).
+"""``[[pair]]`` options kept out of :mod:`sipha.config` (which stays within its size).
 
-Kept out of :mod:`sipha.config` (which stays within its size): :func:`fallback_problems`
-returns one line per problem, ``key = value: what is allowed``, as every refusal at start.
+The rules of ``fallback`` that involve other pairs (docs/deployment.md, business
+continuity): :func:`fallback_problems` returns one line per problem, ``key = value: what is
+allowed``, as every refusal at start.  The field of ``mode`` (docs/design.md §2.2): a value
+outside :data:`~sipha.ha.settings.PAIR_MODES` is refused naming the key, the value and both
+allowed values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Final, Protocol
+
+from pydantic import Field
+
+from sipha.ha.settings import PRIMARY_BACKUP, PairMode
+
+__all__ = ["MODE_FIELD", "NamedPair", "PairMode", "fallback_problems"]
+
+MODE_FIELD: Final[Any] = Field(
+    default=PRIMARY_BACKUP,
+    description="primary-backup: one active member; active-active: both serve, new Call-IDs spread over them",
+)
+"""``[[pair]] mode`` (its type: :data:`PairMode`)."""
 
 
 class NamedPair(Protocol):

@@ -27,7 +27,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from sipha.config import Config, ConfigError, TlsSection, parse_address
-from sipha.net.tls import TlsSettings
+from sipha.net.tls import NextHopContext, TlsSettings
 from sipha.sip.address import Address
 
 EXPIRY_WARNING_DAYS: Final = 30
@@ -376,6 +376,10 @@ def build_tls_settings(
     - ``members``: verifies the members' certificates and names when ``verify-members``
       (RFC 3261 §26.2: the name is the member's ``*-server-name`` or host); presents our
       chain when there is one, for members that ask for mutual TLS.
+    - ``next_hops``: with ``verify-members``, for next hops located by DNS from a SIP
+      domain (RFC 5922 §4): the chain verified against the same anchors (the system store
+      read at the first use), the domain checked by sipha (§7.2: no wildcards, a ``sip:``
+      URI or DNS subjectAltName); None without ``verify-members``: ``others``, with SNI.
     - ``others``: encrypts without verifying, for endpoints a Request-URI names.
 
     ``min-version`` bounds all three from below only, so TLS 1.3 is used whenever the peer
@@ -390,10 +394,13 @@ def build_tls_settings(
     try:
         server = _server_context(tls) if tls.certificate else None
         members = _client_context(tls, verify=tls.verify_members, trust=bool(member_names))
+        next_hops = _client_context(tls, verify=True, trust=False) if tls.verify_members else None
         others = _client_context(tls, verify=False, trust=False)
     except OSError as error:  # only loading the trust anchors can fail here
         raise ConfigError(source, [_openssl_problem(tls, "ca-file", error)]) from error
-    contexts = [context for context in (server, members, others) if context is not None]
+    if next_hops is not None:
+        next_hops.check_hostname = False  # the SIP domain is checked by sipha (RFC 5922 §7.2)
+    contexts = [context for context in (server, members, next_hops, others) if context is not None]
     if tls.certificate:
         try:
             for context in contexts:
@@ -414,6 +421,7 @@ def build_tls_settings(
         server=server,
         members=members,
         others=others,
+        next_hops=None if next_hops is None else NextHopContext(next_hops, system_store=not tls.ca_file),
         member_names=member_names,
         handshake_timeout=tls.handshake_timeout,
     )

@@ -1,15 +1,18 @@
 """Two sites, business continuity end to end (docs/deployment.md; issue 14, item 4).
 
-Each site is a pair of ``sipha simulate-server`` processes (UDP, on 127.0.0.1) and one
-sipha instance that monitors both pairs, ``serving`` its own site's pair with
-``fallback`` = the other site's.  SIPp calls site A's instance:
+Each site is a pair of ``sipha simulate-server`` processes (UDP, on 127.0.0.1) and two
+sipha instances (its pool) that each monitor both pairs, ``serving`` their own site's
+pair with ``fallback`` = the other site's; instances never talk to each other.  SIPp
+calls site A's instances:
 
 * a SIP server of site A calls a member of site B through the site-A instance (INVITE, ACK,
   BYE; docs/design.md §3 rule 2: a Request-URI naming a member goes to its pair's active member);
 * calls answered by site A's primary; both of site A's members SIGKILLed under load: the calls
   in flight then may fail (counted); once site A's pair is out of service (40001) new calls
   succeed through site B's pair, 0 failed;
-* site A's members restarted: the pair is restored and the calls come back to site A.
+* site A's members restarted: the pair is restored and the calls come back to site A;
+* the second instance of site A, which saw the same outage on its own, sends its calls
+  to site B while site A is out and back to site A once restored, as the first does.
 
 One ``MULTISITE`` line gives the figures (``pytest -s``).
 """
@@ -135,10 +138,13 @@ def test_site_a_out_of_service_calls_go_to_site_b_and_come_back(tmp_path: Path) 
         stack.enter_context(simulator(tmp_path, "b1", b1_port, "udp", mode="primary"))
         stack.enter_context(simulator(tmp_path, "b2", b2_port, "udp", mode="backup"))
         site_a = stack.enter_context(site_instance(tmp_path / "site-a", "site-a", "site-b", ports))
+        site_a2 = stack.enter_context(site_instance(tmp_path / "site-a2", "site-a", "site-b", ports))
         stack.enter_context(site_instance(tmp_path / "site-b", "site-b", "site-a", ports))
-        for pair, member in (("site-a", a1_port), ("site-b", b1_port)):
-            line = f"pair {pair}: primary udp:{HOST}:{member} is active"
-            wait_for(lambda line=line: line in site_a.log_text(), line)  # type: ignore[misc]
+        stack.enter_context(site_instance(tmp_path / "site-b2", "site-b", "site-a", ports))
+        for instance in (site_a, site_a2):
+            for pair, member in (("site-a", a1_port), ("site-b", b1_port)):
+                line = f"pair {pair}: primary udp:{HOST}:{member} is active"
+                wait_for(lambda line=line, i=instance: line in i.log_text(), line)  # type: ignore[misc]
 
         # A SIP server of site A reaches site B's member through the site-A instance (rule 2).
         invite_answer, bye_answer = cross_site_call(site_a, a1_port, b1_port)
@@ -180,6 +186,15 @@ def test_site_a_out_of_service_calls_go_to_site_b_and_come_back(tmp_path: Path) 
         after = sipp_calls(tmp_path, site_a, "udp", CALLS, RATE, name="after")
         assert (after.successful, after.failed) == (CALLS, 0)  # 0 failed after 40001
         assert answered_by(tmp_path, "after", after) == {b1_port: CALLS}
+        # The other instance of site A found the outage on its own (it probes every pair).
+        wait_for(
+            lambda: "event 40001: SIP Server HA pair unavailable: pair site-a" in site_a2.log_text(),
+            "40001 on the second instance",
+            timeout=15,
+        )
+        after2 = sipp_calls(tmp_path, site_a2, "udp", CALLS, RATE, name="after2")
+        assert (after2.successful, after2.failed) == (CALLS, 0)
+        assert answered_by(tmp_path, "after2", after2) == {b1_port: CALLS}
         assert re.search(
             r"pair site-a out of service: \d+ endpoint request\(s\) sent to pair site-b",
             site_a.log_text(),
@@ -194,6 +209,14 @@ def test_site_a_out_of_service_calls_go_to_site_b_and_come_back(tmp_path: Path) 
         back = sipp_calls(tmp_path, site_a, "udp", CALLS, RATE, name="back")
         assert (back.successful, back.failed) == (CALLS, 0)
         assert answered_by(tmp_path, "back", back) == {a1_port: CALLS}
+        wait_for(
+            lambda: "pair available again: pair site-a" in site_a2.log_text(),
+            "site A restored on the second instance",
+            timeout=15,
+        )
+        back2 = sipp_calls(tmp_path, site_a2, "udp", CALLS, RATE, name="back2")
+        assert (back2.successful, back2.failed) == (CALLS, 0)
+        assert answered_by(tmp_path, "back2", back2) == {a1_port: CALLS}
         print(
             f"MULTISITE before: {before.successful}/{CALLS} via site A; outage run: "
             f"{outage[0].successful} ok, {in_flight_failed} failed of {OUTAGE_CALLS} "
@@ -201,6 +224,8 @@ def test_site_a_out_of_service_calls_go_to_site_b_and_come_back(tmp_path: Path) 
             f"via site B {to_site_b:.2f} s after the kill; "
             "after 40001: "
             f"{after.successful}/{CALLS} via site B, {after.failed} failed; restored: "
-            f"{back.successful}/{CALLS} via site A; cross-site call 200/200; "
+            f"{back.successful}/{CALLS} via site A; second site-A instance: {after2.successful}/{CALLS} "
+            f"via site B during the outage, {back2.successful}/{CALLS} via site A once restored; "
+            "cross-site call 200/200; "
             f"{time.monotonic() - started:.0f} s"
         )

@@ -1,5 +1,10 @@
 """A real DNS server for the RFC 3263 tests: dnsmasq on a loopback port, with the records asked for.
 
+Also the two ends of a request located by DNS: :func:`member_request`, a pair member
+sending one OPTIONS through sipha and reading its final response, and
+:class:`UdpRecorder`, a UDP SIP peer that answers every request 200 and records it
+(its TLS counterpart is :class:`tests.tls.support.TlsRecorder`).
+
 dnsmasq (Debian package dnsmasq-base, the binary without the system service)
 serves NAPTR (``--naptr-record``), SRV (``--srv-host``) and A/AAAA
 (``--host-record``) from its command line, answers NXDOMAIN for any other
@@ -13,8 +18,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import dns.exception
 import dns.message
@@ -118,3 +127,100 @@ class Dnsmasq:
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate(timeout=STOP_TIMEOUT)
+
+
+# ---------------------------------------------------------------------------- SIP peers
+
+
+def ok_response(request: str) -> bytes:
+    """A 200 to ``request``: its Via, From, Call-ID and CSeq, its To with a tag."""
+    head = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+
+    def named(*names: str) -> list[str]:
+        return [line for line in head if line.split(":", 1)[0].strip().lower() in names]
+
+    to = next(iter(named("to", "t")), "To: <sip:x>")
+    if ";tag=" not in to:
+        to += ";tag=recorder"
+    kept = [*named("via", "v"), *named("from", "f"), *named("call-id", "i"), *named("cseq")]
+    return "\r\n".join(["SIP/2.0 200 OK", *kept, to, "Content-Length: 0", "", ""]).encode()
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request a :class:`UdpRecorder` answered: its request line, when (monotonic), from where."""
+
+    line: str
+    at: float
+    source: tuple[str, int]
+
+
+class UdpRecorder:
+    """A UDP SIP peer on ``host``: answers every request 200, records it (:attr:`received`).
+
+    A context manager: the thread and the socket end with it.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+        self.received: list[Received] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"udp-recorder-{self.port}", daemon=True)
+
+    def __enter__(self) -> UdpRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            text = data.decode("utf-8", "replace")
+            if not text.startswith("SIP/2.0") and text.strip():
+                self.received.append(Received(text.split("\r\n", 1)[0], time.monotonic(), source))
+                if not text.startswith("ACK "):
+                    self.sock.sendto(ok_response(text), source)
+
+
+def member_request(member: socket.socket, proxy: tuple[str, int], uri: str, timeout: float = 5.0) -> str:
+    """One OPTIONS to ``uri`` sent from ``member`` (a bound UDP socket) to ``proxy``: its final response.
+
+    Raises TimeoutError when none comes within ``timeout`` s.
+    """
+    host, port = member.getsockname()[:2]
+    call_id = f"{uuid.uuid4().hex}@{host}"
+    request = "\r\n".join(
+        [
+            f"OPTIONS {uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
+            f"From: <sip:member@{host}:{port}>;tag={uuid.uuid4().hex[:8]}",
+            f"To: <{uri}>",
+            f"Call-ID: {call_id}",
+            "CSeq: 1 OPTIONS",
+            "Max-Forwards: 70",
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+    ).encode()
+    member.sendto(request, proxy)
+    deadline = time.monotonic() + timeout
+    while True:
+        member.settimeout(max(0.01, deadline - time.monotonic()))
+        response = member.recv(65535).decode("utf-8", "replace")
+        if call_id in response and not response.startswith("SIP/2.0 1"):
+            return response

@@ -659,6 +659,20 @@ def test_17_1_4_transport_error_for_another_destination_is_ignored(h: Harness) -
     assert h.transport_error(BACKUP) == []
 
 
+def test_17_1_4_the_branches_are_indexed_by_destination_and_the_index_empties(h: Harness) -> None:
+    """A transport error looks at the branches to its destination only (a flood's closed ports
+    must not make each ICMP error a scan of every branch), and ended branches leave the index."""
+    for number in range(3):
+        forward_invite(h, invite(call_id=f"call-{number}@alice", branch=f"z9hG4bK-i{number}"))
+    assert set(h.core._responses._branches_to) == {PRIMARY}
+    assert len(h.core._responses._branches_to[PRIMARY]) == 3
+    assert h.transport_error(BACKUP) == []
+    sent = h.transport_error(PRIMARY)
+    assert statuses(sent) == [500, 500, 500]
+    assert h.core._responses._branches_to == {}
+    assert h.core._responses._destination_of == {}
+
+
 def test_17_2_1_timer_h_without_ack_is_harmless(h: Harness) -> None:
     """No ACK for the 486 upstream: the server transaction times out (Timer H), nothing else."""
     forwarded = forward_invite(h)

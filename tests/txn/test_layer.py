@@ -147,6 +147,7 @@ def test_inspection_helpers() -> None:
     assert "OPTIONS" in repr(txn)
     assert "Trying" in repr(txn)
     assert txn.timer_deadline(Timer.A) is None
+    assert txn.request is not None  # kept in Trying: Timer E re-sends it
     layer.send_stateless(txn.request, UDP_PEER)
     assert layer.drain()[-1] == SendMessage(txn.request, UDP_PEER, None)
     assert layer.drain() == []

@@ -206,6 +206,7 @@ def test_rfc2543_ack_index_keeps_the_newer_transaction() -> None:
     assert first is not None
     assert second is not None
     assert first.key != second.key
+    assert first.request is not None
     layer.respond(first, response(first.request, 486), 0.2)
     layer.handle_timers(100.0)  # the first ends (Timer H); the second's entry stays
     assert layer.get(first.key) is None

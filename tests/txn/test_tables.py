@@ -47,6 +47,8 @@ OP_OUTPUT: dict[Op, type[Output] | None] = {
     Op.REARM_DOUBLE: None,
     Op.REARM_DOUBLE_CAPPED: None,
     Op.REARM_T2: None,
+    Op.FORGET_REQUEST: None,
+    Op.FORGET_MESSAGES: None,
 }
 REARMS = {Op.REARM_DOUBLE, Op.REARM_DOUBLE_CAPPED, Op.REARM_T2}
 STATUS = {
@@ -92,6 +94,8 @@ class Harness:
         self.now = START
         self.request = self._request()
         self.txn: Transaction | None = None
+        self.final: Response | None = None
+        """The final response passed to the server transaction (what an ACK acknowledges)."""
 
     def _request(self) -> Request:
         method = "INVITE" if machine_is_invite(self.machine) else "OPTIONS"
@@ -122,13 +126,15 @@ class Harness:
             layer.receive_response(response(self.request, STATUS[event]), self.now)
         elif event in (Input.TU_1XX, Input.TU_2XX, Input.TU_3XX_6XX):
             assert isinstance(txn, ServerTransaction)
-            layer.respond(txn, response(self.request, STATUS[event]), self.now)
+            sent = response(self.request, STATUS[event])
+            if sent.status >= 200:
+                self.final = sent
+            layer.respond(txn, sent, self.now)
         elif event is Input.REQUEST:
             layer.receive_request(self.request.copy(), UPSTREAM_UDP, self.now)
         elif event is Input.ACK:
-            final = txn.last_response
-            assert isinstance(final, Response)
-            layer.receive_request(ack_for(self.request, final), UPSTREAM_UDP, self.now)
+            assert self.final is not None  # the transaction may have forgotten it (Confirmed)
+            layer.receive_request(ack_for(self.request, self.final), UPSTREAM_UDP, self.now)
         else:
             assert event is Input.TRANSPORT_ERROR
             layer.transport_error(txn.key, self.now)
@@ -192,6 +198,41 @@ def test_every_row(
     else:
         assert harness.layer.get(txn.key) is txn
     assert set(txn.timers) == expected
+    # What a row forgets is gone (memory: docs/design.md §5).
+    if Op.FORGET_REQUEST in transition.ops or Op.FORGET_MESSAGES in transition.ops:
+        assert txn.request is None
+    if Op.FORGET_MESSAGES in transition.ops:
+        assert txn.last_response is None
+
+
+# What each operation reads from the transaction (SEND_ACK: the request only to build the ACK
+# the first time, which the entering row of Completed does before forgetting it).
+NEEDS_REQUEST = {Op.SEND_REQUEST, Op.TU_REQUEST}
+NEEDS_RESPONSE = {Op.RESEND_RESPONSE}
+
+
+def test_nothing_forgotten_is_needed_later() -> None:
+    """From a row that forgets a message, no row reachable afterwards reads it."""
+    for table in TABLES.values():
+        for transition in table.values():
+            forgets_request = {Op.FORGET_REQUEST, Op.FORGET_MESSAGES} & set(transition.ops)
+            forgets_response = Op.FORGET_MESSAGES in transition.ops
+            if not forgets_request:
+                continue
+            seen: set[State] = set()
+            todo = [transition.target]
+            while todo:
+                state = todo.pop()
+                if state in seen:
+                    continue
+                seen.add(state)
+                for (source, _event), row in table.items():
+                    if source is not state:
+                        continue
+                    assert not NEEDS_REQUEST & set(row.ops), (state, row)
+                    if forgets_response:
+                        assert not NEEDS_RESPONSE & set(row.ops), (state, row)
+                    todo.append(row.target)
 
 
 def test_rows_cite_the_rfc() -> None:

@@ -2,13 +2,14 @@
 
 Nothing is counted per message for this: the core's :class:`~sipha.proxy.core.Counters`,
 the pair monitor's status and :class:`~sipha.admin.telemetry.Telemetry` are read
-when Prometheus scrapes.  The collector lives in its own
+when Prometheus scrapes, through an :class:`~sipha.admin.instance.Instance`: with
+``[proxy] workers``, the sums over the workers, and ``sipha_worker_*`` per worker
+(docs/design.md §4).  The collector lives in its own
 :class:`~prometheus_client.CollectorRegistry` (not the process-wide default).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from sipha import __version__
+from sipha.admin.instance import Instance, local_instance
 from sipha.admin.status import AdminSource, address_text
 
 _STATES = ("active", "takeover", "unknown", "out-of-service")
@@ -37,20 +39,24 @@ _COUNTER_HELP = {
     "loops_detected": "requests refused as looping (482)",
     "reoffered": "ringing INVITEs moved from a member that died to the member that took over",
     "overload_sheds": "new INVITEs from endpoints answered 503 because sipha was behind on a receive queue",
-    "overload_drops": "new INVITEs from endpoints dropped unparsed because sipha was far behind",
+    "overload_drops": "new INVITEs from untrusted endpoints dropped unparsed because sipha was far behind",
+    "transactions_refused": "requests answered 503 without a transaction at [limits] max-transactions",
 }
 
 
 class SiphaCollector(Collector):
     """Every sipha metric, computed from the app's state when collected."""
 
-    def __init__(self, source: AdminSource) -> None:
+    def __init__(self, source: AdminSource, instance: Instance | None = None) -> None:
         self.source = source
+        self.instance = instance
+        """The counters to report (gathered over the workers); None: this process's, when collected."""
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families (called by prometheus_client at scrape time)."""
         source = self.source
-        core = source.core
+        instance = local_instance(source) if self.instance is None else self.instance
+        totals = instance.totals["counters"]
         info = InfoMetricFamily("sipha_build", "sipha version")
         info.add_metric([], {"version": __version__})
         yield info
@@ -63,7 +69,7 @@ class SiphaCollector(Collector):
         yield GaugeMetricFamily(
             "sipha_transactions_in_flight",
             "SIP transactions (client and server) alive in the transaction layer",
-            value=0 if core is None else len(core.txn),
+            value=instance.totals["gauges"].get("transactions_in_flight", 0),
         )
         transactions = CounterMetricFamily(
             "sipha_transactions",
@@ -71,34 +77,54 @@ class SiphaCollector(Collector):
             "(final responses sent by server transactions)",
             labels=["method", "class"],
         )
-        for (method, klass), count in sorted(source.telemetry.transactions.items()):
+        for key, count in sorted(totals["transactions"].items()):
+            method, _, klass = key.rpartition(" ")
             transactions.add_metric([method, klass], count)
         yield transactions
-        overload = source.telemetry.overload_rejections
-        if core is not None:
-            for field in dataclasses.fields(core.counters):
-                value = getattr(core.counters, field.name)
-                if field.name == "overload_rejections":
-                    overload = value
-                    continue
+        for name, value in totals["core"].items():
+            if name != "overload_rejections":
                 yield CounterMetricFamily(
-                    f"sipha_{field.name}",
-                    _COUNTER_HELP.get(field.name, field.name.replace("_", " ")),
-                    value=value,
+                    f"sipha_{name}", _COUNTER_HELP.get(name, name.replace("_", " ")), value=value
                 )
         yield CounterMetricFamily(
             "sipha_overload_rejections",
             "new INVITEs refused with 503 by overload-ctrl-dialog-rate",
-            value=overload,
+            value=totals["core"].get("overload_rejections", 0),
         )
-        yield from self._transport()
-        yield from self._tls()
-        yield from self._trace()
-        yield from self._pairs()
+        yield from self._transport(instance)
+        yield from self._tls(instance)
+        yield from self._trace(instance)
+        yield from self._pairs(totals["takeover_requests_rejected"])
+        yield from self._workers(instance)
 
-    def _transport(self) -> Iterator[Metric]:
-        counters = self.source.transport_counters()
-        open_now = counters.pop("connections_open", 0)
+    def _workers(self, instance: Instance) -> Iterator[Metric]:
+        """Per worker of ``[proxy] workers`` (on worker 0's admin HTTP): is it answering, its share."""
+        if not instance.workers:
+            return
+        count = len(instance.workers)
+        yield GaugeMetricFamily("sipha_workers", "worker processes of this instance", value=count)
+        up = GaugeMetricFamily(
+            "sipha_worker_up",
+            "1 when the worker gave its counters for this scrape; 0: the sums use the last it gave",
+            labels=["worker"],
+        )
+        requests = CounterMetricFamily(
+            "sipha_worker_requests_in", "SIP requests received (parsed) by each worker", labels=["worker"]
+        )
+        in_flight = GaugeMetricFamily(
+            "sipha_worker_transactions_in_flight", "SIP transactions alive in each worker", labels=["worker"]
+        )
+        for report in instance.workers:
+            label = [str(report.index)]
+            up.add_metric(label, int(report.answered))
+            if report.snapshot is not None:
+                requests.add_metric(label, report.snapshot["counters"]["core"].get("requests_in", 0))
+                in_flight.add_metric(label, report.snapshot["gauges"].get("transactions_in_flight", 0))
+        yield from (up, requests, in_flight)
+
+    def _transport(self, instance: Instance) -> Iterator[Metric]:
+        counters = dict(instance.totals["counters"]["transport"])
+        open_now = instance.totals["gauges"].get("connections_open", 0)
         for name in [name for name in counters if name.startswith("tls_")]:
             del counters[name]  # sipha_tls_* (below) shows them, by outcome
         yield GaugeMetricFamily("sipha_transport_connections_open", "stream connections open", value=open_now)
@@ -115,14 +141,14 @@ class SiphaCollector(Collector):
             family.add_metric([name], value)
         yield family
 
-    def _tls(self) -> Iterator[Metric]:
+    def _tls(self, instance: Instance) -> Iterator[Metric]:
         tls = self.source.tls_status()
         if tls is None:
             return
         yield GaugeMetricFamily(
             "sipha_tls_connections_open",
             "TLS connections open (handshaking included)",
-            value=tls["connections_open"],
+            value=instance.totals["gauges"].get("tls_connections_open", 0),
         )
         handshakes = CounterMetricFamily(
             "sipha_tls_handshakes",
@@ -130,7 +156,7 @@ class SiphaCollector(Collector):
             "peer_refused (the peer's alert), not_tls (plaintext on a TLS port), closed, timeout, error",
             labels=["outcome"],
         )
-        for outcome, count in sorted(tls["handshakes"].items()):
+        for outcome, count in sorted(instance.totals["counters"]["tls_handshakes"].items()):
             handshakes.add_metric([outcome], count)
         yield handshakes
         certificate = tls.get("certificate")
@@ -141,8 +167,8 @@ class SiphaCollector(Collector):
                 value=certificate["not_after_timestamp"],
             )
 
-    def _trace(self) -> Iterator[Metric]:
-        trace = self.source.trace.status()
+    def _trace(self, instance: Instance) -> Iterator[Metric]:
+        trace = instance.totals["counters"]
         yield CounterMetricFamily(
             "sipha_trace_hep_sent", "SIP messages sent as HEP packets to [trace] hep", value=trace["hep_sent"]
         )
@@ -156,7 +182,8 @@ class SiphaCollector(Collector):
             dropped.add_metric([reason], count)
         yield dropped
 
-    def _pairs(self) -> Iterator[Metric]:
+    def _pairs(self, claims_rejected: dict[str, int]) -> Iterator[Metric]:
+        """The pairs as worker 0, the prober, sees them; ``claims_rejected``: summed over the workers."""
         core = self.source.core
         monitor = None if core is None else core.monitor
         labels = ["pair", "member", "address"]
@@ -212,6 +239,12 @@ class SiphaCollector(Collector):
             "1 while the operator keeps the member in maintenance (sipha ctl member)",
             labels=["pair", "member", "address"],
         )
+        serving = GaugeMetricFamily(
+            "sipha_pair_member_serving",
+            "1 for the members new calls go to: the active one; an active-active pair's that answer",
+            labels=["pair", "member", "address"],
+        )
+        mode = GaugeMetricFamily("sipha_pair_mode", "1 for the pair's mode", labels=["pair", "mode"])
         if monitor is not None:
             now = self.source.monotonic()
             wall = time.time()
@@ -224,6 +257,8 @@ class SiphaCollector(Collector):
                     problem = self.source.member_problem(member.address)
                     unreachable.add_metric([name, member.role, where], int(problem is not None))
                     maintenance.add_metric([name, member.role, where], int(member.role in status.maintenance))
+                    takes = member.role in status.spread if status.mode == "active-active" else is_active
+                    serving.add_metric([name, member.role, where], int(takes))
                     seconds = status.last_rtt.get(member.role)
                     if seconds is not None:
                         last_rtt.add_metric([name, member.role], seconds)
@@ -233,6 +268,7 @@ class SiphaCollector(Collector):
                             [name, member.role], buckets=histogram.cumulative(), sum_value=histogram.total
                         )
                 up.add_metric([name], int(status.active is not None))
+                mode.add_metric([name, status.mode], 1)
                 for value in _STATES:
                     state.add_metric([name, value], int(status.state == value))
                 split.add_metric([name], int(status.split_brain))
@@ -242,13 +278,13 @@ class SiphaCollector(Collector):
                 sent.add_metric([name], status.counters.probes_sent)
                 answered.add_metric([name], status.counters.probes_answered)
                 failed.add_metric([name], status.counters.probes_failed)
-                claims.add_metric([name], status.counters.claims_rejected)
+                claims.add_metric([name], claims_rejected.get(name, status.counters.claims_rejected))
         yield from (active, up, state, split, changed, switchovers, sent, answered, failed, claims)
-        yield from (last_rtt, rtt, unreachable, maintenance)
+        yield from (last_rtt, rtt, unreachable, maintenance, serving, mode)
 
 
-def build_registry(source: AdminSource) -> CollectorRegistry:
-    """A registry of its own holding the sipha collector."""
+def build_registry(source: AdminSource, instance: Instance | None = None) -> CollectorRegistry:
+    """A registry of its own holding the sipha collector (``instance``: see :class:`SiphaCollector`)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SiphaCollector(source))
+    registry.register(SiphaCollector(source, instance))
     return registry

@@ -6,6 +6,8 @@
 ``GET /status``           JSON: pairs, members, active member, state, RTTs, last change,
                           split brain, counters, events (the last 100), listen, version.
 ``GET /metrics``          Prometheus text exposition.
+                          Both report the instance: with ``[proxy] workers``, worker 0 sums
+                          the counters of every worker (:mod:`sipha.admin.instance`).
 ``GET /``                 the dashboard (one self-contained page; polls /status).
 ``GET /events``           the recent HA events, one JSON object per line (NDJSON);
                           ``?follow=1``: then the new ones as they happen (see below).
@@ -53,6 +55,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sipha.admin.control import Drainer, request_reload
+from sipha.admin.instance import gather_instance
 from sipha.admin.metrics import build_registry
 from sipha.admin.status import AdminSource, DemoControl, build_status, health, pairs_status
 from sipha.config import parse_address
@@ -152,7 +155,6 @@ def build_app(
     ``listen_host``: a name that the Host header of a POST may carry besides IP addresses and
     ``localhost`` when there is no token.  ``follow_limit`` and ``heartbeat``: see the module.
     """
-    registry = build_registry(source)
     page = dashboard_html()
     expected = f"Bearer {token}".encode()
     drainer = Drainer(source)
@@ -199,10 +201,11 @@ def build_app(
 
     async def status(request: web.Request) -> web.Response:
         del request
-        return _json(build_status(source, demo))
+        return _json(build_status(source, demo, await gather_instance(source)))
 
     async def metrics(request: web.Request) -> web.Response:
         del request
+        registry = build_registry(source, await gather_instance(source))  # the workers' sums
         response = web.Response(body=generate_latest(registry), headers=_NO_STORE)
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response

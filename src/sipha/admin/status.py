@@ -1,54 +1,34 @@
-"""The /status and /healthz content, read from the running app at request time."""
+"""The /status and /healthz content, read from the running app at request time.
+
+With ``[proxy] workers``, the counters are the instance's (:mod:`sipha.admin.instance`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Protocol
 
 from sipha import __version__
-from sipha.admin.telemetry import Telemetry, iso
+from sipha.admin.instance import Instance, InstanceSource, WorkerReport, local_instance
+from sipha.admin.telemetry import iso
 from sipha.ha import Member
-from sipha.proxy.core import ProxyCore
 from sipha.sip.address import Address
-from sipha.trace.export import Tracing
 
 
-class AdminSource(Protocol):
+class AdminSource(InstanceSource, Protocol):
     """What the admin surface reads, and what it may ask: :class:`sipha.app.ProxyApp` provides it.
 
     Asking (``POST /reload``, ``POST /drain``, :mod:`sipha.admin.control`) goes through the
     same methods as SIGHUP and SIGTERM, so the admin HTTP can do nothing a signal cannot.
     """
 
-    core: ProxyCore | None
-    telemetry: Telemetry
-    trace: Tracing
-
     @property
     def listen_addresses(self) -> list[Address]:
         """The bound SIP listen addresses."""
         ...
 
-    def monotonic(self) -> float:
-        """The clock the core runs on (the loop's)."""
-        ...
-
-    def transport_counters(self) -> dict[str, int]:
-        """The transports' counters by name (datagrams, bytes, ICMP errors, connections...)."""
-        ...
-
-    @property
-    def started_at(self) -> float | None:
-        """:meth:`monotonic` time of the start, None before."""
-        ...
-
     def member_problem(self, address: Address) -> str | None:
         """Why the transport cannot reach this member now (a failed TLS handshake), or None."""
-        ...
-
-    def tls_status(self) -> dict[str, Any] | None:
-        """TLS connections, handshakes by outcome and the certificate's dates; None without TLS."""
         ...
 
     async def reload(self) -> bool:
@@ -125,6 +105,8 @@ def pairs_status(source: AdminSource) -> list[dict[str, Any]]:
                     "last_rtt_ms": None if rtt is None else round(rtt * 1000, 3),
                     "transport_error": source.member_problem(member.address),
                     "maintenance": member.role in status.maintenance,
+                    "answering": member.role in status.answering,  # active-active (docs/design.md §2.2)
+                    "serving": member.role in status.spread if status.spread else member == active,
                 }
             )
         out.append(
@@ -139,6 +121,8 @@ def pairs_status(source: AdminSource) -> list[dict[str, Any]]:
                 "split_brain": status.split_brain,
                 "split_brain_since": wall_time(source, status.split_brain_since),
                 "maintenance": list(status.maintenance),
+                "mode": status.mode,
+                "spread": list(status.spread),
                 "counters": {
                     "options_sent": status.counters.probes_sent,
                     "options_answered": status.counters.probes_answered,
@@ -150,34 +134,64 @@ def pairs_status(source: AdminSource) -> list[dict[str, Any]]:
     return out
 
 
-def build_status(source: AdminSource, demo: DemoControl | None = None) -> dict[str, Any]:
-    """The whole /status document."""
-    core = source.core
+def transactions_list(by_key: dict[str, int]) -> list[dict[str, Any]]:
+    """``{"INVITE 2xx": 3}`` -> ``[{"method": "INVITE", "class": "2xx", "count": 3}]``, sorted."""
+    out = []
+    for key, count in sorted(by_key.items()):
+        method, _, klass = key.rpartition(" ")
+        out.append({"method": method, "class": klass, "count": count})
+    return out
+
+
+def _worker(report: WorkerReport) -> dict[str, Any]:
+    """One entry of ``workers``: what that worker counted (the last it said, if it did not answer)."""
+    snapshot = report.snapshot or {}
+    counters = snapshot.get("counters") or {}
+    transport = counters.get("transport") or {}
+    return {
+        "worker": report.index,
+        "pid": snapshot.get("pid"),
+        "answered": report.answered,
+        "uptime": snapshot.get("uptime"),
+        "draining": snapshot.get("draining"),
+        "transactions_in_flight": (snapshot.get("gauges") or {}).get("transactions_in_flight"),
+        "counters": counters.get("core") or {},
+        "transactions": transactions_list(counters.get("transactions") or {}),
+        "handoff": {name: transport.get(f"handoff_{name}", 0) for name in ("out", "in", "drops")},
+    }
+
+
+def build_status(
+    source: AdminSource, demo: DemoControl | None = None, instance: Instance | None = None
+) -> dict[str, Any]:
+    """The whole /status document; ``instance``: gathered over the workers (else this process's)."""
+    instance = local_instance(source) if instance is None else instance
+    totals = instance.totals
+    counters = totals["counters"]
     healthy, down = health(source)
-    counters: dict[str, int] = {}
-    in_flight = 0
-    if core is not None:
-        counters = {f.name: getattr(core.counters, f.name) for f in dataclasses.fields(core.counters)}
-        in_flight = len(core.txn)
-    counters.setdefault("overload_rejections", source.telemetry.overload_rejections)
     started = source.started_at
+    tls = source.tls_status()
+    if tls is not None:
+        tls["connections_open"] = totals["gauges"].get("tls_connections_open", 0)
+        tls["handshakes"] = counters["tls_handshakes"]
+    trace = source.trace.status()
+    trace.update(hep_sent=counters["hep_sent"], hep_dropped=counters["hep_dropped"])
     document: dict[str, Any] = {
         "version": __version__,
         "time": iso(time.time()),
         "uptime": 0.0 if started is None else round(source.monotonic() - started, 3),
+        "scope": instance.scope,
         "healthy": healthy,
         "pairs_without_active_member": down,
         "listen": [address_text(address) for address in source.listen_addresses],
-        "transactions_in_flight": in_flight,
-        "draining": core is not None and core.draining,
-        "counters": counters,
-        "transactions": [
-            {"method": method, "class": klass, "count": count}
-            for (method, klass), count in sorted(source.telemetry.transactions.items())
-        ],
+        "transactions_in_flight": totals["gauges"].get("transactions_in_flight", 0),
+        "draining": instance.draining,
+        "counters": counters["core"],
+        "transactions": transactions_list(counters["transactions"]),
+        "workers": [_worker(report) for report in instance.workers],
         "pairs": pairs_status(source),
-        "tls": source.tls_status(),
-        "trace": source.trace.status(),
+        "tls": tls,
+        "trace": trace,
         "events": list(source.telemetry.events),
         "demo": None if demo is None else demo.status(),
     }

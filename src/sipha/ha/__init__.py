@@ -73,6 +73,12 @@ Where docs/design.md §2 is silent, these choices were made:
 * **Worker processes share news** (:meth:`PairMonitor.peer_active`,
   :meth:`PairMonitor.peer_lost`): what one worker's monitor decides, the
   others take, unless they changed state after it (the latest wins).
+* **Active-active pairs** (``mode = "active-active"``, docs/design.md §2.2): the
+  state is the same (ACTIVE while at least one member answers); the member that is
+  not active is probed every period too and, while it answers, takes new Call-IDs
+  beside the active one (a flag beside the state, :data:`ACTIVE_ACTIVE_TABLE`).
+  When the active member is lost while the other answers, the other becomes active
+  at once (reason ``survivor``), nothing held; requests from members claim nothing.
 * **Results are reported per probe**, not per member: ``probe_answered`` and
   ``probe_failed`` take the :class:`Probe` the monitor issued, so that the
   failure of an older probe is not taken for the current one.
@@ -93,19 +99,45 @@ from sipha.ha.events import (
     Probe,
     ProxyAddressNotFound,
     SplitBrain,
+    SpreadChanged,
+    SpreadReason,
     UnknownReason,
 )
-from sipha.ha.machine import TABLE, TAKEOVER_ROWS, Input, Op, State, Transition, table_for
+from sipha.ha.machine import (
+    ACTIVE_ACTIVE_TABLE,
+    ACTIVE_ACTIVE_TAKEOVER_TABLE,
+    TABLE,
+    TAKEOVER_ROWS,
+    Input,
+    Op,
+    State,
+    Transition,
+    table_for,
+)
 from sipha.ha.member import Member
 from sipha.ha.monitor import Monitor
 from sipha.ha.options import build_options, check_own_address, member_uri
 from sipha.ha.pair import PairMonitor
-from sipha.ha.settings import PROBE_LIFETIME, TAKEOVER_PROBE_INTERVAL, AliveCodes, MonitorSettings
+from sipha.ha.settings import (
+    ACTIVE_ACTIVE,
+    PAIR_MODES,
+    PRIMARY_BACKUP,
+    PROBE_LIFETIME,
+    TAKEOVER_PROBE_INTERVAL,
+    AliveCodes,
+    MonitorSettings,
+    PairMode,
+)
 from sipha.ha.status import PairCounters, PairStatus
 
 __all__ = [
+    "ACTIVE_ACTIVE",
+    "ACTIVE_ACTIVE_TABLE",
+    "ACTIVE_ACTIVE_TAKEOVER_TABLE",
     "EVENT_OWN_ADDRESS_NOT_FOUND",
     "EVENT_PAIR_UNAVAILABLE",
+    "PAIR_MODES",
+    "PRIMARY_BACKUP",
     "PROBE_LIFETIME",
     "TABLE",
     "TAKEOVER_PROBE_INTERVAL",
@@ -123,6 +155,7 @@ __all__ = [
     "Output",
     "PairCounters",
     "PairEvent",
+    "PairMode",
     "PairMonitor",
     "PairOutOfService",
     "PairRestored",
@@ -131,6 +164,8 @@ __all__ = [
     "Probe",
     "ProxyAddressNotFound",
     "SplitBrain",
+    "SpreadChanged",
+    "SpreadReason",
     "State",
     "Transition",
     "UnknownReason",

@@ -18,10 +18,16 @@ from sipha.sip.address import Address
 EVENT_OWN_ADDRESS_NOT_FOUND: Final = 40000
 EVENT_PAIR_UNAVAILABLE: Final = 40001
 
-ActivationReason = Literal["options", "request", "start", "worker", "maintenance"]
+ActivationReason = Literal["options", "request", "start", "worker", "maintenance", "survivor"]
 """Why a member became active: it answered an OPTIONS, it sent a request, the
-pair starts with OPTIONS monitoring off (the configured primary is taken), or
-another worker process of this instance found it active (``[proxy] workers``)."""
+pair starts with OPTIONS monitoring off (the configured primary is taken),
+another worker process of this instance found it active (``[proxy] workers``), the
+other member is in maintenance, or (an active-active pair) the other member, which
+was active, was lost while this one answered."""
+
+SpreadReason = Literal["answered", "silent", "failed", "suspect", "maintenance", "auto", "start"]
+"""Why the members an active-active pair spreads its new Call-IDs over changed
+(docs/design.md, "Active-active pairs")."""
 
 UnknownReason = Literal["start", "no-answer", "not-alive", "probe-failed", "suspect", "worker"]
 """Why a pair became unknown: it starts so (docs/design.md §2); its active member let
@@ -95,6 +101,7 @@ class MemberBecameActive(PairEvent):
             "start": "configured primary, OPTIONS monitoring off",
             "worker": "found by another worker",
             "maintenance": "answered OPTIONS; the other member is in maintenance",
+            "survivor": "active-active: it answers, the other member was lost",
         }[self.reason]
         was = "" if self.previous is None else f", was {describe(self.previous)}"
         return f"pair {self.pair}: {describe(self.member)} is active ({how}{was})"
@@ -222,6 +229,35 @@ class ProxyAddressNotFound(HaEvent):
         ours = ", ".join(f"{a.host}:{a.port}" for a in self.listening) or "none"
         pool = ", ".join(f"{a.host}:{a.port}" for a in self.configured) or "none"
         return f"own proxy address not found in the configured list (ours: {ours}; pool: {pool})"
+
+
+@dataclass(frozen=True, slots=True)
+class SpreadChanged(PairEvent):
+    """An active-active pair: the members its new Call-IDs go to changed (docs/design.md §2.2).
+
+    ``members`` are those that take new Call-IDs now (configured order); ``member`` the one
+    whose change this is, for ``reason``.
+    """
+
+    members: tuple[Member, ...]
+    member: Member
+    reason: SpreadReason
+
+    @property
+    def message(self) -> str:
+        """One log line."""
+        why = {
+            "answered": "answered OPTIONS",
+            "silent": "no answer within oos-check",
+            "failed": "OPTIONS failed or answered outside alive-codes",
+            "suspect": "a forwarded request got no response within failover-timeout, or a transport error",
+            "maintenance": "in maintenance",
+            "auto": "back from maintenance",
+            "start": "OPTIONS monitoring off",
+        }[self.reason]
+        names = ", ".join(describe(member) for member in self.members) or "none"
+        who = describe(self.member)
+        return f"pair {self.pair} (active-active): new calls spread over {names} ({who}: {why})"
 
 
 Output = Probe | PairEvent

@@ -11,7 +11,9 @@ or, where both are silent, the decision made here ("decision"), which the
 package docstring of :mod:`sipha.ha` explains.
 
 Split brain is a flag beside the state, not a state: while it is set the pair
-is still active on the same member.  The rows that set or clear it say so.
+is still active on the same member.  The rows that set or clear it say so.  So is,
+in an active-active pair (docs/design.md §2.2), whether the member that is not
+active answers too and takes new Call-IDs: :data:`ACTIVE_ACTIVE_TABLE` sets and clears it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from sipha.ha.events import ActivationReason, UnknownReason
+from sipha.ha.events import ActivationReason, SpreadReason, UnknownReason
 
 
 class State(Enum):
@@ -75,6 +77,17 @@ class Input(Enum):
     PERIOD_ANSWERED_MAINTENANCE = "oos-check expired, the active member (in maintenance) answered"
     HANDOVER_CONFIRMED = "alive answer from the other member while the active one is in maintenance"
     REQUEST_MAINTENANCE = "request from the member that is not active, which is in maintenance"
+    LOST_TO_SURVIVOR = (
+        "active-active: the active member was lost (silent period, failed probe, suspicion, another "
+        "worker) while the other member answers"
+    )
+    PARTNER_SILENT = "active-active: oos-check expired, the other member answered none of the period's probes"
+    PARTNER_FAILED = "active-active: a probe of this period to the other member was not answered alive"
+    PARTNER_UNANSWERED = "active-active: a quarter of oos-check passed, the other member has not answered yet"
+    SUSPECT_PARTNER = "active-active: the proxy core suspects the other member, which takes new Call-IDs"
+    REQUEST_SPREAD = "active-active: a request from a member while the pair is active"
+    MAINTENANCE_SPREAD = "active-active: the operator put a member in maintenance"
+    AUTO_SPREAD = "active-active: the operator returned a member to the algorithm (auto)"
 
 
 class Op(Enum):
@@ -99,6 +112,12 @@ class Op(Enum):
     SPLIT_EVIDENCE = "the non-active member acts as primary: set the split-brain flag (report once)"
     SPLIT_END = "clear the split-brain flag (report once, if it was set)"
     PROBE_HANDOVER = "probe the member that is not active now, to hand the pair over to it (maintenance)"
+    PROBE_PARTNER = "active-active: probe the other member now; an alive answer keeps it in the spread"
+    PARTNER_AGAIN = "active-active: probe the other member again now (same period: any answer counts)"
+    PARTNER_UP = "active-active: the other member answers: it takes new Call-IDs (reported if it did not)"
+    PARTNER_DOWN = "active-active: the other member takes no new Call-IDs (reported if it did)"
+    PARTNER_CLEAR = "active-active: the active member changed: the other is out of the spread till it answers"
+    SPREAD_REPORT = "active-active: report the members new Call-IDs go to (maintenance changed them)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +132,8 @@ class Transition:
     """The reason reported by ``ACTIVATE_*`` operations."""
     unknown: UnknownReason | None = None
     """The reason reported by ``EMIT_UNKNOWN``."""
+    spread: SpreadReason | None = None
+    """The reason reported by ``PARTNER_UP``, ``PARTNER_DOWN`` and ``SPREAD_REPORT``."""
 
 
 _S = State
@@ -406,6 +427,145 @@ TAKEOVER_ROWS: Final[Mapping[tuple[State, Input], Transition]] = {
 """With takeover-timeout > 0 these rows replace (ACTIVE, loss) and add the TAKEOVER state."""
 
 
-def table_for(*, takeover: bool) -> Mapping[tuple[State, Input], Transition]:
-    """The classic table, or with ``takeover`` (takeover-timeout > 0) the takeover window's rows over it."""
+_AA = "docs/design.md §2.2 (active-active pairs): "
+_AA_PERIOD = (
+    _PERIOD + " " + _AA + "both members serve at once, so both are asked every period: the other "
+    "member's alive answer keeps it in the spread of new Call-IDs."
+)
+_AA_PARTNER_ALIVE = (
+    _AA + "a member that answers OPTIONS alive takes new Call-IDs; only the active member's loss "
+    "changes the state, the other one is a flag beside it."
+)
+_AA_PARTNER_SILENT = (
+    _AA + "the other member is out of the spread when it misses a period, as the active member "
+    "would be (§2: no alive answer to any of the period's probes, retransmissions and re-asks)."
+)
+_AA_PARTNER_FAILED = _NOT_ALIVE + " " + _AA + "the same for the other member: out of the spread now."
+_AA_PARTNER_AGAIN = _UNANSWERED + " " + _AA + "the other member is asked again on the same schedule."
+_AA_SUSPECT = (
+    _SUSPECT + " " + _AA + "the other member takes requests too: suspected, it leaves the spread at "
+    "once (its requests go to the active member, which answers) and is probed now; an alive answer "
+    "brings it back."
+)
+_AA_SURVIVOR = (
+    _TAKEOVER + " " + _AA + "the other member answers already: it becomes active at once, nothing is "
+    "held (no takeover window); the lost member is probed now and takes new Call-IDs again when it "
+    "answers."
+)
+_AA_REQUEST = (
+    _AA + "both members are primary: a request from either one claims nothing; it still says which "
+    "pair it is from (docs/design.md §3 rule 3)."
+)
+_AA_ACTIVATED = " " + _AA + "the other member is out of the spread until it answers; it is probed now."
+_AA_MAINTENANCE = (
+    _MAINTENANCE + " " + _AA + "the spread leaves the member in maintenance out once the other "
+    "answers (never a pair without a member that answers); no state changes."
+)
+_AA_UNMONITORED = _UNMONITORED + " " + _AA + "without OPTIONS both members are taken as answering."
+
+_ACTIVATIONS: Final = (_O.ACTIVATE_SOURCE, _O.ACTIVATE_PRIMARY)
+
+
+def _active_active_rows(
+    base: Mapping[tuple[State, Input], Transition],
+) -> dict[tuple[State, Input], Transition]:
+    """The rows an active-active pair puts over ``base`` (docs/design.md §2.2)."""
+    rows: dict[tuple[State, Input], Transition] = {
+        key: Transition(
+            row.target,
+            (*row.ops, _O.PARTNER_CLEAR, _O.PROBE_PARTNER),
+            row.source + _AA_ACTIVATED,
+            activation=row.activation,
+            unknown=row.unknown,
+        )
+        for key, row in base.items()
+        if any(op in _ACTIVATIONS for op in row.ops) and key[0] is not _S.INITIAL
+    }
+    rows.update(
+        {
+            (_S.INITIAL, _I.START_UNMONITORED): Transition(
+                _S.ACTIVE,
+                (_O.ACTIVATE_PRIMARY, _O.PARTNER_UP),
+                _AA_UNMONITORED,
+                activation="start",
+                spread="start",
+            ),
+            (_S.ACTIVE, _I.PERIOD_ANSWERED): Transition(
+                _S.ACTIVE, (_O.PROBE_ACTIVE, _O.PROBE_PARTNER), _AA_PERIOD
+            ),
+            (_S.ACTIVE, _I.PARTNER_UNANSWERED): Transition(_S.ACTIVE, (_O.PARTNER_AGAIN,), _AA_PARTNER_AGAIN),
+            (_S.ACTIVE, _I.PARTNER_SILENT): Transition(
+                _S.ACTIVE, (_O.PARTNER_DOWN,), _AA_PARTNER_SILENT, spread="silent"
+            ),
+            (_S.ACTIVE, _I.PARTNER_FAILED): Transition(
+                _S.ACTIVE, (_O.PARTNER_DOWN,), _AA_PARTNER_FAILED, spread="failed"
+            ),
+            (_S.ACTIVE, _I.ALIVE_OTHER): Transition(
+                _S.ACTIVE, (_O.PARTNER_UP,), _AA_PARTNER_ALIVE, spread="answered"
+            ),
+            (_S.ACTIVE, _I.CLAIM_CONFIRMED): Transition(
+                _S.ACTIVE, (_O.PARTNER_UP,), _AA_PARTNER_ALIVE, spread="answered"
+            ),
+            (_S.ACTIVE, _I.CLAIM_REJECTED): Transition(_S.ACTIVE, (), _AA_REQUEST),
+            (_S.ACTIVE, _I.NEGATIVE_OTHER): Transition(_S.ACTIVE, (), _STALE),
+            (_S.ACTIVE, _I.SUSPECT_PARTNER): Transition(
+                _S.ACTIVE, (_O.PARTNER_DOWN, _O.PROBE_PARTNER), _AA_SUSPECT, spread="suspect"
+            ),
+            (_S.ACTIVE, _I.SUSPECT_OTHER): Transition(_S.ACTIVE, (), _SUSPECT_IGNORED),
+            (_S.ACTIVE, _I.REQUEST_SPREAD): Transition(_S.ACTIVE, (), _AA_REQUEST),
+            (_S.ACTIVE, _I.LOST_TO_SURVIVOR): Transition(
+                _S.ACTIVE,
+                (_O.ACTIVATE_SOURCE, _O.WAIT_PERIOD, _O.PARTNER_CLEAR, _O.PROBE_PARTNER),
+                _AA_SURVIVOR,
+                activation="survivor",
+            ),
+            (_S.ACTIVE, _I.MAINTENANCE_SPREAD): Transition(
+                _S.ACTIVE, (_O.SPREAD_REPORT,), _AA_MAINTENANCE, spread="maintenance"
+            ),
+            (_S.ACTIVE, _I.AUTO_SPREAD): Transition(
+                _S.ACTIVE, (_O.SPREAD_REPORT,), _AA_MAINTENANCE, spread="auto"
+            ),
+        }
+    )
+    return rows
+
+
+NOT_ACTIVE_ACTIVE: Final = frozenset(
+    (
+        _I.REQUEST_ACTIVE,
+        _I.REQUEST_OTHER,
+        _I.REQUEST_OTHER_SPLIT,
+        _I.REQUEST_MAINTENANCE,
+        _I.MAINTENANCE_ACTIVE,
+        _I.PERIOD_ANSWERED_MAINTENANCE,
+        _I.HANDOVER_CONFIRMED,
+        _I.SPLIT_STALE,
+    )
+)
+"""Inputs an active pair never gets in active-active mode: requests are REQUEST_SPREAD, maintenance
+moves the spread not the pair, and nothing is a split brain (both members are primary)."""
+
+
+def _active_active(base: Mapping[tuple[State, Input], Transition]) -> dict[tuple[State, Input], Transition]:
+    rows = {**base, **_active_active_rows(base)}
+    return {
+        (state, event): row
+        for (state, event), row in rows.items()
+        if state is not _S.ACTIVE or event not in NOT_ACTIVE_ACTIVE
+    }
+
+
+ACTIVE_ACTIVE_TABLE: Final = _active_active(TABLE)
+"""An active-active pair's table (docs/design.md §2.2): :data:`TABLE` with its rows over it."""
+ACTIVE_ACTIVE_TAKEOVER_TABLE: Final = _active_active({**TABLE, **TAKEOVER_ROWS})
+"""The same over the takeover window's rows (takeover-timeout > 0)."""
+
+
+def table_for(*, takeover: bool, active_active: bool = False) -> Mapping[tuple[State, Input], Transition]:
+    """The classic table, or with ``takeover`` (takeover-timeout > 0) the takeover window's rows over it.
+
+    With ``active_active``, the table of docs/design.md §2.2 over either.
+    """
+    if active_active:
+        return ACTIVE_ACTIVE_TAKEOVER_TABLE if takeover else ACTIVE_ACTIVE_TABLE
     return {**TABLE, **TAKEOVER_ROWS} if takeover else TABLE

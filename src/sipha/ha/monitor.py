@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sipha.ha.events import Output, Probe
 from sipha.ha.member import Member
 from sipha.ha.pair import PairMonitor
-from sipha.ha.settings import MonitorSettings
+from sipha.ha.settings import MonitorSettings, PairMode
 from sipha.ha.status import PairStatus
 from sipha.sip.address import host_key
 
@@ -52,9 +52,16 @@ class Monitor:
         current = self.pairs.get(pair.name)
         if current is None or current.members() != pair.members():
             raise ValueError(f"pair {pair.name!r} has other members here")
+        if pair.mode != current.mode:
+            pair.mode = current.mode  # the reload changed it: the new mode, the state kept
         self.pairs[pair.name] = pair
         for member in pair.members():
             self._by_address[(host_key(member.address.host), member.address.port)] = pair
+
+    def use_modes(self, modes: Mapping[str, PairMode]) -> None:
+        """Each pair's ``mode`` (docs/design.md §2.2), before :meth:`start`; pairs not named keep theirs."""
+        for name, mode in modes.items():
+            self._pair(name).mode = mode
 
     def start(self, now: float) -> None:
         """Start every pair (first probes, or the primaries active when monitoring is off)."""
@@ -120,6 +127,12 @@ class Monitor:
     def active_table(self) -> dict[str, Member | None]:
         """Pair name to active member (None: unknown), for ``ConfiguredView.active``."""
         return {name: pair.active for name, pair in self.pairs.items()}
+
+    def spread_table(self) -> dict[str, tuple[tuple[Member, ...], tuple[Member, ...]]]:
+        """Per active-active pair: (the members that answer, those new Call-IDs go to)."""
+        return {
+            name: (pair.answering(), pair.spread()) for name, pair in self.pairs.items() if pair.active_active
+        }
 
     def status(self) -> dict[str, PairStatus]:
         """A snapshot per pair, for /status."""

@@ -18,18 +18,17 @@ from typing import Final
 from sipha.ha.events import (
     ClaimRejected,
     MemberBecameActive,
-    Output,
     PairOutOfService,
     PairRestored,
     PairUnknown,
     Probe,
     SplitBrain,
+    SpreadChanged,
 )
-from sipha.ha.machine import TAKEOVER_ROWS, Input, Op, State, Transition, table_for
+from sipha.ha.machine import TAKEOVER_ROWS, Input, Op, State, Transition
 from sipha.ha.member import Member
-from sipha.ha.settings import TAKEOVER_PROBE_INTERVAL, MonitorSettings
-from sipha.ha.status import PairCounters, PairStatus
-from sipha.sip.address import host_key
+from sipha.ha.pairstate import PairState
+from sipha.ha.settings import TAKEOVER_PROBE_INTERVAL
 
 # FORCE_ROUND: both members have had one probe of their own since the pair became unknown.
 _ROUND: int = 2
@@ -39,12 +38,17 @@ at each quarter of oos-check (docs/design.md §2, "loss is not death"): with oos
 Timer E's retransmission at 0.5 s, six OPTIONS reach out before the period ends instead of two, so
 5 % random loss on each datagram leaves a period unanswered about once in a million periods
 (0.0975^6), not once in a hundred (0.0975^2)."""
+_LOST: Final = frozenset(
+    (Input.PERIOD_SILENT, Input.NOT_ALIVE_CYCLE, Input.FAILED_CYCLE, Input.SUSPECT_ACTIVE, Input.PEER_LOST)
+)
+"""The inputs by which an active pair loses its member; an active-active pair whose other member
+answers takes them as :attr:`Input.LOST_TO_SURVIVOR` (docs/design.md §2.2)."""
 CLAIM_REPORT_INTERVAL: Final = 10.0
 """Requests from the non-active member that it did not confirm are reported at most this often
 (a forger can send thousands a second; the counter has them all)."""
 
 
-class PairMonitor:
+class PairMonitor(PairState):
     """The active member of one primary/backup pair, found with OPTIONS (docs/design.md §2).
 
     With ``oos-check`` = 0 OPTIONS monitoring is off: no probe is ever sent;
@@ -52,152 +56,11 @@ class PairMonitor:
     request from the backup arrives (then the backup is, until a request from
     the primary arrives).  :meth:`suspect` changes nothing then, since no
     probe could find the member to use instead.
+
+    In an active-active pair (:attr:`mode`, docs/design.md §2.2) the member that is not
+    active is probed every period too, and takes new Call-IDs while it answers
+    (:meth:`spread`); losing the active member while it answers makes it active at once.
     """
-
-    def __init__(self, primary: Member, backup: Member, settings: MonitorSettings | None = None) -> None:
-        if primary.pair != backup.pair:
-            raise ValueError(f"members of different pairs: {primary.pair!r}, {backup.pair!r}")
-        if self._key(primary) == self._key(backup):
-            raise ValueError(f"pair {primary.pair}: primary and backup have the same address")
-        self.primary = primary
-        self.backup = backup
-        self.settings = settings or MonitorSettings()
-        self.counters = PairCounters()
-        # TAKEOVER: when the window ends (40001 then), and the member that was lost.
-        self._window: float | None = None
-        # Probes sent to confirm a request from the member that is not active (its claim to
-        # be primary): seq -> probe.  Rejected claims not reported yet, and when last reported.
-        self._claims: dict[int, Probe] = {}
-        # When each member's last claim probe went out (answered or not: the rate limit holds
-        # even when the probes fail at once).
-        self._claimed_at: dict[Member, float] = {}
-        self._claims_unreported = 0
-        self._claims_reported_at = -math.inf
-        self._state = State.INITIAL
-        self._active: Member | None = None
-        self._last_active: Member | None = None
-        self._since: float | None = None
-        self._down_since = 0.0
-        self._timer: float | None = None
-        # ACTIVE: whether the active member answered in this oos-check period, which probes
-        # are this period's (none right after activation: the activation was the answer), when
-        # it is probed again if still silent, and how many more times.
-        self._answered = False
-        self._cycle_seqs: set[int] = set()
-        self._reask: float | None = None
-        self._reasks_left = 0
-        # UNKNOWN / OUT_OF_SERVICE: the next member of the alternation, probes sent so far.
-        self._next_target = primary
-        self._round_probes = 0
-        self._seq = 0
-        self._outstanding: dict[int, Probe] = {}
-        self._split = False
-        self._split_since: float | None = None
-        self._other_seen = 0.0
-        # The member a request from the other member displaced, and when: a request from it
-        # soon after is the flip-flop of two primaries, not a new takeover.
-        self._displaced: tuple[Member, float] | None = None
-        self._last_rtt: dict[str, float | None] = {primary.role: None, backup.role: None}
-        self._out: list[Output] = []
-        self.maintenance: set[str] = set()
-        """Roles in maintenance (:meth:`set_maintenance`); kept across a reload with the monitor."""
-        # Probes of the other member sent to hand the pair over (maintenance): seq -> probe.
-        self._handovers: dict[int, Probe] = {}
-
-    # ------------------------------------------------------------------ reading
-
-    @property
-    def settings(self) -> MonitorSettings:
-        """The ``[monitor]`` settings (a reload may replace them: the table follows)."""
-        return self._settings
-
-    @settings.setter
-    def settings(self, settings: MonitorSettings) -> None:
-        self._settings = settings
-        self._table = table_for(takeover=settings.takeover)
-
-    @property
-    def name(self) -> str:
-        """The pair's name."""
-        return self.primary.pair
-
-    @property
-    def state(self) -> State:
-        """Where the pair is."""
-        return self._state
-
-    @property
-    def active(self) -> Member | None:
-        """The active member, or None while the pair is unknown (requests then get 503, docs/design.md §2)."""
-        return self._active
-
-    @property
-    def monitoring(self) -> bool:
-        """Whether OPTIONS monitoring is on (oos-check > 0)."""
-        return self.settings.monitoring
-
-    @property
-    def split_brain(self) -> bool:
-        """Whether both members act as primary (the active one is kept)."""
-        return self._split
-
-    def members(self) -> tuple[Member, Member]:
-        """(primary, backup)."""
-        return self.primary, self.backup
-
-    def member_at(self, host: str, port: int) -> Member | None:
-        """The member whose IP and port are exactly ``host``/``port`` (docs/design.md §2), if any."""
-        key = (host_key(host), port)
-        for member in (self.primary, self.backup):
-            if self._key(member) == key:
-                return member
-        return None
-
-    def next_deadline(self) -> float | None:
-        """When :meth:`tick` must be called next, or None (monitoring off, nothing pending)."""
-        deadline = self._timer
-        reask = self._reask
-        if reask is not None and (deadline is None or reask < deadline):
-            deadline = reask
-        window = self._window
-        if window is not None and (deadline is None or window < deadline):
-            deadline = window
-        split = self._split_deadline()
-        if split is not None and (deadline is None or split < deadline):
-            return split
-        return deadline
-
-    def status(self) -> PairStatus:
-        """A snapshot for /status."""
-        return PairStatus(
-            pair=self.name,
-            state=self._state.value,
-            active=self._active,
-            monitoring=self.monitoring,
-            since=self._since,
-            last_rtt=dict(self._last_rtt),
-            split_brain=self._split,
-            split_brain_since=self._split_since,
-            counters=PairCounters(
-                self.counters.probes_sent,
-                self.counters.probes_answered,
-                self.counters.probes_failed,
-                self.counters.switchovers,
-                self.counters.claims_rejected,
-            ),
-            next_deadline=self.next_deadline(),
-            maintenance=tuple(sorted(self.maintenance)),
-        )
-
-    @property
-    def pending(self) -> bool:
-        """Whether :meth:`drain` has anything to return."""
-        return bool(self._out)
-
-    def drain(self) -> list[Output]:
-        """The probes to send and the events to log, in the order they happened."""
-        out, self._out = self._out, []
-        return out
 
     # ------------------------------------------------------------------ inputs
 
@@ -254,7 +117,9 @@ class PairMonitor:
         if member is None:
             return None
         self._advance(now)
-        if self._state is State.ACTIVE and member == self._active:
+        if self._state is State.ACTIVE and self.active_active:
+            self._run(Input.REQUEST_SPREAD, now, member)
+        elif self._state is State.ACTIVE and member == self._active:
             self._run(Input.REQUEST_ACTIVE, now, member)
         elif self._state is State.ACTIVE and member.role in self.maintenance:
             self._run(Input.REQUEST_MAINTENANCE, now, member)
@@ -280,6 +145,8 @@ class PairMonitor:
             self._run(Input.SUSPECT_UNMONITORED, now, member)
         elif self._state is State.ACTIVE and member == self._active:
             self._run(Input.SUSPECT_ACTIVE, now, member)
+        elif self._state is State.ACTIVE and self._partner_up and member == self._partner():
+            self._run(Input.SUSPECT_PARTNER, now, member)
         else:
             self._run(Input.SUSPECT_OTHER, now, member)
 
@@ -295,6 +162,13 @@ class PairMonitor:
         if role not in (self.primary.role, self.backup.role):
             raise ValueError(f"pair {self.name} has no member {role!r} (primary or backup)")
         self._advance(now)
+        if self.active_active:
+            changed = (role in self.maintenance) != on
+            (self.maintenance.add if on else self.maintenance.discard)(role)
+            if changed and self._state is State.ACTIVE:
+                member = self.primary if role == self.primary.role else self.backup
+                self._run(Input.MAINTENANCE_SPREAD if on else Input.AUTO_SPREAD, now, member)
+            return
         if not on:
             self.maintenance.discard(role)
             return
@@ -340,6 +214,8 @@ class PairMonitor:
         elif self._timer is not None and self._timer <= now:
             self._timer = None
             if self._state is State.ACTIVE:
+                if self._partner_waiting():
+                    self._run(Input.PARTNER_SILENT, now, self._partner())
                 self._run(self._period_end(), now)
             elif self._state is State.TAKEOVER:
                 self._run(Input.TAKEOVER_PROBE, now)
@@ -349,14 +225,18 @@ class PairMonitor:
                 self._run(Input.FORCE, now)
         elif self._reask is not None and self._reask <= now:
             self._reask = None
-            self._run(Input.PERIOD_UNANSWERED, now)
+            if not self._answered:
+                self._run(Input.PERIOD_UNANSWERED, now)
+            if self._partner_waiting() and self._partner_reasks_left > 0:
+                self._run(Input.PARTNER_UNANSWERED, now, self._partner())
         split_deadline = self._split_deadline()
         if split_deadline is not None and split_deadline <= now:
             self._run(Input.SPLIT_STALE, now)
         lifetime = self.settings.probe_lifetime
         for seq, probe in list(self._outstanding.items()):
             # This period's probes stay until their result, whatever the lifetime.
-            if probe.sent_at + lifetime <= now and seq not in self._cycle_seqs:
+            current = seq in self._cycle_seqs or seq in self._partner_seqs
+            if probe.sent_at + lifetime <= now and not current:
                 del self._outstanding[seq]
                 self._claims.pop(seq, None)
                 self._handovers.pop(seq, None)
@@ -376,7 +256,16 @@ class PairMonitor:
             return Input.HANDOVER_CONFIRMED
         if self._state is not State.ACTIVE or member != self._active:
             # While unknown no member is active: every member is "the other" one.
-            if self._claims.pop(probe.seq, None) is not None:
+            claim = self._claims.pop(probe.seq, None) is not None
+            if self._state is State.ACTIVE and self.active_active:
+                # docs/design.md §2.2: the other member's answer sets or clears its flag only;
+                # a claim probe sent while the pair was unknown is just one more answer.
+                if alive:
+                    return Input.CLAIM_CONFIRMED if claim else Input.ALIVE_OTHER
+                if self._partner_up and probe.seq in self._partner_seqs:
+                    return Input.PARTNER_FAILED
+                return Input.CLAIM_REJECTED if claim else Input.NEGATIVE_OTHER
+            if claim:
                 if alive:
                     return Input.CLAIM_CONFIRMED
                 if self._state is State.ACTIVE:
@@ -389,29 +278,17 @@ class PairMonitor:
     def _period_end(self) -> Input:
         if not self._answered:
             return Input.PERIOD_SILENT
-        if self._in_maintenance(self._active):
+        if self._in_maintenance(self._active) and not self.active_active:
             return Input.PERIOD_ANSWERED_MAINTENANCE
         return Input.PERIOD_ANSWERED
-
-    def _in_maintenance(self, member: Member | None) -> bool:
-        return member is not None and member.role in self.maintenance
-
-    def _displaced_recently(self, member: Member, now: float) -> bool:
-        displaced = self._displaced
-        return (
-            displaced is not None
-            and displaced[0] == member
-            and now - displaced[1] < self.settings.split_brain_window
-        )
-
-    def _split_deadline(self) -> float | None:
-        if not self._split:
-            return None
-        return self._other_seen + self.settings.split_brain_window
 
     # ------------------------------------------------------------------ the table
 
     def _run(self, event: Input, now: float, source: Member | None = None) -> None:
+        if event in _LOST and self._partner_up and self._state is State.ACTIVE:
+            # docs/design.md §2.2: the other member answers; it takes everything, nothing is held.
+            self._run(Input.LOST_TO_SURVIVOR, now, self._partner())
+            return
         row = self._table.get((self._state, event))
         if row is None and self._state is State.TAKEOVER:
             # The settings turned the window off during one: the window opened runs to its end.
@@ -428,6 +305,8 @@ class PairMonitor:
             self._displaced = None
             self._cycle_seqs = set()
             self._reask = None
+            self._partner_up = False
+            self._partner_seqs = set()
         if row.target is not self._state or self._active != active_before:
             self._since = now
         self._state = row.target
@@ -474,7 +353,8 @@ class PairMonitor:
             self._reask = now + self._reask_interval if self._reasks_left > 0 else None
         elif op is Op.MARK_ANSWERED:
             self._answered = True
-            self._reask = None
+            if not self._partner_waiting():
+                self._reask = None
         elif op is Op.ACTIVATE_PRIMARY:
             self._activate(self.primary, row, now)
         elif op is Op.ACTIVATE_SOURCE:
@@ -510,6 +390,21 @@ class PairMonitor:
                 self._split = True
                 self._split_since = now
                 self._out.append(SplitBrain(self.name, now, True, self._require_active(), source))  # noqa: FBT003
+        elif op is Op.PROBE_PARTNER or op is Op.PARTNER_AGAIN:
+            self._probe_partner(now, again=op is Op.PARTNER_AGAIN)
+        elif op is Op.PARTNER_UP or op is Op.PARTNER_DOWN:
+            up = op is Op.PARTNER_UP
+            self._partner_answered = up
+            if self._partner_up != up:
+                self._partner_up = up
+                assert row.spread is not None  # noqa: S101 - every PARTNER_* row names a reason
+                self._out.append(SpreadChanged(self.name, now, self.spread(), self._partner(), row.spread))
+        elif op is Op.PARTNER_CLEAR:
+            self._partner_up = self._partner_answered = False
+        elif op is Op.SPREAD_REPORT:
+            assert source is not None  # noqa: S101 - the operator named a member
+            assert row.spread is not None  # noqa: S101 - every SPREAD_REPORT row names a reason
+            self._out.append(SpreadChanged(self.name, now, self.spread(), source, row.spread))
         elif op is Op.SPLIT_END and self._split:
             active = self._require_active()
             self._split = False
@@ -530,6 +425,19 @@ class PairMonitor:
         # Its pending claims are settled: it is active now, whatever their probes say later.
         self._claims = {seq: claim for seq, claim in self._claims.items() if claim.member != member}
         self._out.append(MemberBecameActive(self.name, now, member, row.activation, previous))
+
+    def _probe_partner(self, now: float, *, again: bool) -> None:
+        """Active-active: the other member's probe of this period, or (``again``) one more while silent."""
+        probe = self._send(self._partner(), now)
+        if again:
+            self._partner_seqs.add(probe.seq)
+            self._partner_reasks_left -= 1
+        else:
+            self._partner_seqs = {probe.seq}
+            self._partner_answered = False
+            self._partner_reasks_left = PERIOD_REASKS if self._partner_up else 0
+        if self._partner_reasks_left > 0 and self._reask is None and self.monitoring:
+            self._reask = now + self._reask_interval
 
     def _probe_alternate(self, target: Member, now: float) -> None:
         """One probe of the oos-force alternation (docs/design.md §2, "While unknown")."""
@@ -564,14 +472,3 @@ class PairMonitor:
     @property
     def _reask_interval(self) -> float:
         return self.settings.oos_check / (PERIOD_REASKS + 1)
-
-    def _other(self, member: Member) -> Member:
-        return self.backup if member == self.primary else self.primary
-
-    def _require_active(self) -> Member:
-        assert self._active is not None  # noqa: S101 - the table runs this only while a member is active
-        return self._active
-
-    @staticmethod
-    def _key(member: Member) -> tuple[str, int]:
-        return host_key(member.address.host), member.address.port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 # docs/design.md §2 table: the classic algorithm's ranges.
 OOS_CHECK_MAX: Final = 300.0
@@ -23,6 +23,12 @@ TAKEOVER_PROBE_INTERVAL: Final = 0.25
 a quarter of a second of answering, and a member still binding its port (ICMP port
 unreachable, connection refused) is asked again a quarter of a second later, not one
 oos-force period later."""
+PairMode = Literal["primary-backup", "active-active"]
+"""``[[pair]] mode``: one active member at a time (docs/design.md §2), or both members serving at
+once, new Call-IDs spread over those that answer (docs/design.md §2.2)."""
+PRIMARY_BACKUP: Final = "primary-backup"
+ACTIVE_ACTIVE: Final = "active-active"
+PAIR_MODES: Final[tuple[PairMode, ...]] = (PRIMARY_BACKUP, ACTIVE_ACTIVE)
 # RFC 3261 §21: status codes are 100-699; only final ones (200-699) answer an OPTIONS.
 _FINAL_MIN: Final = 200
 _CODE_RE: Final = re.compile(r"([1-6])([0-9]{2}|xx)", re.IGNORECASE)

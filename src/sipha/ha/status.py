@@ -43,6 +43,12 @@ class PairStatus:
     next_deadline: float | None
     maintenance: tuple[str, ...] = ()
     """The roles the operator put in maintenance (docs/design.md §2)."""
+    mode: str = "primary-backup"
+    """``primary-backup`` or ``active-active`` (docs/design.md §2.2)."""
+    answering: tuple[str, ...] = ()
+    """Active-active: the roles that answer now (none while the pair has no active member)."""
+    spread: tuple[str, ...] = ()
+    """Active-active: the roles new Call-IDs go to (those answering, less maintenance)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (members as ``role``/``transport``/``host``/``port``)."""
@@ -70,4 +76,7 @@ class PairStatus:
             "claims_rejected": self.counters.claims_rejected,
             "next_deadline": self.next_deadline,
             "maintenance": list(self.maintenance),
+            "mode": self.mode,
+            "answering": list(self.answering),
+            "spread": list(self.spread),
         }

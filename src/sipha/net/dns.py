@@ -21,7 +21,7 @@ pool up with it (:mod:`sipha.poolcheck`); ``[dns]`` configures it.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -36,13 +36,32 @@ import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
-import dns.rdtypes.IN.A
-import dns.rdtypes.IN.AAAA
-import dns.rdtypes.IN.NAPTR
-import dns.rdtypes.IN.SRV
 import dns.resolver
 
+from sipha.net.srv import (
+    Naptr,
+    Record,
+    Srv,
+    explicit_transport,
+    host_name,
+    ip_literal,
+    order_srv,
+    parse_record,
+    srv_name,
+)
 from sipha.sip.address import Address, default_port
+
+__all__ = [  # order_srv: its home is sipha.net.srv
+    "AAAA",
+    "NAPTR",
+    "SRV",
+    "A",
+    "HostAddresses",
+    "SipResolveError",
+    "SipResolver",
+    "Target",
+    "order_srv",
+]
 
 NAPTR: Final = dns.rdatatype.NAPTR
 SRV: Final = dns.rdatatype.SRV
@@ -63,10 +82,9 @@ class Target:
 
     ``name`` is the DNS name whose A/AAAA records gave ``host`` (an SRV target,
     or the URI's host; the IP itself for an IP literal); ``domain`` is the host
-    that was resolved.  For TLS both are candidates for the identity to verify:
-    RFC 3263 §4.1, "the domain name in the SRV query and the domain name in the
-    target in the SRV record MUST both be valid based on the same site
-    certificate".
+    that was resolved.  Over TLS, ``domain`` is the identity the peer must prove
+    (RFC 5922 §4, which settles what RFC 3263 §4.1 left to both names; see
+    :func:`sipha.net.locate.target_address`).
     """
 
     transport: str
@@ -90,24 +108,6 @@ class SipResolveError(OSError):
         super().__init__(f"cannot resolve SIP host {host}: {'; '.join(self.tried) or 'nothing to try'}")
 
 
-@dataclass(frozen=True, slots=True)
-class _Naptr:
-    order: int
-    preference: int
-    flags: str
-    service: str
-    replacement: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Srv:
-    priority: int
-    weight: int
-    port: int
-    target: str
-
-
-_Record = _Naptr | _Srv | str  # an address, for A and AAAA
 _Key = tuple[str, dns.rdatatype.RdataType]  # (name, record type)
 _Tried = list[tuple[_Key, str]]  # each lookup and its outcome, for the error message
 
@@ -115,8 +115,19 @@ _Tried = list[tuple[_Key, str]]  # each lookup and its outcome, for the error me
 @dataclass(frozen=True, slots=True)
 class _Entry:
     expiry: float
-    records: tuple[_Record, ...]
+    records: tuple[Record, ...]
     outcome: str  # for the error message: "2 records", "NXDOMAIN", "no records"
+    answered: bool = True  # False: no answer (timeout, SERVFAIL), nothing learnt about the TTL
+
+
+@dataclass(frozen=True, slots=True)
+class HostAddresses:
+    """The A/AAAA addresses of a host name and when the answers they came from expire."""
+
+    addresses: tuple[str, ...]
+    """IPv4 first (as :meth:`SipResolver.targets` orders them), each once."""
+    expires_in: float
+    """s until the first of the answers expires (TTL, clamped; ``inf`` for an IP literal)."""
 
 
 class _LookupFailed(Exception):
@@ -206,11 +217,11 @@ class SipResolver:
         :class:`SipResolveError` when nothing resolves, :class:`ValueError` for
         a ``sips:`` URI asking for UDP.
         """
-        chosen = _explicit_transport(transport, secure=secure)
+        chosen = explicit_transport(transport, secure=secure)
         supported = frozenset(t.upper() for t in supported)
-        name = _host_name(host)
+        name = host_name(host)
         tried: _Tried = []
-        literal = _ip_literal(name)
+        literal = ip_literal(name)
         if literal is not None:
             # §4.1: "if no transport protocol is specified, but the TARGET is a numeric IP address,
             # the client SHOULD use UDP for a SIP URI, and TCP for a SIPS URI" (TCP with TLS);
@@ -229,7 +240,7 @@ class SipResolver:
             # performs an SRV query for that specific transport, using the service identifier
             # "_sips" for SIPS URIs.  For a SIP URI, if the client wishes to use TLS, it also uses
             # the service identifier "_sips" for that specific transport, otherwise, it uses "_sip"."
-            found = await self._srv_or_addresses([[(chosen, _srv_name(chosen, name))]], name, chosen, tried)
+            found = await self._srv_or_addresses([[(chosen, srv_name(chosen, name))]], name, chosen, tried)
         else:
             found = await self._discover(name, supported, tried, secure=secure)
         found = self._healthy_first(found)
@@ -246,11 +257,11 @@ class SipResolver:
         # §4.1: "Otherwise, if no transport protocol or port is specified, and the target is not a
         # numeric IP address, the client SHOULD perform a NAPTR query for the domain in the URI."
         (records,) = await self._lookups([(name, NAPTR)], tried)
-        services: list[tuple[_Naptr, str]] = []
+        services: list[tuple[Naptr, str]] = []
         for record in records:
             # The SRV step follows terminal "S" records only (RFC 3403 flags are case-blind); a
             # replacement of "." leads nowhere.
-            if not isinstance(record, _Naptr) or record.flags != "s" or record.replacement == ".":
+            if not isinstance(record, Naptr) or record.flags != "s" or record.replacement == ".":
                 continue
             transport = NAPTR_SERVICES.get(record.service)
             # "a client MUST discard any service fields that identify a resolution service whose
@@ -285,7 +296,7 @@ class SipResolver:
         # UDP; every transport the server has is kept, in that order, as further targets.
         wanted = ("TLS",) if secure else ("TCP", "UDP")
         candidates = [
-            (transport, _srv_name(transport, name)) for transport in wanted if transport in supported
+            (transport, srv_name(transport, name)) for transport in wanted if transport in supported
         ]
         # "If no SRV records are found, the client SHOULD use TCP for a SIPS URI, and UDP for a SIP
         # URI.  However, another transport protocol, such as TCP, MAY be used if the guidelines of
@@ -318,7 +329,7 @@ class SipResolver:
                 # this domain.'
                 hosts += [
                     (transport, srv.target, srv.port)
-                    for srv in order_srv([r for r in records if isinstance(r, _Srv)], self._rng)
+                    for srv in order_srv([r for r in records if isinstance(r, Srv)], self._rng)
                     if srv.target != "."
                 ]
             found = await self._expand(hosts, domain, tried)
@@ -336,12 +347,12 @@ class SipResolver:
         cores are reached over IPv4 (the send path skips families it has no
         socket for).
         """
-        names = [name for _, name, _ in hosts if _ip_literal(name) is None]
+        names = [name for _, name, _ in hosts if ip_literal(name) is None]
         keys: list[_Key] = [(name, rdtype) for name in dict.fromkeys(names) for rdtype in (A, AAAA)]
         answers = dict(zip(keys, await self._lookups(keys, tried), strict=True))
         found: dict[tuple[str, str, int], Target] = {}
         for transport, name, port in hosts:
-            literal = _ip_literal(name)  # not allowed in SRV (RFC 2782), but seen in the wild
+            literal = ip_literal(name)  # not allowed in SRV (RFC 2782), but seen in the wild
             addresses = (literal,) if literal is not None else (*answers[name, A], *answers[name, AAAA])
             for address in addresses:
                 if isinstance(address, str):
@@ -349,6 +360,28 @@ class SipResolver:
                         (transport, address, port), Target(transport, address, port, name, domain)
                     )
         return list(found.values())
+
+    async def host_addresses(self, host: str) -> HostAddresses:
+        """The A and AAAA addresses of ``host`` (a pair member given by name), with their TTL.
+
+        :class:`SipResolveError` when neither gives an address.  ``expires_in`` is the
+        time left of the first answer to expire among those received (a lookup that
+        got no answer says nothing of when to ask again): the caller asks again then.
+        """
+        name = host_name(host)
+        literal = ip_literal(name)
+        if literal is not None:
+            return HostAddresses((literal,), math.inf)
+        tried: _Tried = []
+        entries = await self._entries([(name, A), (name, AAAA)], tried)
+        addresses = tuple(dict.fromkeys(r for entry in entries for r in entry.records if isinstance(r, str)))
+        if not addresses:
+            raise SipResolveError(
+                name, (f"{rdtype.name} {queried}: {outcome}" for (queried, rdtype), outcome in tried)
+            )
+        now = self._clock()
+        answered = [entry.expiry for entry in entries if entry.answered and entry.records] or [now]
+        return HostAddresses(addresses, max(0.0, min(answered) - now))
 
     # -- RFC 3263 §4.3: failed targets ---------------------------------------------------------
 
@@ -395,12 +428,16 @@ class SipResolver:
 
     # -- the cache and the queries -------------------------------------------------------------
 
-    async def _lookups(self, keys: list[_Key], tried: _Tried) -> list[tuple[_Record, ...]]:
+    async def _lookups(self, keys: list[_Key], tried: _Tried) -> list[tuple[Record, ...]]:
         """The records of each ``(name, type)``: from the cache, else queried all at once.
 
         No answer (timeout, server failure) and a negative answer both give
         no records; each outcome is noted in ``tried`` for the error message.
         """
+        return [entry.records for entry in await self._entries(keys, tried)]
+
+    async def _entries(self, keys: list[_Key], tried: _Tried) -> list[_Entry]:
+        """The answer of each ``(name, type)`` (see :meth:`_lookups`), with its expiry."""
         now = self._clock()
         cache = self._cache
         entries: list[_Entry | None] = []
@@ -415,16 +452,16 @@ class SipResolver:
             outcomes = await asyncio.gather(*(self._shared(keys[i]) for i in missing), return_exceptions=True)
             for index, outcome in zip(missing, outcomes, strict=True):
                 if isinstance(outcome, _LookupFailed):
-                    entries[index] = _Entry(now, (), str(outcome))
+                    entries[index] = _Entry(now, (), str(outcome), answered=False)
                 elif isinstance(outcome, BaseException):
                     raise outcome
                 else:
                     entries[index] = outcome
-        results: list[tuple[_Record, ...]] = []
+        results: list[_Entry] = []
         for key, entry in zip(keys, entries, strict=True):
             assert entry is not None  # noqa: S101 - every miss was filled above
             tried.append((key, entry.outcome))
-            results.append(entry.records)
+            results.append(entry)
         return results
 
     def _shared(self, key: _Key) -> asyncio.Future[_Entry]:
@@ -456,7 +493,7 @@ class SipResolver:
             raise _LookupFailed(f"failed ({error or type(error).__name__})") from None
         if answer.rrset is None:
             return self._store(name, rdtype, (), self._negative_ttl(answer.response), "no records")
-        records = tuple(_parse(rdata) for rdata in answer.rrset)
+        records = tuple(parse_record(rdata) for rdata in answer.rrset)
         ttl = min(max(answer.chaining_result.minimum_ttl, self.min_ttl), self.max_ttl)
         return self._store(name, rdtype, records, ttl, f"{len(records)} records")
 
@@ -492,7 +529,7 @@ class SipResolver:
         self,
         name: str,
         rdtype: dns.rdatatype.RdataType,
-        records: tuple[_Record, ...],
+        records: tuple[Record, ...],
         ttl: float,
         outcome: str,
     ) -> _Entry:
@@ -509,98 +546,3 @@ class SipResolver:
         """Forget every cached answer and every failed target (e.g. on a configuration reload)."""
         self._cache.clear()
         self._failed.clear()
-
-
-def order_srv(records: list[_Srv], rng: random.Random) -> list[_Srv]:
-    """SRV records in the order to try them: RFC 2782's priority, then weighted random order.
-
-    RFC 2782, Priority: "A client MUST attempt to contact the target host with
-    the lowest-numbered priority it can reach; target hosts with the same
-    priority SHOULD be tried in an order defined by the weight field."  Weight:
-    "To select a target to be contacted next, arrange all SRV RRs (that have not
-    been ordered yet) in any order, except that all those with weight 0 are
-    placed at the beginning of the list.  Compute the sum of the weights of
-    those RRs, and with each RR associate the running sum in the selected order.
-    Then choose a uniform random number between 0 and the sum computed
-    (inclusive), and select the RR whose running sum value is the first in the
-    selected order which is greater than or equal to the random number
-    selected."  So a weight 0 record is picked first only when the draw is 0:
-    "records with weight 0 should have a very small chance of being selected".
-    """
-    if len(records) < 2:  # noqa: PLR2004 - nothing to order
-        return records
-    ordered: list[_Srv] = []
-    for _, group in groupby(sorted(records, key=lambda srv: srv.priority), key=lambda srv: srv.priority):
-        pending = list(group)
-        rng.shuffle(pending)  # "in any order": a random one spreads the weight 0 records too
-        pending.sort(key=lambda srv: srv.weight != 0)  # stable: weight 0 first
-        total = sum(srv.weight for srv in pending)
-        while pending:
-            draw = int(rng.random() * (total + 1))  # uniform in [0, total]
-            running = 0
-            chosen = len(pending) - 1
-            for index, srv in enumerate(pending):
-                running += srv.weight
-                if running >= draw:
-                    chosen = index
-                    break
-            total -= pending[chosen].weight
-            ordered.append(pending.pop(chosen))
-    return ordered
-
-
-def _parse(rdata: object) -> _Record:
-    """The part of a record the procedures use: names lower case, without the final dot."""
-    if isinstance(rdata, dns.rdtypes.IN.A.A | dns.rdtypes.IN.AAAA.AAAA):
-        return str(rdata.address)
-    if isinstance(rdata, dns.rdtypes.IN.SRV.SRV):
-        return _Srv(rdata.priority, rdata.weight, rdata.port, _dns_name(rdata.target))
-    if isinstance(rdata, dns.rdtypes.IN.NAPTR.NAPTR):
-        return _Naptr(
-            rdata.order,
-            rdata.preference,
-            rdata.flags.decode("ascii", "replace").lower(),
-            rdata.service.decode("ascii", "replace").upper(),
-            _dns_name(rdata.replacement),
-        )
-    raise TypeError(f"unexpected record {rdata!r}")
-
-
-def _dns_name(name: dns.name.Name) -> str:
-    return "." if name == dns.name.root else name.to_text(omit_final_dot=True).lower()
-
-
-def _host_name(host: str) -> str:
-    """A URI host as a DNS name or IP text: no brackets, lower case, no final dot."""
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host.lower().rstrip(".")
-
-
-def _ip_literal(host: str) -> str | None:
-    """The canonical text of an IP literal, None for a host name."""
-    if not host or (":" not in host and not host[-1].isdigit()):  # names end with a letter (the TLD)
-        return None
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
-
-
-def _explicit_transport(transport: str | None, *, secure: bool) -> str | None:
-    """The URI's transport, upper case; a ``sips:`` URI's ``transport=tcp`` means TLS (RFC 5630)."""
-    if transport is None:
-        return None
-    transport = transport.upper()
-    if secure:
-        if transport not in ("TCP", "TLS"):
-            raise ValueError(f"a sips: URI cannot use transport {transport} (RFC 3261 §26.2.2: TLS)")
-        return "TLS"
-    return transport
-
-
-def _srv_name(transport: str, domain: str) -> str:
-    """The SRV name for ``transport`` at ``domain``: _sips._tcp for TLS, _sip._tcp, _sip._udp."""
-    if transport == "TLS":
-        return f"_sips._tcp.{domain}"
-    return f"_sip._{transport.lower()}.{domain}"

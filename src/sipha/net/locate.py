@@ -9,6 +9,9 @@ own, so that no lookup ever blocks the loop, and hands the targets back through
 answers 408), and is logged at most once a minute per host.  The targets the
 core found failed (RFC 3263 §4.3) are marked failed in the resolver, for
 :data:`FAILED_TARGET_AVOID` seconds: tried last, by transport, IP and port.
+
+A TLS target carries the SIP domain it was located from (:func:`target_address`):
+the transports send it as SNI and check it in the certificate (RFC 5922 §4).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import logging
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from sipha.net.dns import SipResolveError, SipResolver
+from sipha.net.dns import SipResolveError, SipResolver, Target
+from sipha.net.srv import ip_literal
 from sipha.sip.address import Address
 
 log = logging.getLogger("sipha")
@@ -64,6 +68,17 @@ class Wanted(Protocol):
 
 
 OnLocated = Callable[[int, list[Address]], None]
+
+
+def target_address(target: Target) -> Address:
+    """Where to send for ``target``; over TLS, with the SIP domain the peer must prove.
+
+    RFC 5922 §4: the identity is "the SIP domain" of the URI that was resolved: not
+    the SRV target's host name, nor the IP.  A URI naming an IP has no domain.
+    """
+    if target.transport != "TLS" or ip_literal(target.domain) is not None:
+        return target.address
+    return Address(target.transport, target.host, target.port, target.domain)
 
 
 class Locator:
@@ -130,7 +145,7 @@ class Locator:
         if why:
             self.failures += 1
             self._log(wanted.host, why)
-        self._on_located(wanted.key, [target.address for target in found])
+        self._on_located(wanted.key, [target_address(target) for target in found])
 
     def _log(self, host: str, why: str) -> None:
         now = asyncio.get_running_loop().time()

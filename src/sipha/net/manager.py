@@ -22,14 +22,15 @@ from sipha.net.resolve import Resolver
 from sipha.net.stats import TransportStats
 from sipha.net.tcp import OnBadStream, OnMessage, TcpConnection, TcpContext, connect, until_closed
 from sipha.net.tls import (
-    OUTCOMES,
     OnTlsEvent,
+    TlsContext,
     TlsSettings,
-    count_outcome,
+    connection_for_domain,
     grant_alias,
     new_tls_connection,
     retire_renamed,
 )
+from sipha.net.tlsoutcome import OUTCOMES, count_outcome
 from sipha.net.udp import UdpEndpoint, open_udp_socket, set_tos
 from sipha.net.workers import listen_text, refused_if_in_use
 from sipha.sip import DEFAULT_LIMITS, ParserLimits
@@ -120,7 +121,7 @@ class TransportManager:
         """The TLS contexts (None: no TLS); :meth:`set_tls` replaces them on reload."""
         self._on_tls = on_tls
         self.tls_outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
-        """TLS handshakes by outcome (:data:`sipha.net.tls.OUTCOMES`), both directions."""
+        """TLS handshakes by outcome (:data:`sipha.net.tlsoutcome.OUTCOMES`), both directions."""
         self.tls_failures: dict[tuple[str, int], str] = {}
         """Destinations we connect to over TLS whose last handshake failed: (IP, port) -> why.
         Cleared by the next handshake that succeeds (read by /status)."""
@@ -140,7 +141,7 @@ class TransportManager:
         # One table of connections per transport: a TCP and a TLS connection may share a peer's
         # (host, port) key, and the limits and counters are each transport's own.
         self._tcp, self._tls_context = (
-            TcpContext(
+            (TlsContext if kind == "TLS" else TcpContext)(
                 loop,
                 stats=self.stats,
                 on_message=self._on_message,
@@ -519,12 +520,15 @@ class TransportManager:
             if context is None:
                 return  # not started: nothing can be sent
             connection = context.connections.get((destination.host, destination.port))
+            if destination.domain:  # a next hop located by DNS: the SIP domain it proves too
+                connection = connection_for_domain(context, destination, connection, self.tls)
             if connection is not None:
                 connection.send(data)
                 return
             parsed = parse_ip(destination.host)
             if parsed is not None:
-                self._send_new_connection(context, data, Address(kind, parsed[1], destination.port))
+                at = Address(kind, parsed[1], destination.port, destination.domain)
+                self._send_new_connection(context, data, at)
                 return
         elif kind.upper() in TRANSPORTS:
             self.send(data, Address(kind.upper(), destination.host, destination.port))
@@ -538,6 +542,8 @@ class TransportManager:
         self, context: TcpContext, data: bytes, destination: Address, name: str | None = None
     ) -> None:
         existing = context.connections.get((destination.host, destination.port))
+        if destination.domain:
+            existing = connection_for_domain(context, destination, existing, self.tls)
         if existing is not None:  # the destination was written differently ([::1], 0:0::1)
             existing.send(data)
             return
@@ -559,14 +565,7 @@ class TransportManager:
     def _tls_connection(
         self, context: TcpContext, destination: Address, name: str | None
     ) -> TcpConnection | None:
-        """A TLS connection to open to ``destination`` (an IP; ``name``: the host name it was given by).
-
-        A pair member is verified with the members context against its configured
-        server name, else its IP (RFC 5922 §7.2 asks for the domain the request was
-        routed to; a member is named by the configuration); anyone else gets the
-        non-verifying context, with SNI when a host name is known (RFC 6066 §3: SNI
-        carries host names, never IP literals).
-        """
+        """A TLS connection to ``destination`` (an IP; ``name``: its host name): see new_tls_connection."""
         settings = self.tls
         if settings is None:
             self._report(destination, "no TLS configured ([tls]) to reach a tls: destination")

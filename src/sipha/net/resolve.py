@@ -5,7 +5,10 @@ for the next hops of requests (docs/design.md §3 rule 3, :mod:`sipha.net.locate
 and for event 40000.  This resolver is for the names the system knows best: the
 instance's own ``sip-address`` (``resolve-host``: /etc/hosts, nsswitch), and the
 host names the transports are handed directly: a Via sent-by name a response goes
-to (§18.2.2), a pair member configured by name.
+to (§18.2.2).  A pair member configured by name is resolved through ``[dns]``
+instead (:mod:`sipha.hostnames`), and the core is handed its IP; while the name
+gives no address it is :attr:`Resolver.withheld` here, so that the system resolver
+does not find the member another way than ``[dns]`` does.
 
 ``loop.getaddrinfo`` runs the system resolver in a thread pool and does not
 expose record TTLs, so entries live for a fixed time.
@@ -26,11 +29,14 @@ DEFAULT_MAX_ENTRIES: Final = 1024
 class Resolver:
     """``await resolve(host)`` -> IP address strings, IP literals answered at once."""
 
-    __slots__ = ("_cache", "_inflight", "max_entries", "ttl")
+    __slots__ = ("_cache", "_inflight", "max_entries", "ttl", "withheld")
 
     def __init__(self, *, ttl: float = DEFAULT_TTL, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
+        self.withheld: frozenset[str] = frozenset()
+        """Names (lower case) this resolver refuses: pair members' names that ``[dns]`` does not
+        resolve (yet); a send to one fails as a name that does not resolve."""
         # host (lower-case) -> (expiry on the loop clock, addresses); insertion ordered, so the
         # first entry is the oldest to evict.
         self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
@@ -48,6 +54,8 @@ class Resolver:
         if literal is not None:
             return [literal[1]]
         key = host.lower().rstrip(".")
+        if key in self.withheld:
+            raise socket.gaierror(socket.EAI_NONAME, f"{host}: a pair member's name [dns] does not resolve")
         loop = asyncio.get_running_loop()
         entry = self._cache.get(key)
         if entry is not None:

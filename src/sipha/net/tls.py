@@ -13,12 +13,36 @@ import ipaddress
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, cast
+from typing import Any, Final, cast
 
+from sipha.net.sipdomain import names_sip_domain, sip_domain_identities
 from sipha.net.tcp import TcpConnection, TcpContext
 from sipha.sip.address import Address
 
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 5.0
+
+
+class NextHopContext:
+    """The client context toward TLS next hops located by DNS: verifies the chain, not the name.
+
+    The name is the SIP domain, checked by :func:`sipha.net.sipdomain.names_sip_domain`
+    once the handshake is done (RFC 5922 §7.2 rules, which OpenSSL's check does not
+    follow).  The system trust store (no ``ca-file``) is read at the first use: it
+    takes tens of milliseconds, and most instances never locate a TLS next hop.
+    """
+
+    __slots__ = ("_context", "_system_store")
+
+    def __init__(self, context: ssl.SSLContext, *, system_store: bool) -> None:
+        self._context = context
+        self._system_store = system_store
+
+    def context(self) -> ssl.SSLContext:
+        """The context, its trust anchors loaded."""
+        if self._system_store:
+            self._system_store = False
+            self._context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        return self._context
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,21 +58,16 @@ class TlsSettings:
     others: ssl.SSLContext
     """Client context toward anyone else (an endpoint a Request-URI names): encrypts,
     does not verify (endpoints rarely hold a certificate for the address they register)."""
+    next_hops: NextHopContext | None = None
+    """Toward next hops located by DNS from a SIP domain (RFC 5922 §4): the chain verified against
+    the trust anchors and the domain against the certificate; None: not verified (verify-members
+    = false), the ``others`` context with the domain as SNI."""
     member_names: Mapping[tuple[str, int], str] = field(default_factory=dict)
     """Every ``tls:`` pair member's (host as configured, port) -> the name sent as SNI and
     verified: its ``*-server-name``, else its host (an IP is verified against the
     certificate's IP SANs).  Hosts are IPs in compressed form or lower-case names."""
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     """Seconds a handshake may take, in either direction, before the connection is dropped."""
-
-
-# ---------------------------------------------------------------------- handshake outcomes
-
-OUTCOMES: Final = ("ok", "verify_failed", "peer_refused", "not_tls", "closed", "timeout", "error")
-"""How a TLS handshake ends, the label of the handshake counter: completed; our verification
-of the peer's certificate failed; the peer sent an alert (it refused our certificate, our
-protocol version or cipher); what arrived is not TLS (plaintext SIP sent to a TLS port);
-the peer closed the connection during the handshake; it did not finish in time; anything else."""
 
 
 def describe_failure(error: BaseException) -> tuple[str, str]:
@@ -163,7 +182,12 @@ class TlsSession:
         return self._object.version() or ""
 
     def peer_certificate(self) -> dict[str, object] | None:
-        """The peer's verified certificate, decoded (None: none presented, or not verified)."""
+        """The peer's certificate, decoded.
+
+        None before the handshake completes or when none was presented; {} when not verified.
+        """
+        if not self.established:
+            return None
         return self._object.getpeercert()  # type: ignore[return-value]
 
 
@@ -212,6 +236,23 @@ class _TlsWriter:
         self._raw.abort()
 
 
+class TlsContext(TcpContext):
+    """The TLS connection table: by peer (host, port) as for TCP, and by SIP domain.
+
+    A connection opened to a next hop of SIP domain D (RFC 5922) serves requests for D
+    and for any domain its certificate proves; one for another domain at the same IP
+    and port gets a connection of its own (a server may present one certificate per
+    SNI name), kept in :attr:`by_domain` so the two are not opened and closed in turn.
+    """
+
+    __slots__ = ("by_domain",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:  # noqa: ANN401 - TcpContext's
+        super().__init__(loop, **kwargs)
+        self.by_domain: dict[tuple[str, int, str], TlsConnection] = {}
+        """Connections opened to (IP, port) for a SIP domain, verified or being verified."""
+
+
 class TlsConnection(TcpConnection):
     """A TCP connection carrying TLS: the handshake first, then SIP framed as on TCP.
 
@@ -231,11 +272,21 @@ class TlsConnection(TcpConnection):
         server_hostname: str | None = None,
         handshake_timeout: float,
         on_tls: OnTlsEvent,
+        verify_domain: bool = False,
     ) -> None:
+        domain = "" if remote is None else remote.domain
+        slot = None if remote is None or not domain else context.connections.get((remote.host, remote.port))
         super().__init__(context, remote)
+        if slot is not None and remote is not None:
+            # A next hop's connection for another identity keeps the (IP, port) entry.
+            context.connections[remote.host, remote.port] = slot
         self._outbound = remote is not None
         self.server_hostname = server_hostname
         """The name this connection verified the peer's certificate against (outbound)."""
+        self.domain = domain if verify_domain else ""
+        """The SIP domain the peer must prove (RFC 5922 §7.2) before anything is sent; "" none."""
+        if self.domain and remote is not None and isinstance(context, TlsContext):
+            context.by_domain[remote.host, remote.port, domain] = self
         self._aliases: list[tuple[str, int]] = []
         """RFC 5923 aliases granted (sent-by host, port): unregistered with the connection."""
         self._session = TlsSession(tls, server_side=not self._outbound, server_hostname=server_hostname)
@@ -255,6 +306,10 @@ class TlsConnection(TcpConnection):
     def retire(self) -> None:
         """Not used for new messages any more (its identity changed); closes when idle."""
         self._unregister()
+
+    def proves(self, domain: str) -> bool:
+        """Whether the peer's verified certificate carries the SIP domain ``domain`` (RFC 5922 §7.2)."""
+        return names_sip_domain(self._session.peer_certificate(), domain)
 
     def certified_for(self, host: str) -> bool:
         """Whether the peer's verified certificate names ``host`` (a DNS or IP subjectAltName).
@@ -290,10 +345,24 @@ class TlsConnection(TcpConnection):
 
     def _unregister(self) -> None:
         super()._unregister()
-        connections = self._context.connections
+        context = self._context
+        connections = context.connections
         for key in self._aliases:
             if connections.get(key) is self:
                 del connections[key]
+        remote = self.remote
+        if remote is None or not isinstance(context, TlsContext) or not context.by_domain:
+            return
+        by_domain = context.by_domain
+        if by_domain.get((remote.host, remote.port, self.domain)) is self:
+            del by_domain[remote.host, remote.port, self.domain]
+        if (remote.host, remote.port) not in connections:
+            # Another connection to that peer, opened for another domain, answers for it now
+            # (a response to a request that came on it finds it: has_connection).
+            for (host, port, _), other in by_domain.items():
+                if (host, port) == (remote.host, remote.port):
+                    connections[host, port] = other
+                    break
 
     def connection_made(self, base: asyncio.BaseTransport) -> None:  # noqa: D102
         raw = cast("asyncio.Transport", base)
@@ -351,6 +420,11 @@ class TlsConnection(TcpConnection):
             raw.write(output)
         if not done:
             return False
+        if self.domain and not self.proves(self.domain):
+            # RFC 5922 §4: the certificate must carry the SIP domain that was resolved.  One
+            # that does not is a transport error (RFC 3263 §4.3: the next target is tried).
+            self._handshake_failed("verify_failed", self._not_proven(session))
+            return False
         self._cancel_handshake_timer()
         remote = self.remote
         assert remote is not None  # noqa: S101 - set by _admit
@@ -358,6 +432,14 @@ class TlsConnection(TcpConnection):
         self._on_tls(remote, self._outbound, "ok", session.version)
         self._established(_TlsWriter(raw, session))  # type: ignore[arg-type]
         return True
+
+    def _not_proven(self, session: TlsSession) -> str:
+        names = sip_domain_identities(session.peer_certificate() or {})
+        named = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") or "no SIP domain"  # noqa: PLR2004
+        return (
+            f"certificate verify failed: it does not name the SIP domain {self.domain!r} (RFC 5922: "
+            f"it names {named}; no wildcard, no SRV target name)"
+        )
 
     def _timed_out(self) -> None:
         self._handshake_timer = None
@@ -372,6 +454,8 @@ class TlsConnection(TcpConnection):
             return
         stats = self._context.stats
         stats.tls_handshake_failures += 1
+        if self.domain and repr(self.domain) not in text:
+            text = f"{text} (next hop of SIP domain {self.domain!r})"
         remote = self.remote
         if remote is not None:
             self._on_tls(remote, self._outbound, outcome, text)
@@ -432,13 +516,34 @@ def grant_alias(context: TcpContext, connection: Address, host: str, port: int) 
     return True
 
 
+def connection_for_domain(
+    context: TcpContext, destination: Address, found: TcpConnection | None, settings: TlsSettings | None
+) -> TcpConnection | None:
+    """The connection that may carry a message to a next hop of SIP domain ``destination.domain``.
+
+    ``found`` is the connection to its (IP, port).  One opened for that domain is used
+    first; else, when next hops are verified, ``found`` only if its verified
+    certificate proves the domain too (RFC 5922 §7.2; an RFC 5923 alias included);
+    None: open one for the domain.
+    """
+    if isinstance(context, TlsContext):
+        mine = context.by_domain.get((destination.host, destination.port, destination.domain))
+        if mine is not None:
+            return mine
+    if found is None or settings is None or settings.next_hops is None:
+        return found
+    return found if isinstance(found, TlsConnection) and found.proves(destination.domain) else None
+
+
 def retire_renamed(context: TcpContext, settings: TlsSettings | None) -> None:
     """A reload: stop using connections we opened to a member whose name to verify changed."""
     names = {} if settings is None else settings.member_names
     for connection in list(context.connections.values()):
         if isinstance(connection, TlsConnection) and connection.outbound:
             remote = connection.remote
-            if remote is not None and names.get((remote.host, remote.port)) != connection.server_hostname:
+            if remote is None or remote.domain:
+                continue  # a next hop's: its name is the domain it was located from
+            if names.get((remote.host, remote.port)) != connection.server_hostname:
                 connection.retire()
 
 
@@ -452,17 +557,28 @@ def new_tls_connection(
 ) -> TlsConnection:
     """A TLS connection: accepted (``destination`` None) or to open to ``destination``.
 
-    ``destination`` is an IP; ``name`` the host name it was given by.
-    A pair member is verified with the members context against its configured
-    server name, else its IP (RFC 5922 §7.2 asks for the domain the request was
-    routed to; a member is named by the configuration); anyone else gets the
-    non-verifying context, with SNI when a host name is known (RFC 6066 §3: SNI
-    carries host names, never IP literals).
+    ``destination`` is an IP; ``name`` the host name it was given by.  A next hop
+    located by DNS (``destination.domain``) sends its SIP domain as SNI and, with
+    ``next_hops``, must prove it (RFC 5922 §4, §7.2).  A pair member is verified with
+    the members context against its configured server name, else its IP (a member
+    is named by the configuration); anyone else gets the non-verifying context, with
+    SNI when a host name is known (RFC 6066 §3: SNI carries host names, never IP literals).
     """
     if destination is None:
         assert settings.server is not None  # noqa: S101 - a tls: listen needs it (checked at listen)
         return TlsConnection(
             context, tls=settings.server, handshake_timeout=settings.handshake_timeout, on_tls=on_tls
+        )
+    if destination.domain:
+        verifying = settings.next_hops
+        return TlsConnection(
+            context,
+            destination,
+            tls=settings.others if verifying is None else verifying.context(),
+            server_hostname=destination.domain,
+            handshake_timeout=settings.handshake_timeout,
+            on_tls=on_tls,
+            verify_domain=verifying is not None,
         )
     member_name = settings.member_names.get((destination.host, destination.port))
     if member_name is None and name is not None:  # a member configured by host name
@@ -477,29 +593,3 @@ def new_tls_connection(
         handshake_timeout=settings.handshake_timeout,
         on_tls=on_tls,
     )
-
-
-FAILURES_KEPT: Final = 1024
-"""Bound of the table of the last TLS failure per destination (for /status)."""
-
-
-def count_outcome(
-    outcomes: dict[str, int],
-    failures: dict[tuple[str, int], str],
-    peer: Address,
-    outcome: str,
-    text: str,
-    *,
-    outbound: bool,
-) -> None:
-    """Count a handshake's ``outcome``; keep (bounded) or clear the last failure to a peer we dialled."""
-    outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    if not outbound:
-        return
-    key = (peer.host, peer.port)
-    if outcome == "ok":
-        failures.pop(key, None)
-        return
-    if len(failures) >= FAILURES_KEPT and key not in failures:
-        failures.pop(next(iter(failures)))
-    failures[key] = text

@@ -46,12 +46,16 @@ _SOURCE_CACHE_MAX: Final = 65536
 # buffer's size, [8] datagrams the kernel dropped because the buffer was full.
 SO_MEMINFO: Final[int] = getattr(socket, "SO_MEMINFO", 55)
 _MEMINFO: Final = struct.Struct("=9I")
-BEHIND_SHARES: Final = (0.25, 0.5)
-"""A socket is *behind* (level 1, 2) when, after a full batch, more than this share of its
+BEHIND_SHARES: Final = (0.25, 0.5, 0.75)
+"""A socket is *behind* (level 1, 2, 3) when, after a full batch, more than this share of its
 receive buffer is still queued: the proxy reads slower than datagrams arrive and the kernel
 will soon drop them (whatever they are: BYEs and ACKs as well as new INVITEs).  Level 1
-leaves the time to shed new calls with 503; at level 2 they are dropped unparsed, which
-costs a tenth as much (docs/design.md §3, overload)."""
+leaves the time to shed untrusted sources' new calls with 503; from level 2 they are dropped
+unparsed, which costs a tenth as much; at level 3 trusted sources' new calls get 503 too
+(docs/design.md §3, overload; sipha.proxy.admission)."""
+
+BACKLOG_CHECK_EVERY: Final = 256
+"""Datagrams between two looks at the queue during one long read (one getsockopt each)."""
 
 OnMessage = Callable[[bytes, Address, Address], None]
 OnError = Callable[[Address, "OSError | str"], None]
@@ -209,7 +213,7 @@ class UdpEndpoint:
 
     @property
     def behind(self) -> int:
-        """How far behind the last read left the socket: 0, 1 or 2 (:data:`BEHIND_SHARES`)."""
+        """How far behind the last read left the socket: 0 to 3 (:data:`BEHIND_SHARES`)."""
         return self._behind
 
     def queued(self) -> tuple[int, int, int]:
@@ -262,6 +266,10 @@ class UdpEndpoint:
         sources = self._sources
         count = 0
         size = 0
+        # A long read (the backlog before timers, up to thousands of datagrams) looks at the
+        # queue every BACKLOG_CHECK_EVERY datagrams too: a level judged low before it would be
+        # stale by its end, and a flood read at full cost meanwhile (docs/design.md §3, overload).
+        check_at = BACKLOG_CHECK_EVERY if self._on_backlog is not None and limit > BACKLOG_CHECK_EVERY else -1
         try:
             for _ in range(limit):
                 try:
@@ -287,22 +295,35 @@ class UdpEndpoint:
                 if source is None:
                     source = self._source(peer)
                 on_message(data, source, local)
+                if count == check_at:
+                    check_at += BACKLOG_CHECK_EVERY
+                    self._report_backlog(full=True, rising=True)
         finally:
             stats = self._stats
             stats.datagrams_in += count
             stats.udp_bytes_in += size
         if self._on_backlog is not None:
             # Only a full batch can leave a backlog: the check costs one getsockopt then.
-            behind = 0
-            if count >= limit:
-                queued, buffer, _ = self.queued()
-                behind = sum(queued > buffer * share for share in BEHIND_SHARES)
-            if behind != self._behind:
-                self._behind = behind
-                self._on_backlog(self, behind)
+            self._report_backlog(full=count >= limit)
         if count and self._on_batch_end is not None:
             self._on_batch_end()
         return count
+
+    def _report_backlog(self, *, full: bool, rising: bool = False) -> None:
+        """Tell ``on_backlog`` how far behind the socket is, when that changed (0 when not ``full``).
+
+        ``rising``: in the middle of a read, only a higher level is reported: shedding goes on
+        until the read ends (a queue that drains for a moment is not a flood that ended).
+        """
+        behind = 0
+        if full:
+            queued, buffer, _ = self.queued()
+            behind = sum(queued > buffer * share for share in BEHIND_SHARES)
+        if rising and behind < self._behind:
+            return
+        if behind != self._behind and self._on_backlog is not None:
+            self._behind = behind
+            self._on_backlog(self, behind)
 
     def _source(self, peer: Any) -> Address:  # noqa: ANN401 - a socket address tuple
         sources = self._sources

@@ -56,6 +56,12 @@ OnMaintenance = Callable[[str, str, bool], None]
 """(pair, member role, on): the operator put a member in maintenance, or back (``sipha ctl member``)."""
 OnProbeAnswer = Callable[[str, str, int, int, float], None]
 """(pair, member role, the asker's probe seq, status or -1 when the OPTIONS failed, RTT)."""
+OnCountersQuestion = Callable[[int, int], None]
+"""(the asker, its question's seq): another worker wants this one's counters (the admin HTTP)."""
+OnCounters = Callable[[int, int, bytes], None]
+"""(the worker that answers, the question's seq, its counters as it encoded them)."""
+MAX_CONTROL_PAYLOAD: Final = 60000
+"""Bytes after the header line of a ``K`` packet: what :meth:`Handoff.read` reads whole."""
 
 
 def bind_shared(
@@ -154,6 +160,9 @@ class Handoff:
       became active, or the active member was lost, at a given time: ``on_pair(pair, what,
       role, at, sender)``.  The workers of an instance thus route a pair one way: a switch
       one of them decides holds for all within a hand-over's latency (well under 1 ms).
+    * ``C`` and ``K``: the admin HTTP of one worker asks another for its counters, and its
+      answer (:mod:`sipha.admin.instance`: /status and /metrics report the instance).  Not
+      counted in :attr:`handed_over` and :attr:`received`, which count SIP traffic.
     """
 
     def __init__(
@@ -181,6 +190,10 @@ class Handoff:
         self._on_probe_question = on_probe_question
         self._on_probe_answer = on_probe_answer
         self._on_maintenance = on_maintenance
+        self.on_counters_question: OnCountersQuestion | None = None
+        """Set by the admin surface (:class:`sipha.admin.instance.WorkerCounters`)."""
+        self.on_counters: OnCounters | None = None
+        """Likewise: an answer to one of this worker's :meth:`ask_counters`."""
         # Bounded caches, both ways, of the header naming the addresses: a worker hears
         # from few peers, and formatting or parsing it for every message costs more.
         self._headers: dict[tuple[Address, Address], bytes] = {}
@@ -233,6 +246,24 @@ class Handoff:
         pair, role, seq = probe
         self._pass(asker, f"A {self.index} {pair} {role} {seq} {status} {rtt!r}\n".encode())
 
+    def ask_counters(self, worker: int, seq: int) -> bool:
+        """Ask ``worker`` for its counters (question ``seq``); False when it could not be sent."""
+        return self._control(worker, f"C {self.index} {seq}\n".encode())
+
+    def send_counters(self, asker: int, seq: int, payload: bytes) -> bool:
+        """Answer question ``seq`` of worker ``asker`` (``payload``: at most :data:`MAX_CONTROL_PAYLOAD`)."""
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            return False
+        return self._control(asker, f"K {self.index} {seq}\n".encode() + payload)
+
+    def _control(self, worker: int, packet: bytes) -> bool:
+        """Send a packet that is not SIP traffic (not counted); False when the socket refused it."""
+        try:
+            self._sending[worker].send(packet)
+        except OSError:  # full (the worker does not read: dead, or its loop stuck) or gone
+            return False
+        return True
+
     def _header(self, kind: bytes, first: Address, second: Address) -> bytes:
         if len(self._headers) >= _CACHE_MAX:
             self._headers.clear()
@@ -273,6 +304,9 @@ class Handoff:
                 self.received += 1
                 self._news(header)
                 continue
+            if header.startswith((b"C ", b"K ")):
+                self._counters(header, packet[end:])
+                continue
             parsed = self._parsed.get(header)
             if parsed is None:
                 parsed = self._parse_header(header)
@@ -301,6 +335,16 @@ class Handoff:
             elif kind == "A" and self._on_probe_answer is not None:
                 seq, status, rtt = rest
                 self._on_probe_answer(pair, role_or_what, int(seq), int(status), float(rtt))
+        except ValueError:  # pragma: no cover - written by a worker of this process group
+            return
+
+    def _counters(self, header: bytes, payload: bytes) -> None:
+        try:
+            kind, sender, seq = header.split()
+            if kind == b"C" and self.on_counters_question is not None:
+                self.on_counters_question(int(sender), int(seq))
+            elif kind == b"K" and self.on_counters is not None:
+                self.on_counters(int(sender), int(seq), payload)
         except ValueError:  # pragma: no cover - written by a worker of this process group
             return
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from sipha.ha import HaEvent, Member, Monitor, Probe
+from sipha.proxy.admission import Admission
 from sipha.proxy.context import Input, ResponseContext
 from sipha.proxy.failover import FailoverPolicy
 from sipha.proxy.lifecycle import CallMemory, TokenBucket
@@ -108,8 +109,8 @@ class ProxyCore:
         """Set by :meth:`start_draining`: new out-of-dialog requests get 503."""
         self._overloaded = False
         self._bucket = TokenBucket(settings.overload_rate)
-        self._shed_tag = ""
-        """The To tag of the 503s sent without a transaction (:meth:`_shed`), made at the first."""
+        self.admission = Admission(self.counters, self._token)
+        """Overload shedding by source tier and [limits] max-transactions (docs/design.md §3)."""
         self._calls = CallMemory()
         self._responses = ResponseContexts(
             settings,
@@ -407,31 +408,12 @@ class ProxyCore:
         # The transaction layer answers to the §18.2.2 / RFC 3581 address; routing still
         # needs the real source (self._source), to tell a pair member from an endpoint.
         destination = response_destination(request.top_via, source)
-        if self._overloaded and request.method == "INVITE" and self._shed(request, source, destination):
+        # Behind, or at max-transactions: a 503 without a transaction (sipha.proxy.admission).
+        refusal = self.admission.check(request, source, self.txn, self.view, behind=self._overloaded, now=now)
+        if refusal is not None:
+            self.txn.send_stateless(refusal, destination)
             return
         self.txn.receive_request(request, destination, now)
-
-    def _shed(self, request: Request, source: Address, destination: Address) -> bool:
-        """Behind (:attr:`overloaded`): answer a new call from an endpoint 503, without a transaction.
-
-        A transaction would retransmit the 503 for 32 s to a caller that never ACKs it (a
-        flood): stateless, the 503 costs one datagram, and a retransmitted INVITE gets
-        another.  Its To tag is :attr:`_shed_tag`, so the caller's ACK is recognised and
-        dropped.  What is under way (a retransmission of an admitted INVITE, anything in
-        a dialog) and a SIP server's own calls keep priority (docs/design.md §3, overload).
-        """
-        if request.to.tag is not None or self.txn.has_server(request):
-            return False
-        origin = member_source(request, source)
-        if self.view.member_at(origin.host, origin.port) is not None:
-            return False
-        self.counters.overload_sheds += 1
-        if not self._shed_tag:
-            self._shed_tag = f"{self._token()}.shed"
-        retry = [("Retry-After", str(OVERLOAD_RETRY_AFTER))]
-        response = make_response(request, 503, "Service Unavailable", to_tag=self._shed_tag, headers=retry)
-        self.txn.send_stateless(response, destination)
-        return True
 
     def _run(self, now: float) -> None:
         """Process what the transaction layer produced, until it produces nothing more."""
@@ -525,9 +507,9 @@ class ProxyCore:
 
     def _on_ack(self, ack: Request, source: Address, now: float) -> None:
         """An ACK for a 2xx: its own transaction, forwarded like any request (§16.6, §13.2.2.4)."""
-        if ack.max_forwards == 0 or (self._shed_tag and ack.to.tag == self._shed_tag):
+        if ack.max_forwards == 0 or self.admission.is_shed_ack(ack):
             # An ACK is never answered (§17.1.1.3); a looped one is dropped, and so is the
-            # ACK of a 503 sent without a transaction (:meth:`_shed`): it ends here.
+            # ACK of a 503 sent without a transaction (sipha.proxy.admission): it ends here.
             return
         preprocess_routes(ack, self._record_routes, self.view)
         origin = member_source(ack, source)
@@ -571,7 +553,7 @@ class ProxyCore:
         """§16.10: answer the CANCEL hop by hop, then cancel the pending branch."""
         target = self.txn.find_cancel_target(cancel)
         context = None if target is None else self._responses.by_server.get(target.key)
-        if context is None:
+        if target is None:
             # "If a response context is not found, the element does not have any knowledge of
             # the request to apply the CANCEL to.  It MUST statelessly forward the CANCEL."
             # It is forwarded with the branch its INVITE got from any pool instance (see
@@ -590,7 +572,8 @@ class ProxyCore:
         # "If a response context is found, the element MUST immediately return a 200 (OK)
         # response to the CANCEL request."
         self.txn.respond(server, make_response(cancel, 200, "OK", to_tag=self._token()), now)
-        self._responses.step(context, Input.CANCEL, now)
+        if context is not None:  # None: answered and retired (ResponseContexts.retire_if_done)
+            self._responses.step(context, Input.CANCEL, now)
 
     # ------------------------------------------------------------------ what the HA tests inspect
 

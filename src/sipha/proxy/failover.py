@@ -117,6 +117,9 @@ class FailoverPolicy:
         self.settings = settings
         self.view = view
         self.monitor = monitor
+        if monitor is not None:  # the pairs carried over keep their spread (docs/design.md §2.2)
+            for pair, (answering, spread) in monitor.spread_table().items():
+                view.answering[pair], view.spreads[pair] = answering, spread
 
     # ------------------------------------------------------------------ evidence
 
@@ -165,7 +168,15 @@ class FailoverPolicy:
     # ------------------------------------------------------------------ a branch without an answer
 
     def forwarded(self, context: ResponseContext, now: float) -> None:
-        """A request went to a pair member: failover-timeout starts (with a monitor)."""
+        """A request went to a pair member: failover-timeout starts (with a monitor).
+
+        The branch's member is the one at its destination: an active-active pair's request
+        goes to either member (docs/design.md §2.2), not only to the active one.
+        """
+        destination = context.destination
+        member = None if destination is None else self.view.member_at(destination.host, destination.port)
+        if member is not None and member.address == destination:
+            context.member = member
         if self.monitor is not None and self.settings.failover_timeout > 0:
             self.host.arm(context, Timer.FAILOVER, now + self.settings.failover_timeout)
 
@@ -269,8 +280,32 @@ class FailoverPolicy:
         if held is not None and context in held:
             held.remove(context)
 
+    def follow_spread(self, now: float) -> None:
+        """Active-active pairs (docs/design.md §2.2): the view takes the members that answer and spread.
+
+        A member that stopped answering while the other still does is lost as an active member
+        is when the other takes over: the INVITEs ringing on it are re-offered to the active
+        member when it is gone, else ended (:meth:`end_ringing_on`).  While no member answers
+        the pair is re-probed as any pair, and the pair monitor's news say what ends.
+        """
+        monitor = self.monitor
+        if monitor is None:
+            return
+        view = self.view
+        left: list[Member] = []
+        for pair, (answering, spread) in monitor.spread_table().items():
+            if answering:
+                left += [member for member in view.answering.get(pair, ()) if member not in answering]
+            view.answering[pair], view.spreads[pair] = answering, spread
+        for member in left:
+            self.end_ringing_on(member, now, gone=self.gone(member))
+
     def release_held(self, now: float) -> None:
-        """A pair got an active member: forward what waited for it (or let a live branch go on)."""
+        """A pair got an active member: forward what waited for it (or let a live branch go on).
+
+        Called on every news of the pair monitor: active-active pairs' spread first.
+        """
+        self.follow_spread(now)
         for pair, contexts in list(self.held.items()):
             active = self.view.active_member(pair)
             if active is None or not contexts:

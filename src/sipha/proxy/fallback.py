@@ -17,7 +17,7 @@ from typing import Final
 from sipha.ha import Monitor, State
 from sipha.ha.fallback import FallbackRouted
 from sipha.ha.member import Member
-from sipha.proxy.routing import Answer, Forward
+from sipha.proxy.routing import Answer, Forward, spread_member
 from sipha.proxy.view import ConfiguredView
 
 LOG_EVERY: Final = 10.0
@@ -53,6 +53,9 @@ class Fallbacks:
             seen.add(fallback)
             active = view.active_member(fallback)
             if active is not None:
+                spread = view.spread(fallback)  # an active-active fallback: by Call-ID (docs/design.md §2.2)
+                if spread and decision.call_id:
+                    active = spread_member(decision.call_id, spread)
                 return Forward(active.address, fallback), self._note(pair, fallback, active, now)
             fallback = view.fallback_of(fallback)
         return None

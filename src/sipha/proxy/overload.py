@@ -21,6 +21,13 @@ _TAG: Final = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
 _CONTINUATION: Final = re.compile(rb"\r?\n(?:to|t)[ \t]*:[^\r\n]*\r?\n[ \t]", re.IGNORECASE)
 
 
+_USUAL_TO: Final = b"\r\nTo:"
+"""How nearly every user agent spells it: found by one ``find`` (a case-insensitive regular
+expression over the whole head costs ten times as much, and this runs for every datagram of a
+flood)."""
+_FOLDED: Final = (b" ", b"\t")
+
+
 def is_new_invite(data: bytes) -> bool:
     """Whether ``data`` is an INVITE request whose To header field has no tag (§12.1: a new dialog).
 
@@ -31,6 +38,14 @@ def is_new_invite(data: bytes) -> bool:
         return False
     end = data.find(b"\r\n\r\n")
     head = data if end < 0 else data[:end]
+    at = head.find(_USUAL_TO)
+    if at >= 0:
+        stop = head.find(b"\r\n", at + 2)
+        if stop < 0:
+            return _TAG.search(head, at + len(_USUAL_TO)) is None
+        if head[stop + 2 : stop + 3] in _FOLDED:
+            return False
+        return _TAG.search(head[at + len(_USUAL_TO) : stop]) is None
     match = _TO_LINE.search(head)
     if match is None or _CONTINUATION.search(head, match.start()) is not None:
         return False

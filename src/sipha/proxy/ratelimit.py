@@ -123,12 +123,15 @@ def _first_agent_line(data: bytes) -> tuple[int, bytes] | None:
 class _Source:
     """One source IP: its bucket, and what was dropped since it was last logged."""
 
-    __slots__ = ("at", "dropped", "exempt", "logged_at", "tokens")
+    __slots__ = ("at", "dropped", "exempt", "logged_at", "tokens", "trusted")
 
-    def __init__(self, tokens: float, at: float, *, exempt: bool) -> None:
+    def __init__(self, tokens: float, at: float, *, trusted: bool, exempt: bool) -> None:
         self.tokens = tokens
         self.at = at
+        self.trusted = trusted
+        """In the ``trusted`` networks."""
         self.exempt = exempt
+        """Never limited: trusted, or a pair member's IP."""
         self.dropped = 0
         self.logged_at = -NOTICE_EVERY - 1.0
 
@@ -188,6 +191,18 @@ class SourceGuard:
             return RATE_LIMITED
         return ADMIT
 
+    def trusted(self, host: str, now: float) -> bool:
+        """Whether ``host`` is in the ``trusted`` networks (what overload sheds last).
+
+        One look-up in the table of sources (the entry :meth:`check` made for this message,
+        when the guard is enabled; else one is made, bounded like the others).  Not the pair
+        members' IPs: overload knows a member by its address, IP and port.
+        """
+        source = self._sources.get(host)
+        if source is None:
+            source = self._remember(host, now)
+        return source.trusted
+
     def notice(self, host: str, now: float) -> int:
         """Messages of ``host`` dropped since its last log line, when a line is due now (else 0).
 
@@ -205,14 +220,13 @@ class SourceGuard:
         sources = self._sources
         if len(sources) >= MAX_SOURCES:
             del sources[next(iter(sources))]  # the oldest first (insertion order)
-        source = _Source(settings.burst, now, exempt=_exempt(host, settings))
+        trusted = _trusted(host, settings)
+        source = _Source(settings.burst, now, trusted=trusted, exempt=trusted or host in settings.exempt)
         sources[host] = source
         return source
 
 
-def _exempt(host: str, settings: GuardSettings) -> bool:
-    if host in settings.exempt:
-        return True
+def _trusted(host: str, settings: GuardSettings) -> bool:
     if not settings.trusted:
         return False
     try:

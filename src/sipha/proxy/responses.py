@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from sipha.ha import Monitor
 from sipha.proxy.context import TABLE, Input, Op, ResponseContext, State, Timer
@@ -30,6 +31,11 @@ from sipha.sip.address import Address
 from sipha.txn import State as TxnState
 from sipha.txn import Transaction, TransactionLayer
 from sipha.txn.machines import ClientTransaction, build_ack
+
+# The deadline heap is rebuilt when it holds more than this many entries beyond what the
+# live contexts can have armed (Timer C, the failover timer and the hold timer).
+_HEAP_SLACK: Final = 64
+_LIVE_TIMERS_PER_CONTEXT: Final = 3
 
 
 class ResponseContexts:
@@ -56,6 +62,11 @@ class ResponseContexts:
         self.token = token
         self.by_server: dict[object, ResponseContext] = {}
         self.by_client: dict[object, ResponseContext] = {}
+        # The live branches by destination, so that a transport error (an ICMP error, a refused
+        # connection) looks at its own branches only: a flood's closed ports must not make each
+        # error a scan of every branch.
+        self._branches_to: dict[Address, set[object]] = {}
+        self._destination_of: dict[object, Address] = {}
         self.own_cancels: set[object] = set()
         """Client transactions of the CANCELs sent here: their 200 is hop-by-hop (§16.10)."""
         # The contexts' timers in one heap with lazy deletion: (deadline, sequence, context,
@@ -96,6 +107,8 @@ class ResponseContexts:
         context.client = client
         context.destination = decision.destination
         self.by_client[client.key] = context
+        self._destination_of[client.key] = decision.destination
+        self._branches_to.setdefault(decision.destination, set()).add(client.key)
         self.counters.requests_forwarded += 1
         self.step(context, Input.FORWARDED, now)  # step 11: Timer C
         if decision.pair is not None:
@@ -169,17 +182,52 @@ class ResponseContexts:
         """A transaction ended: forget it (and the context, when it was the server one)."""
         key = transaction.key
         self.own_cancels.discard(key)
-        self.by_client.pop(key, None)
+        branch_of = self._unbranch(key)
+        if branch_of is not None:
+            self.retire_if_done(branch_of)
         context = self.by_server.pop(key, None)
         if context is not None and context.abandoned:
             self.failover.forget(context)
 
+    def _unbranch(self, key: object) -> ResponseContext | None:
+        """Forget the branch of client transaction ``key``; its context, if it was live."""
+        destination = self._destination_of.pop(key, None)
+        if destination is not None:
+            keys = self._branches_to.get(destination)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._branches_to[destination]
+        return self.by_client.pop(key, None)
+
+    def retire_if_done(self, context: ResponseContext) -> None:
+        """Forget a context that has nothing left to do (memory: docs/design.md §5).
+
+        Its final response is sent, no branch is live, nothing is held or given up on: no
+        response can reach it and none of its timers runs.  What a held call still needs
+        is its server transaction (which absorbs INVITE retransmissions until Timer L);
+        a late CANCEL is answered from that transaction (:meth:`ProxyCore._on_cancel`).
+        """
+        if (
+            context.state is State.COMPLETED
+            and (context.client is None or context.client.terminated)
+            and not context.abandoned
+            and context.held_until is None
+            and self.by_server.get(context.server.key) is context
+        ):
+            del self.by_server[context.server.key]
+            # A stale heap entry may keep the context a while: not its copies and responses.
+            context.forwarded = context.best = context.client = None
+
     def transport_error(self, destination: Address, now: float) -> None:
         """§17.1.4: the branches waiting on ``destination`` are told (not the ones answered)."""
-        for context in list(self.by_client.values()):
-            client = context.client
+        for key in list(self._branches_to.get(destination, ())):
+            context = self.by_client.get(key)
+            client = None if context is None else context.client
             if (
-                client is not None
+                context is not None
+                and client is not None
+                and client.key == key
                 and context.destination == destination
                 and (client.state is TxnState.CALLING or client.state is TxnState.TRYING)
             ):
@@ -190,7 +238,14 @@ class ResponseContexts:
     def arm(self, context: ResponseContext, timer: Timer, deadline: float) -> None:
         """Set one of the context's timers."""
         context.set_deadline(timer, deadline)
-        heapq.heappush(self._deadlines, (deadline, next(self._sequence), context, timer))
+        heap = self._deadlines
+        heapq.heappush(heap, (deadline, next(self._sequence), context, timer))
+        # Stale entries (Timer C of an answered INVITE: 180 s) would keep their contexts, and the
+        # requests they hold, alive long after they are forgotten: rebuild the heap once they
+        # outnumber what the live contexts can have armed (amortised O(1) per push).
+        if len(heap) > 2 * (_HEAP_SLACK + _LIVE_TIMERS_PER_CONTEXT * len(self.by_server)):
+            self._deadlines = [entry for entry in heap if entry[2].deadline(entry[3]) == entry[0]]
+            heapq.heapify(self._deadlines)
 
     def handle_timers(self, now: float) -> None:
         """Fire the contexts' timers due at ``now``."""
@@ -236,6 +291,8 @@ class ResponseContexts:
         context.state = target
         for op in row.ops:
             self._perform(op, context, now, message)
+        if target is State.COMPLETED:
+            self.retire_if_done(context)
         return True
 
     def branches(self) -> list[ResponseContext]:
@@ -356,7 +413,7 @@ class ResponseContexts:
         client = context.client
         if client is None:
             return
-        self.by_client.pop(client.key, None)
+        self._unbranch(client.key)
         context.client = None
         self.failover.given_up(context, now)
         context.attempt += 1
@@ -370,7 +427,7 @@ class ResponseContexts:
         """
         client = context.client
         if client is not None:
-            self.by_client.pop(client.key, None)
+            self._unbranch(client.key)
             context.client = None
         context.attempt += 1
 

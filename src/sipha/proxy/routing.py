@@ -9,7 +9,9 @@ of which member is active, so the transaction code does not change when it does.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
@@ -43,6 +45,14 @@ class RoutingView(Protocol):
 
     def fallback_of(self, pair: str) -> str | None:
         """The pair that takes ``pair``'s rule-4 requests while it is out of service, or None."""
+        ...
+
+    def spread(self, pair: str) -> tuple[Member, ...]:
+        """Active-active (docs/design.md §2.2): the members new Call-IDs go to; () otherwise."""
+        ...
+
+    def answers(self, member: Member) -> bool:
+        """Active-active: whether ``member`` answers now (False for a primary-backup member)."""
         ...
 
 
@@ -88,6 +98,8 @@ class Answer:
     may_fall_back: bool = False
     """A request for the pair's servers by rule 4 (:func:`may_fall_back`): once the pair is out
     of service (40001), its fallback pair's active member may take it (docs/deployment.md)."""
+    call_id: str = ""
+    """With ``may_fall_back``: the request's Call-ID, spread over an active-active fallback pair."""
 
 
 Decision = Forward | Answer
@@ -140,6 +152,10 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     4. Any other request goes to the active member of the pair serving it (its ``fallback``
        pair's once it is out of service: docs/deployment.md).
 
+    An active-active pair (docs/design.md §2.2) has no single active member: rule 2 goes to
+    the member named while it answers (else to one that does), rule 4 to the member
+    :func:`spread_member` picks by Call-ID among those that take new Call-IDs.
+
     Requests from outside the pairs are never relayed to third parties: a Route
     they carry must name a member (else 403), so the proxy is not an open relay.
     """
@@ -168,6 +184,8 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
         target = uri_address(next_hop)
         member = view.member_at(target.host, target.port)
         if member is not None:
+            if view.answers(member):  # active-active: the dialog stays where it is
+                return _to_member(member, secure=secure)
             return _to_active(member.pair, view, secure=secure)
         if from_member:
             # Rule 3: a SIP server using sipha as its outbound proxy.
@@ -188,6 +206,9 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
     pair = view.serving_pair(request)
     if pair is None:
         return Answer(404, "Not Found (no pair serves this request)")
+    spread = view.spread(pair)
+    if spread:
+        return _to_member(spread_member(request.call_id, spread), secure=secure)
     decision = _to_active(pair, view, secure=secure)
     if (
         isinstance(decision, Answer)
@@ -195,8 +216,23 @@ def decide(request: Request, source: Address, view: RoutingView) -> Decision:
         and view.fallback_of(decision.pair) is not None
         and may_fall_back(request, secure=secure)
     ):
-        return replace(decision, may_fall_back=True)
+        return replace(decision, may_fall_back=True, call_id=request.call_id)
     return decision
+
+
+def spread_member(call_id: str, members: Sequence[Member]) -> Member:
+    """The member of an active-active pair that takes the requests of ``call_id`` (docs/design.md §2.2).
+
+    A hash of the Call-ID alone, the same in every process and every instance of the pool
+    (not Python's ``hash``, salted per process): every request of a dialog, its
+    retransmissions, its CANCEL and its ACK meet the same member, whichever instance they
+    cross, while the members that take new Call-IDs stay the same.  ``members`` in
+    configured order; with one, it takes everything.
+    """
+    if len(members) == 1:
+        return members[0]
+    digest = hashlib.blake2b(call_id.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return members[int.from_bytes(digest, "big") % len(members)]
 
 
 def may_fall_back(request: Request, *, secure: bool) -> bool:
@@ -240,6 +276,10 @@ def _to_active(pair: str, view: RoutingView, *, secure: bool = False) -> Decisio
     active = view.active_member(pair)
     if active is None:
         return Answer(503, "Service Unavailable", retry_after=RETRY_AFTER_SECONDS, pair=pair)
-    if secure and active.address.transport != "TLS":
+    return _to_member(active, secure=secure)
+
+
+def _to_member(member: Member, *, secure: bool = False) -> Decision:
+    if secure and member.address.transport != "TLS":
         return CLEARTEXT_REFUSED
-    return Forward(active.address, pair)
+    return Forward(member.address, member.pair)

@@ -20,6 +20,12 @@ demoted.  When no target is left, the caller gets 408 (§16.6 step 7).
 
 The ACK of a 2xx to a host name is located the same way and sent to the first
 target (an ACK is never retried).
+
+A TLS target carries the SIP domain it was located from (``Address.domain``,
+set by :func:`sipha.net.locate.target_address`): the core passes it on untouched,
+and the transports send it as SNI and check it in the certificate (RFC 5922 §4).
+Part of the address, it keeps a target that failed its verification apart from
+the same IP and port reached for another domain.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 :class:`ConfiguredView` knows the proxy's own addresses and the pairs.  Which
 member of a pair is active comes from an ``active`` table that the pair
 monitor keeps up to date; until a monitor runs, it holds the configured
-primary of every pair (a static next hop).
+primary of every pair (a static next hop).  An active-active pair (docs/design.md
+§2.2) also has the members that answer and those its new Call-IDs spread over
+(both until a monitor runs).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sipha.ha.member import Member
+from sipha.ha.settings import ACTIVE_ACTIVE, PRIMARY_BACKUP, PairMode
 from sipha.sip import Request, SipUri
 from sipha.sip.address import SIP_PORT, Address, host_key
 
@@ -28,6 +31,8 @@ class PairSpec:
     fallback: str | None = None
     """The pair whose active member gets this pair's new endpoint requests while it is out of
     service (event 40001; docs/deployment.md, business continuity)."""
+    mode: PairMode = PRIMARY_BACKUP
+    """``active-active``: both members serve, new Call-IDs spread over them (docs/design.md §2.2)."""
 
 
 @dataclass(slots=True)
@@ -38,6 +43,10 @@ class ConfiguredView:
     """Host/port pairs naming this proxy; a port of None matches any port."""
     pairs: dict[str, PairSpec]
     active: dict[str, Member | None] = field(default_factory=dict)
+    answering: dict[str, tuple[Member, ...]] = field(default_factory=dict)
+    """Per active-active pair: the members that answer (rule 2 reaches them), configured order."""
+    spreads: dict[str, tuple[Member, ...]] = field(default_factory=dict)
+    """Per active-active pair: the members new Call-IDs go to (rule 4, :func:`spread_member`)."""
     _members: dict[tuple[str, int], Member] = field(default_factory=dict)
 
     @classmethod
@@ -49,6 +58,8 @@ class ConfiguredView:
                 member = Member(pair.name, role, address)
                 view._members[(host_key(address.host), address.port)] = member
             view.active[pair.name] = view._members[(host_key(pair.primary.host), pair.primary.port)]
+            if pair.mode == ACTIVE_ACTIVE:
+                view.answering[pair.name] = view.spreads[pair.name] = view.members(pair.name)
         return view
 
     def members(self, pair: str) -> tuple[Member, Member]:
@@ -71,6 +82,14 @@ class ConfiguredView:
     def active_member(self, pair: str) -> Member | None:
         """The active member of ``pair``, or None."""
         return self.active.get(pair)
+
+    def spread(self, pair: str) -> tuple[Member, ...]:
+        """Active-active: the members new Call-IDs of ``pair`` go to; () for a primary-backup pair."""
+        return self.spreads.get(pair, ())
+
+    def answers(self, member: Member) -> bool:
+        """Active-active: whether ``member`` answers now; False for a member of a primary-backup pair."""
+        return member in self.answering.get(member.pair, ())
 
     def fallback_of(self, pair: str) -> str | None:
         """The configured fallback of ``pair``, or None."""

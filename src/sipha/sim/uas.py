@@ -540,14 +540,15 @@ class SimulatedUas:
         if target is None:
             return False
         self.stats.cancels_answered += 1
-        if target.state is State.PROCEEDING:
+        invite = target.request  # kept in Proceeding: no final response yet
+        if target.state is State.PROCEEDING and invite is not None:
             # "the UAS core ... SHOULD respond to the INVITE with a 487"; the To tag is the
             # one of the 180, so that the early dialog ends (§12.3 / §13.2.2.3).
             tag = _sent_tag(target) or token()
-            dialog = self._dialogs.pop((target.request.call_id, tag), None)
+            dialog = self._dialogs.pop((invite.call_id, tag), None)
             if dialog is not None:
                 dialog.cancel_timers()
-            self.txn.respond(target, make_response(target.request, 487, _reason(487), to_tag=tag), now)
+            self.txn.respond(target, make_response(invite, 487, _reason(487), to_tag=tag), now)
         return True
 
     # ------------------------------------------------------------------ responses
@@ -580,9 +581,9 @@ class SimulatedUas:
 
 
 def _sent_tag(transaction: ServerTransaction) -> str | None:
-    """The To tag of the last response ``transaction`` sent, if any."""
+    """The To tag of the last response ``transaction`` sent, if any (Accepted keeps only the 2xx's tag)."""
     response = transaction.last_response
-    return None if response is None else response.to.tag
+    return transaction.final_to_tag if response is None else response.to.tag
 
 
 def _reason(status: int) -> str:

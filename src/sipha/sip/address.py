@@ -34,6 +34,9 @@ class Address:
     """Transport name as in a Via: UDP, TCP, TLS, SCTP, WS, WSS."""
     host: str
     port: int
+    domain: str = ""
+    """TLS only: the SIP domain a next hop located by DNS was resolved from (RFC 5922 §4), sent
+    as SNI and proven by the certificate (docs/design.md §3 rule 3); "" for any other address."""
 
     @property
     def reliable(self) -> bool:

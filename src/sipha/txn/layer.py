@@ -206,7 +206,8 @@ class TransactionLayer:
             )  # fmt: skip
             self._transactions[key] = invite
             if not has_magic_cookie(request.top_via.branch):
-                self._acks_2543[ack_key_2543(request)] = invite
+                invite.ack_key = ack_key_2543(request)
+                self._acks_2543[invite.ack_key] = invite
             invite.handle(Input.REQUEST, now, request)
             if self.auto_trying:
                 invite.handle(Input.TU_1XX, now, trying_response(request))
@@ -235,7 +236,10 @@ class TransactionLayer:
 
     def send_trying(self, transaction: ServerTransaction, now: float) -> bool:
         """Send 100 (Trying) on ``transaction`` now (for a layer built with ``auto_trying=False``)."""
-        return self.respond(transaction, trying_response(transaction.request), now)
+        request = transaction.request
+        if request is None:  # a final response was sent: it is too late for a 100
+            return False
+        return self.respond(transaction, trying_response(request), now)
 
     def find_cancel_target(self, cancel: Request) -> ServerInviteTransaction | None:
         """The live INVITE server transaction a CANCEL refers to (§9.2), if any."""
@@ -249,9 +253,8 @@ class TransactionLayer:
             return transaction if isinstance(transaction, ServerInviteTransaction) else None
         candidate = self._acks_2543.get(ack_key_2543(ack))
         # "... and the To tag of the ACK matches the To tag of the response sent by the
-        # server transaction."
-        sent = None if candidate is None else candidate.last_response
-        if sent is None or sent.to.tag != ack.to.tag:
+        # server transaction."  (The final response's: only a final one is ACKed.)
+        if candidate is None or candidate.final_to_tag is None or candidate.final_to_tag != ack.to.tag:
             return None
         return candidate
 
@@ -314,10 +317,7 @@ class TransactionLayer:
         if not transaction.terminated or self._transactions.get(transaction.key) is not transaction:
             return
         del self._transactions[transaction.key]
-        if isinstance(transaction, ServerInviteTransaction) and not has_magic_cookie(
-            transaction.request.top_via.branch
-        ):
-            ack_key = ack_key_2543(transaction.request)
-            if self._acks_2543.get(ack_key) is transaction:
-                del self._acks_2543[ack_key]
+        ack_key = transaction.ack_key
+        if ack_key is not None and self._acks_2543.get(ack_key) is transaction:
+            del self._acks_2543[ack_key]
         self._outputs.append(TransactionTerminated(transaction))

@@ -1,0 +1,131 @@
+"""What the core keeps per call once it is set up (docs/design.md §5, memory).
+
+A held call is one INVITE server transaction in RFC 6026's Accepted state (it absorbs
+retransmissions of the INVITE until Timer L, 32 s) and the call's entry for draining.
+Everything else - the parsed INVITE, its forwarded copy, the 200, the response context,
+the client transaction's messages - has no later use and must be gone, whatever still
+refers to the transaction (a stale timer-heap entry, a context).
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+from sipha.sip import Request
+from sipha.txn import State as TxnState
+from sipha.txn.machines import ServerInviteTransaction
+from tests.proxy.support import (
+    PRIMARY,
+    Harness,
+    ack_2xx,
+    as_request,
+    cancel,
+    harness,
+    invite,
+    only,
+    requests,
+    response_to,
+    statuses,
+)
+
+SDP = (
+    b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    b"t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+HELD_CALL_BYTES = 3072
+"""Bound on what the core allocates and keeps per held call (measured 2,322 B interpreted)."""
+
+
+def set_up_call(h: Harness, number: int) -> None:
+    """INVITE with SDP, 180, 200, ACK: a call up through the proxy, as SIPp's ``uac`` places it."""
+    call_id = f"{number}-4242@127.0.0.1"
+    sent = h.feed(invite(call_id=call_id, branch=f"z9hG4bK-{number}-1", body=SDP))
+    forwarded = as_request(only(sent, PRIMARY))
+    h.feed(response_to(forwarded, 180, "Ringing"), PRIMARY)
+    h.feed(response_to(forwarded, 200, "OK"), PRIMARY)
+    h.feed(ack_2xx(branch=f"z9hG4bK-{number}-ack").replace(b"call-1@alice", call_id.encode()))
+    h.sent.clear()
+
+
+def server_transactions(h: Harness) -> list[ServerInviteTransaction]:
+    return [t for t in h.core.txn if isinstance(t, ServerInviteTransaction)]
+
+
+def test_a_call_set_up_keeps_only_its_server_transaction_and_that_without_messages() -> None:
+    h = harness()
+    set_up_call(h, 1)
+    assert h.core.contexts == 0  # the response context is forgotten with its final response
+    (server,) = server_transactions(h)
+    assert server.state is TxnState.ACCEPTED
+    assert server.request is None
+    assert server.last_response is None
+    assert server.final_to_tag == "srv1"  # what an RFC 2543 ACK is matched by
+    # A retransmitted INVITE is still absorbed (RFC 6026 §7.1): not forwarded again.
+    sent = h.feed(invite(call_id="1-4242@127.0.0.1", branch="z9hG4bK-1-1", body=SDP))
+    assert requests(sent, PRIMARY) == []
+
+
+def test_a_late_cancel_of_an_answered_invite_gets_200_and_goes_nowhere() -> None:
+    """§16.10: the INVITE is known (its server transaction), so the CANCEL is answered 200;
+    its final response was sent, so nothing is left to cancel."""
+    h = harness()
+    sent = h.feed(invite())
+    forwarded = as_request(only(sent, PRIMARY))
+    h.feed(response_to(forwarded, 200, "OK"), PRIMARY)
+    assert h.core.contexts == 0
+    sent = h.feed(cancel())
+    assert statuses(sent) == [200]
+    assert [r.method for r in requests(sent, PRIMARY)] == []
+
+
+def test_every_transaction_that_terminated_has_let_go_of_its_messages() -> None:
+    h = harness()
+    sent = h.feed(invite(method="MESSAGE", body=b"hi"))
+    forwarded = as_request(only(sent, PRIMARY))
+    client = next(t for t in h.core._responses.by_client.values()).client
+    assert client is not None
+    h.feed(response_to(forwarded, 200, "OK"), PRIMARY)
+    assert client.state is TxnState.COMPLETED  # Timer K: absorbs retransmissions, sends nothing
+    assert client.request is None
+    assert client.last_response is None
+    h.advance(40.0)
+    assert client.terminated
+    assert (client.request, client.last_response, client.ack) == (None, None, None)
+
+
+def test_the_contexts_timer_heap_does_not_keep_forgotten_contexts() -> None:
+    """Timer C (180 s) of each answered INVITE stays in the heap as a stale entry: it must not
+    keep the context, and the request in it, alive for three minutes."""
+    gc.collect()
+    before = sum(isinstance(o, Request) for o in gc.get_objects())
+    h = harness()
+    for number in range(600):
+        set_up_call(h, number)
+    assert h.core.contexts == 0
+    assert len(h.core._responses._deadlines) <= 2 * 64 + 1
+    # The 600 INVITEs, their copies and ACKs are gone: what is left is bounded by the heap's
+    # slack (the contexts of stale entries not yet swept), not by the calls.
+    gc.collect()
+    alive = sum(isinstance(o, Request) for o in gc.get_objects()) - before
+    assert alive <= 2 * 64 + 20
+
+
+def test_bytes_kept_per_held_call() -> None:
+    h = harness()
+    for number in range(50):  # warm-up: caches, interned strings, first-use allocations
+        set_up_call(h, 10_000 + number)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        calls = 1500
+        for number in range(calls):
+            set_up_call(h, number)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename")) / calls
+    print(f"MEMORY core keeps {kept:.0f} B per held call")
+    assert kept <= HELD_CALL_BYTES
