@@ -16,7 +16,7 @@ DEB_DEPS  := sip-tester chromium nftables sngrep sipsak
 DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core dnsmasq-base prometheus sipvicious
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos property fuzz clean
+.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos property fuzz soak-faults clean
 
 setup: $(VENV)/.installed
 
@@ -124,6 +124,15 @@ fuzz: setup
 bench: setup compiled
 	$(PY) bench/parse.py
 	$(COMPILED)/bin/python bench/core.py
+
+# A 30-minute soak with faults (bench, not CI; as root): SIPp calls through the compiled sipha in
+# a network namespace, a random fault every 60 s (loss burst, member kill and restart, INVITE
+# flood); a Markdown report to $(SOAK_OUT) (bench/README.md, "chaos_soak.py"). SOAK_ARGS: e.g.
+# "--rate 500 --seed 15".
+SOAK_OUT ?= bench/soak-faults.md
+SOAK_ARGS ?=
+soak-faults: setup deb-deps compiled
+	$(PY) bench/chaos_soak.py --duration 1800 --every 60 --out $(SOAK_OUT) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(COMPILED) build .mypy_cache .pytest_cache .ruff_cache .coverage htmlcov

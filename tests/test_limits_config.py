@@ -111,6 +111,19 @@ def test_the_guard_exempts_the_pair_members_by_ip() -> None:
     assert [str(network) for network in settings.trusted] == ["198.51.100.0/24"]
 
 
+def test_a_member_given_by_name_is_exempt_at_its_resolved_ip() -> None:
+    """Requests come from the member's IP: its name, or nothing, would leave it to source-rate."""
+    config = load_config_text(
+        limits("source-rate = 5")
+        + '[[pair]]\nname = "p"\nprimary = "udp:sip1.example.com:5060"\nbackup = "udp:192.0.2.11:5060"\n'
+    )
+    assert guard_settings(config, {"sip1.example.com": "192.0.2.10"}).exempt == frozenset(
+        {"192.0.2.10", "192.0.2.11"}
+    )
+    # not resolved yet: nothing to exempt but the name (no source has it)
+    assert "192.0.2.10" not in guard_settings(config).exempt
+
+
 def test_the_file_limit_is_raised_within_the_hard_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from sipha.cli import main
-from sipha.ha import Member, MemberBecameActive, PairOutOfService, PairUnknown, SplitBrain
+from sipha.ha import Member, MemberBecameActive, PairOutOfService, PairUnknown, SplitBrain, SpreadChanged
 from sipha.logs import (
     LOG_FORMATS,
     TEXT_FORMAT,
@@ -189,6 +189,15 @@ def test_event_fields_of_the_ha_events() -> None:
         "member": "backup udp:10.0.1.11:5060",
         "role": "backup",
         "active": "primary udp:10.0.1.10:5060",
+    }
+    spread = SpreadChanged("site", 15.0, (PRIMARY,), BACKUP, "silent")
+    assert event_fields(spread) == {
+        "kind": "spread",
+        "pair": "site",
+        "member": "backup udp:10.0.1.11:5060",
+        "role": "backup",
+        "reason": "silent",
+        "members": ["primary udp:10.0.1.10:5060"],
     }
 
 

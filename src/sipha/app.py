@@ -50,7 +50,7 @@ from sipha.config import Config, ConfigError, load_config, parse_address
 from sipha.dispatch import Dispatcher
 from sipha.ha import HaEvent
 from sipha.hostnames import MemberNames, via_host
-from sipha.limits import apply_limits
+from sipha.limits import apply_limits, guard_settings
 from sipha.logs import event_fields
 from sipha.net.locate import Locator
 from sipha.net.manager import TransportManager
@@ -160,7 +160,7 @@ class ProxyApp:
             self.config, datetime.datetime.now(datetime.UTC), source=source
         )
         await self.transports.start([])
-        apply_limits(self.config, self._dispatch, self.transports)  # before any connection is accepted
+        apply_limits(self.config, self._dispatch, self.transports, resolved=self.members.addresses())
         worker = self.worker
         try:
             if worker is not None:
@@ -409,6 +409,7 @@ class ProxyApp:
             if (core := self.core) is not None:
                 self.transports.set_tls(self.members.tls(self.transports.tls))
                 reconfigure_members(core, self.config, self.members.addresses(), self.telemetry, self._now())
+                self._dispatch.sources.reconfigure(guard_settings(self.config, self.members.addresses()))
                 self._dispatch.flush()
 
     async def reload(self) -> bool:
@@ -514,7 +515,9 @@ class ProxyApp:
         reprobed = [name for name in reprobed if core.monitor is not None and name in core.monitor.pairs]
         now = self._now()
         core.reconfigure(settings, view, monitor, now)
-        changes += apply_limits(config, self._dispatch, self.transports, old)
+        changes += apply_limits(
+            config, self._dispatch, self.transports, old, resolved=self.members.addresses()
+        )
         for key, addresses in self._bound.items():
             if key not in wanted:
                 for address in addresses:

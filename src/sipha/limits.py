@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from sipha.config import Config, parse_address
@@ -33,14 +34,19 @@ _warned: dict[int, int] = {}
 """File limits already logged as too low (wanted -> granted): once, not at every reload."""
 
 
-def guard_settings(config: Config) -> GuardSettings:
-    """``[limits]`` for :class:`sipha.proxy.ratelimit.SourceGuard`, with the pair members' IPs exempt."""
+def guard_settings(config: Config, resolved: Mapping[str, str] | None = None) -> GuardSettings:
+    """``[limits]`` for :class:`sipha.proxy.ratelimit.SourceGuard`, with the pair members' IPs exempt.
+
+    ``resolved``: member host name (lower case) -> its IP in use (:mod:`sipha.hostnames`): a member
+    given by name is exempt at the address its requests come from, not by its name.
+    """
     limits = config.limits
-    members = {
-        canonical_ip(parse_address(address).host)
-        for pair in config.pair
-        for address in (pair.primary, pair.backup)
-    }
+    names = resolved or {}
+    members = set()
+    for pair in config.pair:
+        for address in (pair.primary, pair.backup):
+            host = parse_address(address).host
+            members.add(canonical_ip(names.get(host.lower().rstrip("."), host)))
     return GuardSettings(
         rate=limits.source_rate,
         burst=float(limits.source_burst),
@@ -51,14 +57,19 @@ def guard_settings(config: Config) -> GuardSettings:
 
 
 def apply_limits(
-    config: Config, dispatch: Dispatcher, transports: TransportManager, old: Config | None = None
+    config: Config,
+    dispatch: Dispatcher,
+    transports: TransportManager,
+    old: Config | None = None,
+    *,
+    resolved: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Apply ``[limits]`` (at start, once the transports are started, and on each reload from ``old``).
 
     What changed since ``old``, one item per option.  The file limit covers ``max-connections``
     for each stream transport in use (listened on, or a pair member's), plus :data:`SPARE_FILES`.
     """
-    dispatch.sources.reconfigure(guard_settings(config))
+    dispatch.sources.reconfigure(guard_settings(config, resolved))
     limits = config.limits
     dispatch.limit_transactions(limits.max_transactions)
     for context in transports.stream_contexts:

@@ -43,6 +43,7 @@ from sipha.ha import (
     PairOutOfService,
     PairUnknown,
     SplitBrain,
+    SpreadChanged,
 )
 from sipha.ha.events import describe
 
@@ -137,7 +138,8 @@ def event_fields(event: HaEvent) -> dict[str, object]:
 
     The keys of ``/events`` (:meth:`sipha.admin.telemetry.Telemetry.record_event`): ``kind``,
     ``event_id`` (40000, 40001; absent for the others), ``pair``, ``member`` and its
-    ``role`` (for split brain: the other member), ``reason``; ``members`` for 40001 (both),
+    ``role`` (for split brain: the other member), ``reason``; ``members`` for 40001 (both) and
+    for an active-active pair's spread (those that take new Call-IDs),
     ``active`` for split brain and a rejected claim.
     """
     fields: dict[str, object] = {"kind": event_kind(event)}
@@ -149,9 +151,9 @@ def event_fields(event: HaEvent) -> dict[str, object]:
     if isinstance(member, Member):
         fields["member"] = describe(member)
         fields["role"] = member.role
-    if isinstance(event, MemberBecameActive | PairUnknown):
+    if isinstance(event, MemberBecameActive | PairUnknown | SpreadChanged):
         fields["reason"] = event.reason
-    if isinstance(event, PairOutOfService):
+    if isinstance(event, PairOutOfService | SpreadChanged):
         fields["members"] = [describe(one) for one in event.members]
     if isinstance(event, SplitBrain | ClaimRejected):
         fields["active"] = describe(event.active)

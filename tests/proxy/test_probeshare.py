@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from sipha.ha import State
+from sipha.ha.settings import ACTIVE_ACTIVE
 from sipha.proxy.core import ProxyCore, ProxySettings
 from sipha.sip import Request
 from sipha.sip.address import Address
@@ -28,14 +29,17 @@ from tests.proxy.support import (
 STEP = 0.05
 
 
-def core(worker: int) -> ProxyCore:
+def core(worker: int, *, active_active: bool = False) -> ProxyCore:
     view = make_view()
     tokens = count(1)
+    monitor = demo_monitor(view, oos_check=5.0, oos_force=5.0, takeover=5.0)
+    if active_active:
+        monitor.use_modes({"demo": ACTIVE_ACTIVE})
     proxy = ProxyCore(
         ProxySettings(record_route=RECORD_ROUTE, via={"UDP": ("127.0.0.1", 5060)}, branch_tag=f".w{worker}"),
         view,
         token=lambda: f"w{worker}t{next(tokens)}",
-        monitor=demo_monitor(view, oos_check=5.0, oos_force=5.0, takeover=5.0),
+        monitor=monitor,
     )
     proxy.share_probes(worker)
     return proxy
@@ -117,6 +121,25 @@ def test_only_worker_0_sends_options_one_per_period() -> None:
     # oos-check = 5 s: one probe per period, at 0, 5, ..., 55 s (worker 1's probes cost none).
     assert instance.options[0, PRIMARY] == 12
     assert (0, BACKUP) not in instance.options
+
+
+def test_both_members_of_an_active_active_pair_get_one_options_per_period() -> None:
+    """Either member of an active-active pair serves while it answers: worker 1's probes of
+    either are steady ones, answered from worker 0's probe of the period, not a fresh OPTIONS."""
+    instance = Instance(workers=(core(0, active_active=True), core(1, active_active=True)))
+    instance.alive.add(BACKUP)
+    instance.workers[0].start(instance.now)
+    instance.settle()
+    instance.run(2.5)  # worker 1 starts half a period later: its probes fall between worker 0's
+    instance.workers[1].start(instance.now)
+    instance.settle()
+    instance.run(57.5)
+    assert instance.state(1) is State.ACTIVE
+    assert (1, PRIMARY) not in instance.options
+    assert (1, BACKUP) not in instance.options
+    # oos-check = 5 s: about one probe per period per member (a start-up re-ask or two allowed).
+    assert 12 <= instance.options[0, PRIMARY] <= 14
+    assert 12 <= instance.options[0, BACKUP] <= 14
 
 
 def test_a_silent_member_is_noticed_by_both_workers_within_a_period() -> None:

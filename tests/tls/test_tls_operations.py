@@ -438,6 +438,8 @@ def test_mutual_tls(tmp_path: Path, pki: Pki, mode: str, version: str) -> None:
         }
         refused = 2 if mode == "required" else 1
         wait_until(lambda: handshakes(sipha, "verify_failed") == refused, f"{refused} verify_failed")
+        # The log line follows the count: on a loaded machine it may reach the file a moment later.
+        wait_until(lambda: len(log_lines(sipha, "TLS handshake from")) >= refused, f"{refused} log lines")
         metrics = sipha.metrics()
         lines = log_lines(sipha, "TLS handshake from")
     answers = {name: None if answer is None else status_of(answer) for name, (_, answer) in results.items()}

@@ -38,6 +38,7 @@ from sipha.ha import (
     PairUnknown,
     Probe,
     SplitBrain,
+    SpreadChanged,
 )
 from sipha.ha.events import describe
 
@@ -119,6 +120,8 @@ def event_kind(event: HaEvent) -> str:
         return "restored"
     if isinstance(event, SplitBrain):
         return "split-brain" if event.started else "split-brain-over"
+    if isinstance(event, SpreadChanged):
+        return "spread"  # an active-active pair's members for new Call-IDs (docs/design.md §2.2)
     return "proxy"
 
 

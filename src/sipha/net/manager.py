@@ -63,7 +63,7 @@ class TransportManager:
     on a stream framing error before the connection is closed, so the core
     can answer 400/513 on it.  ``on_batch_end()``, if given, is called after
     each batch of datagrams a UDP socket delivered (one wakeup's reads);
-    ``on_backlog(socket, level)`` when a UDP socket falls behind (level 1, 2) or catches up (0)
+    ``on_backlog(socket, level)`` when a UDP socket falls behind (level 1 to 3) or catches up (0)
     (:attr:`sipha.net.udp.UdpEndpoint.behind`).
     """
 

@@ -76,7 +76,9 @@ class ProbeDelegate:
         del now
         monitor = self._monitor()
         pair = None if monitor is None else monitor.pairs.get(probe.pair)
-        steady = pair is not None and pair.active == probe.member
+        # The member that serves (the active one; either of an active-active pair while it
+        # answers) is probed once per period: an answer that fresh is as good as one's own.
+        steady = pair is not None and (pair.active == probe.member or probe.member in pair.answering())
         fresh = pair.settings.oos_check if steady and pair is not None else TAKEOVER_PROBE_INTERVAL
         if len(self.asked) >= ASKED_KEPT:
             self.asked.pop(next(iter(self.asked)))  # the oldest: its answer never came
