@@ -204,6 +204,9 @@ def test_events_follow_sees_a_member_become_active(tmp_path: Path) -> None:
     with sipha(tmp_path) as running:
         follower = subprocess.Popen(
             [sys.executable, "-m", "sipha", "ctl", "--url", running.url, "events", "--follow"],
+            # A test run started in the background of a non-interactive shell inherits SIGINT
+            # ignored, and Python then installs no Ctrl-C handler: give the child the default.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - no threads in the child yet
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -266,6 +269,9 @@ def test_events_follow_is_exit_3_when_sipha_is_killed(tmp_path: Path) -> None:
     with sipha(tmp_path) as running:
         follower = subprocess.Popen(
             [sys.executable, "-m", "sipha", "ctl", "--url", running.url, "events", "--follow"],
+            # A test run started in the background of a non-interactive shell inherits SIGINT
+            # ignored, and Python then installs no Ctrl-C handler: give the child the default.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - no threads in the child yet
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
