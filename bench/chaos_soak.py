@@ -381,7 +381,7 @@ def run_soak(soak: Soak) -> None:
                 if uac.poll() is not None or bed.sipha.poll() is not None:
                     soak.notes.append(f"SIPp exited {uac.poll()}, sipha {bed.sipha.poll()}: faults stopped")
                     break
-                fault = Fault(rng.choice(FAULT_KINDS), time.time())
+                fault = Fault(rng.choice(options.faults), time.time())
                 log(f"fault {index}: {fault.kind} at +{fault.start - soak.started:.0f} s")
                 if fault.kind == "loss":
                     loss_burst(bed, fault, options.loss)
@@ -410,6 +410,9 @@ def run_soak(soak: Soak) -> None:
                 soak.notes.append(f"sipha exited with {bed.sipha.returncode}")
             rss.stop()
             soak.rss = rss.samples
+            (soak.workdir / "rss.csv").write_text(
+                "".join(f"{at - soak.started:.1f},{kib},{processes}\n" for at, kib, processes in rss.samples)
+            )
     rows = stat_rows(stat_file)
     soak.stats = rows[-1] if rows else {}
     for row in rows:  # a receive timeout fails a call RECV_TIMEOUT s after what went wrong
@@ -541,6 +544,12 @@ def main() -> int:
     parser.add_argument(
         "--loss", type=int, default=10, help="%% of datagrams lost in a loss burst (%(default)s)"
     )
+    parser.add_argument(
+        "--faults",
+        type=lambda text: tuple(text.split(",")),
+        default=FAULT_KINDS,
+        help=f"the kinds of fault drawn from, comma-separated (default: {','.join(FAULT_KINDS)})",
+    )
     parser.add_argument("--flood-rate", type=int, default=10_000, help="INVITEs/s of a flood (%(default)s)")
     parser.add_argument(
         "--call-ms", type=int, default=1000, help="ms between a call's ACK and BYE (%(default)s)"
@@ -554,6 +563,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="where the logs go (default: a new /tmp/sipha-soak-*)")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     options = parser.parse_args()
+    if not options.faults or not set(options.faults) <= set(FAULT_KINDS):
+        parser.error(f"--faults: a comma-separated subset of {','.join(FAULT_KINDS)}")
     if not 0 < options.rate <= 20_000 or options.duration <= 0 or not 0 <= options.loss <= 100:
         parser.error("--rate 1-20000, --duration > 0, --loss 0-100")
     if (reason := unusable()) is not None or SIPP is None:

@@ -35,6 +35,10 @@ SDP = (
 )
 HELD_CALL_BYTES = 3072
 """Bound on what the core allocates and keeps per held call (measured 2,322 B interpreted)."""
+REJECTED_INVITE_BYTES = 8192
+"""Bound on what the core keeps, for 32 s, per INVITE a member rejected and whose caller never
+ACKs: a flood's footprint (measured 6,980 B interpreted; 14,140 B while the response context
+waited for the branch's Timer D)."""
 
 
 def set_up_call(h: Harness, number: int) -> None:
@@ -46,6 +50,15 @@ def set_up_call(h: Harness, number: int) -> None:
     h.feed(response_to(forwarded, 200, "OK"), PRIMARY)
     h.feed(ack_2xx(branch=f"z9hG4bK-{number}-ack").replace(b"call-1@alice", call_id.encode()))
     h.sent.clear()
+
+
+def reject_call(h: Harness, number: int) -> Request:
+    """INVITE, the member's 403, and no ACK from the caller (a flood's INVITE): the copy sent."""
+    sent = h.feed(invite(call_id=f"{number}-flood@127.0.0.1", branch=f"z9hG4bK-{number}-f"))
+    forwarded = as_request(only(sent, PRIMARY))
+    h.feed(response_to(forwarded, 403, "Forbidden"), PRIMARY)
+    h.sent.clear()
+    return forwarded
 
 
 def server_transactions(h: Harness) -> list[ServerInviteTransaction]:
@@ -129,3 +142,46 @@ def test_bytes_kept_per_held_call() -> None:
     kept = sum(stat.size_diff for stat in after.compare_to(before, "filename")) / calls
     print(f"MEMORY core keeps {kept:.0f} B per held call")
     assert kept <= HELD_CALL_BYTES
+
+
+def test_a_rejected_invite_keeps_no_response_context_while_its_branch_waits_for_timer_d() -> None:
+    """§17.1.1.2: the Completed client transaction re-sends its ACK for a retransmitted 403 and
+    passes nothing up: the context (request, copy, response) is forgotten at once, not 32 s on."""
+    h = harness()
+    forwarded = reject_call(h, 1)
+    assert h.core.contexts == 0
+    assert len(h.core._responses.by_client) == 0
+    # The branch still absorbs the member's retransmitted 403 and re-sends its ACK ...
+    sent = h.feed(response_to(forwarded, 403, "Forbidden"), PRIMARY)
+    assert [r.method for r in requests(sent, PRIMARY)] == ["ACK"]
+    assert statuses(sent) == []  # ... passing nothing upstream
+    # ... the caller's retransmitted INVITE gets the 403 again from the server transaction ...
+    sent = h.feed(invite(call_id="1-flood@127.0.0.1", branch="z9hG4bK-1-f"))
+    assert statuses(sent) == [403]
+    assert requests(sent, PRIMARY) == []
+    # ... and a late CANCEL is answered, cancelling nothing (§16.10).
+    sent = h.feed(cancel(call_id="1-flood@127.0.0.1", branch="z9hG4bK-1-f"))
+    assert statuses(sent) == [200]
+    assert requests(sent, PRIMARY) == []
+    h.advance(40.0)
+    assert list(h.core.txn) == []
+
+
+def test_bytes_kept_per_rejected_invite() -> None:
+    h = harness()
+    for number in range(50):
+        reject_call(h, 10_000 + number)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        calls = 1500
+        for number in range(calls):
+            reject_call(h, number)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename")) / calls
+    print(f"MEMORY core keeps {kept:.0f} B per rejected INVITE")
+    assert kept <= REJECTED_INVITE_BYTES

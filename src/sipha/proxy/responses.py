@@ -207,15 +207,24 @@ class ResponseContexts:
         response can reach it and none of its timers runs.  What a held call still needs
         is its server transaction (which absorbs INVITE retransmissions until Timer L);
         a late CANCEL is answered from that transaction (:meth:`ProxyCore._on_cancel`).
+
+        A branch whose client transaction is Completed is done too: it passes nothing up
+        any more (§17.1.1.2: retransmissions of the final response "MUST NOT be passed up
+        to the TU"; §17.1.2.2: Completed "buffer[s] any additional response
+        retransmissions").  Waiting for its Timer D (32 s) would keep every rejected
+        INVITE's request, copy and response that long: a flood's memory.
         """
+        client = context.client
         if (
             context.state is State.COMPLETED
-            and (context.client is None or context.client.terminated)
+            and (client is None or client.terminated or client.state is TxnState.COMPLETED)
             and not context.abandoned
             and context.held_until is None
             and self.by_server.get(context.server.key) is context
         ):
             del self.by_server[context.server.key]
+            if client is not None and not client.terminated:
+                self._unbranch(client.key)
             # A stale heap entry may keep the context a while: not its copies and responses.
             context.forwarded = context.best = context.client = None
 
