@@ -12,7 +12,8 @@ import trustme
 
 from sipha import __version__
 from sipha.cli import EXIT_BAD_CONFIG, EXIT_OK, main
-from sipha.config import load_config, load_config_text, render_config
+from sipha.config import load_config, load_config_text
+from sipha.configtext import render_config
 from sipha.reference import render_reference
 from sipha.runtime import collect_when_idle, tune_gc
 
@@ -51,7 +52,25 @@ def test_check_config_of_a_written_file(tmp_path: Path, capsys: pytest.CaptureFi
     out, _ = capsys.readouterr()
     assert out.startswith(f"# effective configuration of {path}: OK\n[proxy]\n")
     assert "\noos-check = 10\n" in out
-    assert '\ntoken = "t"\n' in out
+    assert "\n# token: set, not shown (a secret)\n" in out
+
+
+def test_check_config_never_prints_a_secret(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its output ends up in terminals, tickets and CI logs: a set token or HEP password is
+    said to be set, never shown; an empty one is shown (it reads back as what runs)."""
+    path = tmp_path / "secrets.toml"
+    path.write_text(
+        '[admin]\ntoken = "adm1n-T0ken"\n[trace]\nhep = "udp:127.0.0.1:9060"\nhep-password = "h3p-Secret"\n',
+        encoding="utf-8",
+    )
+    assert main(["check-config", str(path)]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert "adm1n-T0ken" not in out + err
+    assert "h3p-Secret" not in out + err
+    assert "\n# token: set, not shown (a secret)\n" in out
+    assert "\n# hep-password: set, not shown (a secret)\n" in out
+    assert main(["check-config"]) == EXIT_OK
+    assert '\ntoken = ""\n' in capsys.readouterr().out
 
 
 def test_check_config_of_the_embedded_default(capsys: pytest.CaptureFixture[str]) -> None:

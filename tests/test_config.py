@@ -20,8 +20,8 @@ from sipha.config import (
     load_config,
     load_config_text,
     parse_address,
-    render_config,
 )
+from sipha.configtext import render_config
 from sipha.ha.settings import AliveCodes
 from sipha.reference import render_reference
 
@@ -527,13 +527,15 @@ ROUND_TRIP_TEXTS = [
         'keylog-file = "keys \\" log"\n[[pair]]\nname = "t"\nprimary = "tls:10.0.0.1:5061"\n'
         'backup = "tls:10.0.0.2:5061"\nbackup-server-name = "sip2.example.com"\n'
     ),
-    '[admin]\ntoken = "quote \\" and backslash \\\\ and tab \\t"\n',
+    # Escapes in a string (not in a secret: those are not rendered, configtext.py).
+    '[proxy]\nlisten = ["tls:127.0.0.1:5061"]\n[tls]\ncertificate = "c.pem"\nprivate-key = "k.pem"\n'
+    'keylog-file = "quote \\" and backslash \\\\ and tab \\t"\n',
     "[monitor]\nfailover-timeout = 0.00001\n",
     "[monitor]\nfailover-timeout = 0.1\noos-check = 0\nalive-codes = ['200', '2xx', '3xx']\n",
     '[proxy]\nlisten = ["udp:[::1]:5060", "tls:h:5061"]\nsip-address = "pool.example.com"\n'
     "resolve-host = true\n"
-    '[tls]\ncertificate = "/c.pem"\nprivate-key = "/k.pem"\n'
-    '[admin]\nlisten = "[::1]:9000"\ntoken = "\u00e9t\u00e9"\n'
+    '[tls]\ncertificate = "/c\u00e9t\u00e9.pem"\nprivate-key = "/k.pem"\n'
+    '[admin]\nlisten = "[::1]:9000"\n'
     + PAIR
     + 'match = { domain = ["a.example", "b.example"] }\n',
 ]
@@ -556,7 +558,8 @@ def test_render_of_shipped_files_reloads(path: Path | None) -> None:
 
 @pytest.mark.parametrize("escape", ["\\n", "\\r", "\\u0001", "\\u007f"])
 def test_render_escapes_control_characters(escape: str) -> None:
-    config = load_config_text(f'[admin]\ntoken = "a{escape}b"\n')
+    tls = '[proxy]\nlisten = ["tls:127.0.0.1:5061"]\n[tls]\ncertificate = "c.pem"\nprivate-key = "k.pem"\n'
+    config = load_config_text(f'{tls}keylog-file = "a{escape}b"\n')
     assert load_config_text(render_config(config)) == config
 
 

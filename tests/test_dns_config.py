@@ -15,7 +15,8 @@ import pytest
 
 from sipha.app import ProxyApp
 from sipha.assembly import describe_changes
-from sipha.config import ConfigError, load_config, load_config_text, render_config
+from sipha.config import ConfigError, load_config, load_config_text
+from sipha.configtext import render_config
 from sipha.dnsconfig import parse_dns_server
 from sipha.net.dns import SipResolver
 from sipha.poolcheck import configure_resolver, new_resolver

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from sipha.app import ProxyApp
-from sipha.config import ConfigError, load_config, load_config_text, render_config
+from sipha.config import ConfigError, load_config, load_config_text
+from sipha.configtext import render_config
 from sipha.limits import guard_settings, raise_file_limit
 from sipha.limitsconfig import SCANNER_USER_AGENTS, LimitsSection
 from tests.net.support import free_port

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sipha.assembly import build_monitor, build_view, carry_over_pairs, monitor_settings
-from sipha.config import ConfigError, load_config_text, render_config
+from sipha.config import ConfigError, load_config_text
+from sipha.configtext import render_config
 from sipha.sip.address import Address
 
 LISTEN = [Address("UDP", "127.0.0.9", 5060)]

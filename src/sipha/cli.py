@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sipha import __version__, ctl
-from sipha.config import ConfigError, load_config, render_config
+from sipha.config import ConfigError, load_config
+from sipha.configtext import render_config
 from sipha.logs import LOG_FORMATS, setup_logging
 from sipha.reference import render_reference
 

@@ -13,8 +13,8 @@ from sipha.config import (
     ProxySection,
     TlsSection,
     TraceSection,
-    toml_value,
 )
+from sipha.configtext import toml_value
 from sipha.dnsconfig import DnsSection
 from sipha.limitsconfig import LimitsSection
 

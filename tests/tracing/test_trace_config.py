@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sipha.config import ConfigError, load_config_text, render_config
+from sipha.config import ConfigError, load_config_text
+from sipha.configtext import render_config
 from tests.integration.support import HOST, free_port, stop_process
 
 
