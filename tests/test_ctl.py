@@ -454,3 +454,36 @@ def test_the_table_shows_split_brain_tls_problems_and_draining() -> None:
 def test_an_event_line() -> None:
     entry = {"time": "2026-01-01T12:00:00.000Z", "kind": "out-of-service", "event_id": 40001, "message": "m"}
     assert ctl.render_event(entry) == "2026-01-01 12:00:00.000Z  out-of-service    event 40001: m"
+
+
+def test_a_member_change_names_the_active_member_of_a_primary_backup_pair() -> None:
+    pair = {"name": "a", "state": "active", "mode": "primary-backup", "active": "primary", "spread": []}
+    assert ctl.render_member_change({**pair, "maintenance": ["primary"]}, "primary", "maintenance") == (
+        "pair a: primary in maintenance; active, active: primary"
+        " (it keeps new calls until the other member answers OPTIONS)"
+    )
+    moved = {**pair, "active": "backup", "maintenance": ["primary"]}
+    assert ctl.render_member_change(moved, "primary", "maintenance") == (
+        "pair a: primary in maintenance; active, active: backup"
+    )
+    assert ctl.render_member_change({**pair, "maintenance": []}, "primary", "auto") == (
+        "pair a: primary back to auto; active, active: primary; in maintenance: none"
+    )
+
+
+def test_a_member_change_names_the_members_serving_an_active_active_pair() -> None:
+    """docs/design.md §2.2: no member is "the" active one; new calls go to the spread."""
+    pair = {"name": "aa", "state": "active", "mode": "active-active", "active": "backup"}
+    left = {**pair, "spread": ["backup"], "maintenance": ["primary"]}
+    assert ctl.render_member_change(left, "primary", "maintenance") == (
+        "pair aa: primary in maintenance; active, serving: backup"
+    )
+    last = {**pair, "active": "primary", "spread": ["primary"], "maintenance": ["primary"]}
+    assert ctl.render_member_change(last, "primary", "maintenance") == (
+        "pair aa: primary in maintenance; active, serving: primary"
+        " (it keeps new calls: the other member does not answer OPTIONS)"
+    )
+    both = {**pair, "spread": ["primary", "backup"], "maintenance": []}
+    assert ctl.render_member_change(both, "primary", "auto") == (
+        "pair aa: primary back to auto; active, serving: primary, backup; in maintenance: none"
+    )

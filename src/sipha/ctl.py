@@ -414,19 +414,32 @@ def _member(client: Client, pair: str, member: str, mode: str, *, as_json: bool)
     _, document = client.call("POST", "/member", body={"pair": pair, "member": member, "mode": mode})
     if as_json:
         _print_json(document)
-        return EXIT_OK
-    held = document.get("maintenance") or []
-    active = document.get("active") or "none"
-    state = document.get("state", "?")
-    if mode == "maintenance":
-        moved = "" if active != member else " (it keeps new calls until the other member answers OPTIONS)"
-        print(f"pair {pair}: {member} in maintenance; {state}, active: {active}{moved}")
     else:
-        print(
-            f"pair {pair}: {member} back to auto; {state}, active: {active}; in maintenance: "
-            f"{', '.join(held) or 'none'}"
-        )
+        print(render_member_change(document, member, mode))
     return EXIT_OK
+
+
+def render_member_change(document: dict[str, Any], member: str, mode: str) -> str:
+    """The line ``sipha ctl member`` prints: the pair's state after the change, and who serves it.
+
+    A primary-backup pair has one active member; an active-active pair spreads new calls over
+    the members that answer (docs/design.md §2.2), so it says which ones.
+    """
+    pair = document.get("name", "?")
+    held = document.get("maintenance") or []
+    state = document.get("state", "?")
+    active = document.get("active") or "none"
+    if document.get("mode") == "active-active":
+        serving = f"serving: {', '.join(document.get('spread') or []) or 'none'}"
+        staying = active == member and list(document.get("spread") or []) == [member]
+        note = " (it keeps new calls: the other member does not answer OPTIONS)" if staying else ""
+    else:
+        serving = f"active: {active}"
+        note = " (it keeps new calls until the other member answers OPTIONS)" if active == member else ""
+    if mode == "maintenance":
+        return f"pair {pair}: {member} in maintenance; {state}, {serving}{note}"
+    held_text = ", ".join(held) or "none"
+    return f"pair {pair}: {member} back to auto; {state}, {serving}; in maintenance: {held_text}"
 
 
 def _events(client: Client, *, as_json: bool, follow: bool) -> int:
