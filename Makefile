@@ -16,7 +16,7 @@ DEB_DEPS  := sip-tester chromium nftables sngrep sipsak
 DEB_DEPS_NO_RECOMMENDS := kamailio kamailio-tls-modules baresip-core dnsmasq-base prometheus sipvicious
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos property fuzz soak-faults clean
+.PHONY: setup deb-deps demo test check lint typecheck pytest unit compiled pytest-compiled bench chaos property fuzz soak-faults overload clean
 
 setup: $(VENV)/.installed
 
@@ -133,6 +133,15 @@ SOAK_OUT ?= bench/soak-faults.md
 SOAK_ARGS ?=
 soak-faults: setup deb-deps compiled
 	$(PY) bench/chaos_soak.py --duration 1800 --every 60 --out $(SOAK_OUT) $(SOAK_ARGS)
+
+# Overload at 2x capacity, sipha and Kamailio side by side (bench, not CI; as root: a cgroup per
+# proxy): each held to OVERLOAD_CPU of one core on core 0 (cgroup CPU quota), SIPp on core 1; a
+# ladder finds each one's capacity C, then 2x C for 30 s; a Markdown report to $(OVERLOAD_OUT).
+OVERLOAD_OUT ?= bench/overload.md
+OVERLOAD_CPU ?= 0.4
+OVERLOAD_ARGS ?=
+overload: setup deb-deps compiled
+	$(PY) bench/overload.py --cpu-limit $(OVERLOAD_CPU) --duration 30 --out $(OVERLOAD_OUT) $(OVERLOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) $(COMPILED) build .mypy_cache .pytest_cache .ruff_cache .coverage htmlcov

@@ -36,11 +36,17 @@ proxies take turns at each rate, so that other work on a shared machine weighs o
 them alike.
 
 It prints a Markdown report (table, summary, machine, command) and writes it
-to ``--out``.  Kamailio and SIPp are installed with apt-get when missing (as
-root).  Usage::
+to ``--out``; ``--json`` writes the raw measurements (with the commit measured),
+``--plot`` draws them (bench/plot.py: failed % and CPU per call against offered
+calls/s, a PNG).  ``--from-json A.json [B.json ...]`` runs nothing: it prints
+the report of each file and, with ``--plot``, draws them in one figure (e.g. the
+per-core run beside the 2-core run).  Kamailio and SIPp are installed with
+apt-get when missing (as root).  Usage::
 
     .venv/bin/python bench/proxies.py [--quick] [--rates 500,1000] [--duration S]
                                       [--transport udp|tcp|tls|both|all] [--out FILE.md]
+                                      [--json FILE.json] [--plot FILE.png]
+    .venv/bin/python bench/proxies.py --from-json PIN.json RUN.json --plot FILE.png
 """
 
 from __future__ import annotations
@@ -73,6 +79,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar
+
+from plot import RunDocumentError, plot_runs
 
 HOST = "127.0.0.1"
 BENCH = Path(__file__).resolve().parent
@@ -1347,6 +1355,13 @@ def sipha_build(python: Path) -> str:
     return f"{kind} ({python if shown.startswith('..') else shown})"
 
 
+def git_commit() -> str:
+    """The commit of the tree measured, ``+`` when it had changes not committed; "?" outside git."""
+    args = ["git", "-C", str(REPO), "describe", "--always", "--dirty=+"]
+    found = subprocess.run(args, capture_output=True, text=True, check=False)
+    return found.stdout.strip() if found.returncode == 0 else "?"
+
+
 def machine() -> str:
     model = "?"
     with contextlib.suppress(OSError):
@@ -1623,14 +1638,33 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp files)")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here (JSON)")
-    parser.add_argument("--from-json", type=Path, help="only print the report of a --json file; run nothing")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="only print the report of each --json file (and --plot them together); run nothing",
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="also draw failed %% and CPU per call (bench/plot.py)"
+    )
     options = parser.parse_args()
     if options.from_json:
-        data = json.loads(options.from_json.read_text())
-        text = report(
-            [Step(**{**s, "causes": Counter(s["causes"])}) for s in data["steps"]],
-            [Memory(**m) for m in data["memories"]],
-            **data["meta"],
+        documents = [json.loads(path.read_text()) for path in options.from_json]
+        if options.plot:  # first: it names a missing field (the report would raise a TypeError)
+            sources = [str(path) for path in options.from_json]
+            try:
+                plot_runs(documents, options.plot, sources=sources, ok_failed_pct=OK_FAILED_PCT)
+            except RunDocumentError as error:
+                sys.exit(f"--plot: {error}")
+            log(f"drawn to {options.plot}")
+        text = "\n".join(
+            report(
+                [Step(**{**s, "causes": Counter(s["causes"])}) for s in data["steps"]],
+                [Memory(**m) for m in data["memories"]],
+                **data["meta"],
+            )
+            for data in documents
         )
         print(text)
         if options.out:
@@ -1731,10 +1765,20 @@ def main() -> int:
     if options.out:
         options.out.write_text(text + "\n")
         log(f"written to {options.out}")
+    raw = {
+        "meta": meta,
+        "commit": git_commit(),  # beside meta, which is report()'s keyword arguments
+        "steps": [s.__dict__ for s in steps],
+        "memories": [m.__dict__ for m in memories],
+    }
     if options.json:
-        raw = {"meta": meta, "steps": [s.__dict__ for s in steps], "memories": [m.__dict__ for m in memories]}
         options.json.write_text(json.dumps(raw, indent=1) + "\n")
         log(f"measurements written to {options.json}")
+    if options.plot and steps:
+        plot_runs([raw], options.plot, ok_failed_pct=OK_FAILED_PCT)
+        log(f"drawn to {options.plot}")
+    elif options.plot:
+        log(f"no step measured: {options.plot} not drawn")
     return 0
 
 
