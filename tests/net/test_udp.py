@@ -397,6 +397,7 @@ async def test_a_socket_left_with_a_quarter_of_its_buffer_queued_is_behind() -> 
     await manager.start([("udp", "127.0.0.1", 0)])
     try:
         [endpoint] = manager._udp
+        endpoint.behind_delays = ()  # the share alone: how long sending takes does not count
         queued, buffer, _ = endpoint.queued()
         assert (queued, buffer > 0) == (0, True)
         target = manager.listen_addresses[0]
@@ -414,5 +415,37 @@ async def test_a_socket_left_with_a_quarter_of_its_buffer_queued_is_behind() -> 
         manager.read_pending(1_000_000)
         assert reports == [1, 0]
         assert endpoint.behind == 0
+    finally:
+        await manager.stop()
+
+
+async def test_a_socket_whose_oldest_datagram_waited_too_long_is_behind() -> None:
+    """SO_TIMESTAMPNS after a full batch: a short queue that has waited is behind too (a slow
+    or throttled CPU takes seconds over a share of the buffer; BYEs and answers wait that long)."""
+    reports: list[int] = []
+    sink = Sink()
+    manager = TransportManager(
+        sink.on_message, sink.on_transport_error, on_backlog=lambda _socket, behind: reports.append(behind)
+    )
+    await manager.start([("udp", "127.0.0.1", 0)])
+    try:
+        [endpoint] = manager._udp
+        endpoint.behind_delays = (0.05, 0.1, 3600.0)
+        target = manager.listen_addresses[0]
+        assert endpoint.queue_delay() == 0.0  # nothing queued
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(100):
+                sender.sendto(b"x" * 200, (target.host, target.port))
+        time.sleep(0.15)  # the loop does not run: the datagrams wait in the kernel
+        queued, buffer, _ = endpoint.queued()
+        assert queued < buffer // 4  # not behind by its share of the buffer
+        assert 0.1 < endpoint.queue_delay() < 60.0
+        assert endpoint.read(10) == 10
+        assert reports == [2]  # waited more than 0.1 s, less than an hour
+        assert endpoint.behind == 2
+        assert sink.messages.qsize() == 10  # peeking took nothing: every datagram is handed over
+        manager.read_pending(1_000_000)
+        assert reports == [2, 0]
+        assert sink.messages.qsize() == 100
     finally:
         await manager.stop()

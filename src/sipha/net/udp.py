@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -53,6 +54,17 @@ will soon drop them (whatever they are: BYEs and ACKs as well as new INVITEs).  
 leaves the time to shed untrusted sources' new calls with 503; from level 2 they are dropped
 unparsed, which costs a tenth as much; at level 3 trusted sources' new calls get 503 too
 (docs/design.md §3, overload; sipha.proxy.admission)."""
+BEHIND_DELAYS: Final[tuple[float, ...]] = (0.2, 0.5, 1.0)
+"""... or when the oldest datagram still queued after a full batch has waited longer than this
+(s; its kernel receive time, SO_TIMESTAMPNS).  A share of the buffer is seconds of work on a
+slow or throttled CPU, and every message in the queue waits that long, the BYEs of calls up
+and the members' answers as well: their peers retransmit from T1 (0.5 s), SIPp gives a BYE
+up after a few seconds, and a member's answer read late looks like a dead member.  So the
+queue is kept short in time: shedding starts at 200 ms, new calls from untrusted sources are
+dropped unparsed from T1 on, and trusted ones get 503 from 1 s."""
+SO_TIMESTAMPNS: Final[int] = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC: Final = struct.Struct("=qq")
+_TIMESTAMP_SPACE: Final = socket.CMSG_SPACE(_TIMESPEC.size)
 
 BACKLOG_CHECK_EVERY: Final = 256
 """Datagrams between two looks at the queue during one long read (one getsockopt each)."""
@@ -123,6 +135,8 @@ def open_udp_socket(
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, buffer_size)
         set_tos(sock, ip_tos)
+        with contextlib.suppress(OSError):  # the receive time of what waits (queue_delay)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         recverr = _enable_recverr(sock, family)
         sock.bind((host, port))
     except BaseException:
@@ -174,6 +188,7 @@ class UdpEndpoint:
         "_sources",
         "_stats",
         "_writing",
+        "behind_delays",
         "local",
         "recverr",
         "sock",
@@ -210,11 +225,35 @@ class UdpEndpoint:
         self._sources: dict[Any, Address] = {}
         self._on_backlog = on_backlog
         self._behind = 0
+        self.behind_delays: tuple[float, ...] = BEHIND_DELAYS
+        """The queue delays of the levels (:data:`BEHIND_DELAYS`; a test may set its own)."""
 
     @property
     def behind(self) -> int:
-        """How far behind the last read left the socket: 0 to 3 (:data:`BEHIND_SHARES`)."""
+        """How far behind the last read left the socket: 0 to 3 (BEHIND_SHARES, BEHIND_DELAYS)."""
         return self._behind
+
+    def queue_delay(self) -> float:
+        """How long the oldest datagram still queued has waited (s); 0.0 when none is.
+
+        Its kernel receive time (SO_TIMESTAMPNS, wall clock) read with MSG_PEEK: the datagram
+        stays queued.  One system call: made after a full batch only.
+        """
+        try:
+            _data, ancdata, _flags, _peer = self.sock.recvmsg(1, _TIMESTAMP_SPACE, socket.MSG_PEEK)
+        except BlockingIOError:
+            return 0.0
+        except OSError:
+            # IP_RECVERR: the peek took the pending error of an ICMP message; its details are
+            # in the error queue, reported now as a read would have.
+            self.drain_errors()
+            return 0.0
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                received: float = seconds + nanoseconds / 1e9
+                return max(0.0, time.time() - received)
+        return 0.0
 
     def queued(self) -> tuple[int, int, int]:
         """(bytes queued for reading, receive buffer size, datagrams dropped), SO_MEMINFO.
@@ -319,6 +358,9 @@ class UdpEndpoint:
         if full:
             queued, buffer, _ = self.queued()
             behind = sum(queued > buffer * share for share in BEHIND_SHARES)
+            if behind < len(BEHIND_SHARES) and self.behind_delays:
+                delay = self.queue_delay()
+                behind = max(behind, sum(delay > limit for limit in self.behind_delays))
         if rising and behind < self._behind:
             return
         if behind != self._behind and self._on_backlog is not None:
