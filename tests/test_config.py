@@ -528,16 +528,16 @@ ROUND_TRIP_TEXTS = [
         'backup = "tls:10.0.0.2:5061"\nbackup-server-name = "sip2.example.com"\n'
     ),
     # Escapes in a string (not in a secret: those are not rendered, configtext.py).
-    '[proxy]\nlisten = ["tls:127.0.0.1:5061"]\n[tls]\ncertificate = "c.pem"\nprivate-key = "k.pem"\n'
-    'keylog-file = "quote \\" and backslash \\\\ and tab \\t"\n',
+    (
+        '[proxy]\nlisten = ["tls:127.0.0.1:5061"]\n[tls]\ncertificate = "c.pem"\nprivate-key = "k.pem"\n'
+        'keylog-file = "quote \\" and backslash \\\\ and tab \\t"\n'
+    ),
     "[monitor]\nfailover-timeout = 0.00001\n",
     "[monitor]\nfailover-timeout = 0.1\noos-check = 0\nalive-codes = ['200', '2xx', '3xx']\n",
     '[proxy]\nlisten = ["udp:[::1]:5060", "tls:h:5061"]\nsip-address = "pool.example.com"\n'
     "resolve-host = true\n"
     '[tls]\ncertificate = "/c\u00e9t\u00e9.pem"\nprivate-key = "/k.pem"\n'
-    '[admin]\nlisten = "[::1]:9000"\n'
-    + PAIR
-    + 'match = { domain = ["a.example", "b.example"] }\n',
+    '[admin]\nlisten = "[::1]:9000"\n' + PAIR + 'match = { domain = ["a.example", "b.example"] }\n',
 ]
 
 

@@ -420,26 +420,20 @@ def _member(client: Client, pair: str, member: str, mode: str, *, as_json: bool)
 
 
 def render_member_change(document: dict[str, Any], member: str, mode: str) -> str:
-    """The line ``sipha ctl member`` prints: the pair's state after the change, and who serves it.
-
-    A primary-backup pair has one active member; an active-active pair spreads new calls over
-    the members that answer (docs/design.md §2.2), so it says which ones.
-    """
-    pair = document.get("name", "?")
-    held = document.get("maintenance") or []
-    state = document.get("state", "?")
-    active = document.get("active") or "none"
+    """``sipha ctl member``'s line: the pair's state, and who serves it (docs/design.md §2.2)."""
+    pair, state, active = document.get("name", "?"), document.get("state", "?"), document.get("active")
+    spread = list(document.get("spread") or [])
     if document.get("mode") == "active-active":
-        serving = f"serving: {', '.join(document.get('spread') or []) or 'none'}"
-        staying = active == member and list(document.get("spread") or []) == [member]
-        note = " (it keeps new calls: the other member does not answer OPTIONS)" if staying else ""
+        serving = f"serving: {', '.join(spread) or 'none'}"
+        keeps = spread == [member]
+        note = " (it keeps new calls: the other member does not answer OPTIONS)" if keeps else ""
     else:
-        serving = f"active: {active}"
-        note = " (it keeps new calls until the other member answers OPTIONS)" if active == member else ""
+        serving, keeps = f"active: {active or 'none'}", active == member
+        note = " (it keeps new calls until the other member answers OPTIONS)" if keeps else ""
     if mode == "maintenance":
         return f"pair {pair}: {member} in maintenance; {state}, {serving}{note}"
-    held_text = ", ".join(held) or "none"
-    return f"pair {pair}: {member} back to auto; {state}, {serving}; in maintenance: {held_text}"
+    held = ", ".join(document.get("maintenance") or []) or "none"
+    return f"pair {pair}: {member} back to auto; {state}, {serving}; in maintenance: {held}"
 
 
 def _events(client: Client, *, as_json: bool, follow: bool) -> int:

@@ -75,7 +75,9 @@ def render_reference() -> str:
         "`python -m sipha config-reference`; a test fails when this file and the model differ.",
         "A configuration is TOML (docs/design.md §5). Every option has a default; a bad file is",
         "refused as a whole, each problem named by key, value and what is allowed",
-        "(`sipha check-config FILE`).",
+        "(`sipha check-config FILE`, which then prints the effective configuration: every option",
+        "with its value, but for `admin.token` and `trace.hep-password`, which it only says are",
+        "set).",
         "",
     ]
     for _name, title, model in _SECTIONS:
