@@ -19,8 +19,9 @@ environment.  The source stays the one Python package.
 
 Not compiled: ``sipha.sip.errors`` (its exceptions override class attributes per
 subclass, which mypyc's native classes do not allow); the I/O side but for the UDP
-path and the per-message glue (app, tcp, admin); the pair monitor (admin subclasses
-it, and a compiled class cannot be subclassed by an interpreted one).
+and TCP/TLS paths and the per-message glue (app, admin); the pair monitor (admin
+subclasses it, and a compiled class cannot be subclassed by an interpreted one: for
+that reason tls.py, whose connection subclasses tcp.py's, is compiled with it).
 """
 
 import os
@@ -39,11 +40,14 @@ SOURCE = Path("src/sipha")
 CORE_PACKAGES = ("sip", "txn", "proxy")
 # ... but for these: their exceptions override class attributes per subclass.
 NOT_COMPILED = frozenset({"sip/errors.py"})
-# The I/O side that carries every datagram: the UDP path, the worker hand-over, the driver
-# and the proxy's layer on it.  The rest of the I/O side (app, tcp, admin, ha) stays interpreted.
+# The I/O side that carries every datagram and segment: the UDP path, the TCP/TLS connections
+# (tls.py subclasses tcp.py's classes: compiled together), the worker hand-over, the driver
+# and the proxy's layer on it.  The rest of the I/O side (app, admin, ha) stays interpreted.
 IO_COMPILED = (
     "net/addr.py",
     "net/udp.py",
+    "net/tcp.py",
+    "net/tls.py",
     "net/workers.py",
     "net/manager.py",
     "net/driver.py",

@@ -1,5 +1,6 @@
 """The compiled build (setup.py) covers the sans-IO core whatever moves inside it, and is the default."""
 
+import ast
 import importlib
 import importlib.util
 import re
@@ -56,6 +57,33 @@ def test_the_installed_build_compiled_every_listed_module() -> None:
     for path in setup.compiled_modules():
         module = importlib.import_module(module_name(path))
         assert (module.__file__ or "").endswith(".so"), module.__file__
+
+
+def test_no_interpreted_class_subclasses_a_compiled_one() -> None:
+    """An interpreted class cannot subclass a class compiled by mypyc: the import fails at start.
+
+    So a module whose classes are subclassed elsewhere is compiled with every module that does
+    (tls.py's connection and context subclass tcp.py's: both are listed, or neither).
+    """
+    setup = load_setup()
+    compiled = {module_name(path).removesuffix(".__init__") for path in setup.compiled_modules()}
+    for path in SOURCE.rglob("*.py"):
+        name = module_name(str(path.relative_to(ROOT))).removesuffix(".__init__")
+        if name in compiled:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        origin = {
+            alias.asname or alias.name: f"{node.module}.{alias.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+            for alias in node.names
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                for base in node.bases:
+                    if isinstance(base, ast.Name) and base.id in origin:
+                        module, _, _ = origin[base.id].rpartition(".")
+                        assert module not in compiled, f"{name}.{node.name} subclasses {origin[base.id]}"
 
 
 # ---------------------------------------------------------------------------- the default install

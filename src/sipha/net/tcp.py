@@ -46,6 +46,7 @@ class TcpContext:
     """What the manager shares with its connections: table, limits, callbacks, counters."""
 
     __slots__ = (
+        "by_domain",
         "connections",
         "idle_timeout",
         "ip_tos",
@@ -98,6 +99,10 @@ class TcpContext:
         """The TOS byte of the connections (:func:`sipha.net.udp.set_tos`); 0: the system default."""
         self.connections: dict[tuple[str, int], TcpConnection] = {}
         """Usable connections (connecting or open, not closing) by peer (host, port)."""
+        self.by_domain: dict[tuple[str, int, str], TcpConnection] = {}
+        """TLS (:class:`sipha.net.tls.TlsContext`): connections opened to (IP, port) for a SIP domain,
+        verified or being verified; empty for TCP.  Here, not in a TlsContext.__init__: compiled
+        (setup.py), a subclass' ``super().__init__(**kwargs)`` reaches this one garbled."""
         self.live: set[TcpConnection] = set()
         """Every connection not yet lost, closing ones included (counted against the limit)."""
         self.message_timeout = message_timeout
@@ -257,20 +262,20 @@ class TcpConnection(asyncio.Protocol):
         framer = self._framer
         delivered = False
         for event in framer.feed(data):
-            kind = type(event)
-            if kind is Frame:
+            # isinstance narrows the union for mypy and is a pointer comparison compiled (setup.py).
+            if isinstance(event, Frame):
                 stats.stream_messages_in += 1
                 if self._silent:
                     self._silent = False
                     context.silent.pop(self, None)
                 delivered = True
-                context.on_message(event.data, remote, self.local)  # type: ignore[union-attr]
-            elif kind is Ping:
+                context.on_message(event.data, remote, self.local)
+            elif isinstance(event, Ping):
                 stats.pings += 1
                 if self.transport is not None:
                     self.transport.write(_PONG)
             else:
-                self._framing_error(event.error)  # type: ignore[union-attr]
+                self._framing_error(event.error)
                 return
         if framer.buffered >= _MESSAGE_BEGUN:
             if delivered or self._message_since is None:  # a message began in these bytes

@@ -13,7 +13,7 @@ import ipaddress
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Final, cast
 
 from sipha.net.sipdomain import names_sip_domain, sip_domain_identities
 from sipha.net.tcp import TcpConnection, TcpContext
@@ -245,12 +245,7 @@ class TlsContext(TcpContext):
     SNI name), kept in :attr:`by_domain` so the two are not opened and closed in turn.
     """
 
-    __slots__ = ("by_domain",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:  # noqa: ANN401 - TcpContext's
-        super().__init__(loop, **kwargs)
-        self.by_domain: dict[tuple[str, int, str], TlsConnection] = {}
-        """Connections opened to (IP, port) for a SIP domain, verified or being verified."""
+    __slots__ = ()  # its table by domain is TcpContext.by_domain (compiled: see there)
 
 
 class TlsConnection(TcpConnection):

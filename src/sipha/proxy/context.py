@@ -147,9 +147,13 @@ class Transition:
     """The section and text that mandate this transition."""
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class ResponseContext:
-    """§16.1 response context of one forwarded request."""
+    """§16.1 response context of one forwarded request.
+
+    Its ``__init__`` is written out (``init=False``) so that mypyc compiles it: a dataclass's
+    generated one runs interpreted, for every request (the compiled build: docs/design.md §6).
+    """
 
     server: ServerTransaction
     request: Request
@@ -177,6 +181,27 @@ class ResponseContext:
     """The next hop, a host name, whose RFC 3263 targets the request goes to (None: an address)."""
     targets: tuple[Address, ...] = ()
     """The RFC 3263 targets not tried yet, in order (§16.6 step 7)."""
+
+    def __init__(self, server: ServerTransaction, request: Request) -> None:
+        self.server = server
+        self.request = request
+        self.state = State.INITIAL
+        self.forwarded = None
+        self.client = None
+        self.destination = None
+        self.best = None
+        self.timer_c = None
+        self.pair = None
+        self.member = None
+        self.failover_at = None
+        self.held_until = None
+        self.hold_deadline = None
+        self.attempt = 0
+        self.responded_members = set()
+        self.abandoned = []
+        self.resumed = None
+        self.locate = None
+        self.targets = ()
 
     @property
     def final_sent(self) -> bool:

@@ -72,18 +72,42 @@ class Locate:
     secure: bool
 
 
-@dataclass(frozen=True, slots=True)
 class Forward:
     """Send the request to ``destination``; ``pair`` names the pair it was routed to, if any.
 
     ``locate`` is set when the next hop is a host name: the request goes to the targets
     RFC 3263 gives for it (:mod:`sipha.proxy.targets`), not to ``destination``, which
     then only says what the URI alone means (its host, and the default transport and port).
+
+    Equality, hash and repr by its fields, as a frozen dataclass's; a plain class so that
+    mypyc compiles its ``__init__`` (one per request; a dataclass's runs interpreted: the
+    compiled build, docs/design.md §6).
     """
 
-    destination: Address
-    pair: str | None = None
-    locate: Locate | None = None
+    __slots__ = ("destination", "locate", "pair")
+
+    def __init__(self, destination: Address, pair: str | None = None, locate: Locate | None = None) -> None:
+        self.destination: Final = destination
+        self.pair: Final = pair
+        self.locate: Final = locate
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Forward:
+            return NotImplemented
+        return (
+            self.destination == other.destination and self.pair == other.pair and self.locate == other.locate
+        )
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not Forward:  # compiled, __eq__ is typed bool: NotImplemented is returned here
+            return NotImplemented
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((self.destination, self.pair, self.locate))
+
+    def __repr__(self) -> str:
+        return f"Forward(destination={self.destination!r}, pair={self.pair!r}, locate={self.locate!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ name a peer the same way.  See docs/design.md §6 (layers).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Final
 
 # RFC 3261 §18: UDP is the one unreliable transport SIP defines; TCP, TLS, SCTP (RFC 4168)
@@ -21,22 +20,53 @@ SIP_PORT: Final = 5060
 SIPS_PORT: Final = 5061
 
 
-@dataclass(frozen=True, slots=True)
 class Address:
     """Where a message goes or came from: a transport, a host and a port.
 
     The transport layer decides what ``host`` and ``port`` mean (for responses,
     RFC 3261 §18.2.2 and RFC 3581 choose the real destination from the Via);
     the protocol core only needs to know whether the transport is reliable.
+
+    A value (equality, hash and repr by its fields, like a frozen dataclass) written as a
+    plain class: mypyc compiles its ``__init__``, ``__eq__`` and ``__hash__``, where a
+    dataclass's are generated at import and run interpreted (about 5,000 instructions per
+    instance, several per message; the compiled build: docs/design.md §6).
     """
 
-    transport: str
-    """Transport name as in a Via: UDP, TCP, TLS, SCTP, WS, WSS."""
-    host: str
-    port: int
-    domain: str = ""
-    """TLS only: the SIP domain a next hop located by DNS was resolved from (RFC 5922 §4), sent
-    as SNI and proven by the certificate (docs/design.md §3 rule 3); "" for any other address."""
+    __slots__ = ("domain", "host", "port", "transport")
+
+    def __init__(self, transport: str, host: str, port: int, domain: str = "") -> None:
+        self.transport: Final = transport
+        """Transport name as in a Via: UDP, TCP, TLS, SCTP, WS, WSS."""
+        self.host: Final = host
+        self.port: Final = port
+        self.domain: Final = domain
+        """TLS only: the SIP domain a next hop located by DNS was resolved from (RFC 5922 §4), sent
+        as SNI and proven by the certificate (docs/design.md §3 rule 3); "" for any other address."""
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Address:
+            return NotImplemented
+        return (
+            self.port == other.port
+            and self.host == other.host
+            and self.transport == other.transport
+            and self.domain == other.domain
+        )
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not Address:
+            return NotImplemented
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((self.transport, self.host, self.port, self.domain))
+
+    def __repr__(self) -> str:
+        return (
+            f"Address(transport={self.transport!r}, host={self.host!r}, port={self.port!r},"
+            f" domain={self.domain!r})"
+        )
 
     @property
     def reliable(self) -> bool:

@@ -25,6 +25,13 @@ from sipha.sip.parser import DEFAULT_LIMITS, ParserLimits, parse_message
 _LENGTH_RE: Final = re.compile(rb"\r\n(?:content-length|l)[ \t]*:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE)
 _CRLF: Final = b"\r\n"
 _PING: Final = b"\r\n\r\n"
+# Where _LENGTH_RE can match in the lowered header section: a line that starts with a name.
+_LENGTH_NAMES: Final = (b"\r\ncontent-length", b"\r\nl")
+_SPACE: Final = 0x20
+_TAB: Final = 0x09
+_CR: Final = 0x0D
+_LF: Final = 0x0A
+_COLON: Final = 0x3A
 
 
 class Frame:
@@ -64,14 +71,21 @@ FramerEvent = Frame | Ping | FramingError
 
 
 class StreamFramer:
-    """Incremental framer: ``feed(bytes)`` returns the events the bytes complete."""
+    """Incremental framer: ``feed(bytes)`` returns the events the bytes complete.
 
-    __slots__ = ("_buffer", "_failed", "_scanned", "limits")
+    A segment usually holds whole messages (a peer writes one message at a time): then the
+    frames are cut from the segment itself, without copying it through a buffer; the
+    segment itself is the frame when it is exactly one message.  Bytes of an incomplete
+    message wait in a buffer, and are copied out once, when they complete something.
+    """
+
+    __slots__ = ("_buffer", "_expected", "_failed", "_scanned", "limits")
 
     def __init__(self, limits: ParserLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self._buffer = bytearray()
         self._scanned = 0  # how far the header terminator search has looked already
+        self._expected = 0  # the size of the message in the buffer once its header section is in; 0: not yet
         self._failed = False
 
     @property
@@ -89,50 +103,69 @@ class StreamFramer:
         if self._failed:
             return []
         buffer = self._buffer
+        if not buffer:
+            return self._frame(data)
         buffer += data
+        if not buffer.startswith(_CRLF) and len(buffer) <= self.limits.max_message_size:
+            # Part of a message waits: nothing completes until its body, or its header section, is in.
+            if self._expected:
+                if len(buffer) < self._expected:
+                    return []
+            elif buffer.find(_PING, max(self._scanned - 3, 0)) < 0:
+                self._scanned = len(buffer)
+                return []
+        stream = bytes(buffer)
+        buffer.clear()
+        return self._frame(stream)
+
+    def _frame(self, stream: bytes) -> list[FramerEvent]:
+        """Cut ``stream`` (what was buffered, then what arrived); what remains goes to the buffer."""
         events: list[FramerEvent] = []
-        while buffer:
-            if buffer[:2] == _CRLF:
-                if buffer[:4] == _PING:
+        size = len(stream)
+        start = 0
+        scanned = self._scanned  # from start
+        self._expected = 0
+        while start < size:
+            if stream.startswith(_CRLF, start):
+                if stream.startswith(_PING, start):
                     events.append(Ping())
-                    del buffer[:4]
-                elif len(buffer) < len(_PING) and _PING.startswith(buffer):
+                    start += 4
+                elif size - start < len(_PING) and _PING.startswith(stream[start:]):
                     break  # maybe the first part of a ping: wait for more
                 else:
-                    del buffer[:2]  # a lone CRLF: a pong, or noise before a start line (§7.5)
-                self._scanned = 0
+                    start += 2  # a lone CRLF: a pong, or noise before a start line (§7.5)
+                scanned = 0
                 continue
-            end = buffer.find(_PING, max(self._scanned - 3, 0))
+            end = stream.find(_PING, start + max(scanned - 3, 0))
             if end < 0:
-                self._scanned = len(buffer)
-                if len(buffer) > self.limits.max_message_size:
+                scanned = size - start
+                if scanned > self.limits.max_message_size:
                     return self._fail(
                         events, MessageTooLarge("header section exceeds the message size limit")
                     )
                 break
-            head = bytes(buffer[: end + 4])
-            lengths = {match.group(1).strip(b" \t\r\n") for match in _LENGTH_RE.finditer(head)}
-            if len(lengths) != 1:
-                detail = (
-                    "Content-Length is required on stream transports"
-                    if not lengths
-                    else ("conflicting Content-Length headers")
-                )
-                return self._fail(events, SipParseError(detail), head)
-            length_text = lengths.pop()
-            if not length_text.isdigit() or len(length_text) > 10:  # noqa: PLR2004 - digits of 2**32
-                return self._fail(events, SipParseError(f"bad Content-Length {length_text[:20]!r}"), head)
-            total = end + 4 + int(length_text)
-            if total > self.limits.max_message_size:
+            head_end = end + 4
+            try:
+                length = _content_length(stream, start, head_end)
+            except SipParseError as error:
+                return self._fail(events, error, stream[start:head_end])
+            total = head_end + length
+            if total - start > self.limits.max_message_size:
                 return self._fail(
-                    events, MessageTooLarge(f"message of {total} bytes exceeds the size limit"), head
+                    events,
+                    MessageTooLarge(f"message of {total - start} bytes exceeds the size limit"),
+                    stream[start:head_end],
                 )
-            if len(buffer) < total:
-                self._scanned = end  # the terminator is known; only the body is awaited
+            if size < total:
+                scanned = end - start  # the terminator is known; only the body is awaited
+                self._expected = total - start
                 break
-            events.append(Frame(bytes(buffer[:total])))
-            del buffer[:total]
-            self._scanned = 0
+            events.append(Frame(stream if start == 0 and total == size else stream[start:total]))
+            start = total
+            scanned = 0
+        self._scanned = scanned
+        if start < size:
+            self._buffer += memoryview(stream)[start:]
         return events
 
     def _fail(self, events: list[FramerEvent], error: SipParseError, head: bytes = b"") -> list[FramerEvent]:
@@ -142,6 +175,55 @@ class StreamFramer:
             error.message = _partial(head)
         events.append(FramingError(error))
         return events
+
+
+def _content_length(stream: bytes, start: int, head_end: int) -> int:
+    """The Content-Length of the header section ``stream[start:head_end]``; raises SipParseError.
+
+    Header names are case-insensitive (RFC 3261 §7.3.1): the lowered section is searched for
+    the two spellings (long and compact, §7.3.3), and each line found read where it stands,
+    as :data:`_LENGTH_RE` reads it; a scan of the whole section by that case-insensitive
+    expression costs several times as much.
+    """
+    head = stream[start:head_end]
+    lowered = head.lower()
+    value: bytes | None = None
+    for name in _LENGTH_NAMES:
+        at = lowered.find(name)
+        while at >= 0:
+            found = _length_at(head, at, len(name))
+            if found is not None:
+                if value is None:
+                    value = found
+                elif found != value:
+                    raise SipParseError("conflicting Content-Length headers")
+            at = lowered.find(name, at + 2)
+    if value is None:
+        raise SipParseError("Content-Length is required on stream transports")
+    if not value.isdigit() or len(value) > 10:  # noqa: PLR2004 - digits of 2**32
+        raise SipParseError(f"bad Content-Length {value[:20]!r}")
+    return int(value)
+
+
+def _length_at(head: bytes, at: int, name_length: int) -> bytes | None:
+    """The value, stripped, of the header line at ``at``: CRLF, then a Content-Length name.
+
+    None when no colon follows the name (another header whose name begins so: Location).
+    """
+    size = len(head)
+    position = at + name_length
+    while position < size and (head[position] == _SPACE or head[position] == _TAB):
+        position += 1
+    if position >= size or head[position] != _COLON:
+        return None
+    stop = position + 1
+    while stop < size and head[stop] != _CR and head[stop] != _LF:
+        stop += 1
+    if stop + 2 < size and head[stop + 1] == _LF and (head[stop + 2] == _SPACE or head[stop + 2] == _TAB):
+        # Folded onto continuation lines (RFC 3261 §7.3.1): rare, the expression reads it.
+        match = _LENGTH_RE.match(head, at)
+        return None if match is None else match.group(1).strip(b" \t\r\n")
+    return head[position + 1 : stop].strip(b" \t\r\n")
 
 
 def _partial(head: bytes) -> Request | Response | None:

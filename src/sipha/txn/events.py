@@ -8,7 +8,6 @@ proxy core).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from sipha.sip import Request, Response
@@ -26,18 +25,41 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------- actions
 
 
-@dataclass(frozen=True, slots=True)
 class SendMessage:
     """Action: send ``message`` to ``destination``.
 
     ``key`` names the transaction that sent it, so that a failure can be
     reported back with :meth:`TransactionLayer.transport_error` (§17.1.4,
     §17.2.4); it is None for messages sent outside any transaction.
+
+    Equality, hash and repr by its fields, as a frozen dataclass's; a plain class so that
+    mypyc compiles its ``__init__`` (a dataclass's runs interpreted; the compiled build: docs/design.md §6).
     """
 
-    message: Request | Response
-    destination: Address
-    key: TransactionKey | None
+    __slots__ = ("destination", "key", "message")
+
+    def __init__(self, message: Request | Response, destination: Address, key: TransactionKey | None) -> None:
+        self.message: Final = message
+        self.destination: Final = destination
+        self.key: Final = key
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not SendMessage:
+            return NotImplemented
+        return (
+            self.message == other.message and self.destination == other.destination and self.key == other.key
+        )
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not SendMessage:  # compiled, __eq__ is typed bool: NotImplemented is returned here
+            return NotImplemented
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((self.message, self.destination, self.key))
+
+    def __repr__(self) -> str:
+        return f"SendMessage(message={self.message!r}, destination={self.destination!r}, key={self.key!r})"
 
 
 # ---------------------------------------------------------------------------- TU events
