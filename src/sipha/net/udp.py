@@ -58,10 +58,12 @@ BEHIND_DELAYS: Final[tuple[float, ...]] = (0.2, 0.5, 1.0)
 """... or when the oldest datagram still queued after a full batch has waited longer than this
 (s; its kernel receive time, SO_TIMESTAMPNS).  A share of the buffer is seconds of work on a
 slow or throttled CPU, and every message in the queue waits that long, the BYEs of calls up
-and the members' answers as well: their peers retransmit from T1 (0.5 s), SIPp gives a BYE
-up after a few seconds, and a member's answer read late looks like a dead member.  So the
-queue is kept short in time: shedding starts at 200 ms, new calls from untrusted sources are
-dropped unparsed from T1 on, and trusted ones get 503 from 1 s."""
+and the members' answers as well: SIPp gives a BYE up after a few seconds, and a member's
+answer read late looks like a dead member.  The queue must stay well under T1 (500 ms): past
+it every peer retransmits what waits (Timers A and E), the load doubles and calls collapse.
+Measured at twice capacity (bench/overload.py): levels from 200 ms completed 1.07 of
+capacity, from 300 ms 0.85, from 500 ms 0.66.  The price: a proxy near the top of its core
+sheds a few calls it might have carried (bench/proxies.py --pin)."""
 SO_TIMESTAMPNS: Final[int] = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC: Final = struct.Struct("=qq")
 _TIMESTAMP_SPACE: Final = socket.CMSG_SPACE(_TIMESPEC.size)
