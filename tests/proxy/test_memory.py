@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from collections.abc import Callable
 
 from sipha.sip import Request
 from sipha.txn import State as TxnState
@@ -124,22 +125,25 @@ def test_the_contexts_timer_heap_does_not_keep_forgotten_contexts() -> None:
     assert alive <= 2 * 64 + 20
 
 
-def test_bytes_kept_per_held_call() -> None:
-    h = harness()
+def bytes_kept_per_call(h: Harness, place: Callable[[Harness, int], object], calls: int = 1500) -> float:
+    """What the core allocates and keeps per call ``place`` makes (after a warm-up of 50)."""
     for number in range(50):  # warm-up: caches, interned strings, first-use allocations
-        set_up_call(h, 10_000 + number)
+        place(h, 10_000 + number)
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
-        calls = 1500
         for number in range(calls):
-            set_up_call(h, number)
+            place(h, number)
         gc.collect()
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
-    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename")) / calls
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename")) / calls
+
+
+def test_bytes_kept_per_held_call() -> None:
+    kept = bytes_kept_per_call(harness(), set_up_call)
     print(f"MEMORY core keeps {kept:.0f} B per held call")
     assert kept <= HELD_CALL_BYTES
 
@@ -168,20 +172,6 @@ def test_a_rejected_invite_keeps_no_response_context_while_its_branch_waits_for_
 
 
 def test_bytes_kept_per_rejected_invite() -> None:
-    h = harness()
-    for number in range(50):
-        reject_call(h, 10_000 + number)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
-        calls = 1500
-        for number in range(calls):
-            reject_call(h, number)
-        gc.collect()
-        after = tracemalloc.take_snapshot()
-    finally:
-        tracemalloc.stop()
-    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename")) / calls
+    kept = bytes_kept_per_call(harness(), reject_call)
     print(f"MEMORY core keeps {kept:.0f} B per rejected INVITE")
     assert kept <= REJECTED_INVITE_BYTES
