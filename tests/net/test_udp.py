@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import time
@@ -387,8 +388,10 @@ async def test_a_workers_group_on_the_port_refuses_a_single_process_too() -> Non
             await manager.start([("udp", "127.0.0.1", port)])
 
 
-async def test_a_socket_left_with_a_quarter_of_its_buffer_queued_is_behind() -> None:
-    """SO_MEMINFO after a full batch: behind (level 1) while the queue is filling, caught up once read."""
+@contextlib.asynccontextmanager
+async def backlog_watched() -> AsyncIterator[tuple[TransportManager, UdpEndpoint, list[int], Sink]]:
+    """One UDP listen socket whose backlog levels are recorded (the manager, its endpoint, the
+    levels reported, the sink of the datagrams handed over)."""
     reports: list[int] = []
     sink = Sink()
     manager = TransportManager(
@@ -397,6 +400,14 @@ async def test_a_socket_left_with_a_quarter_of_its_buffer_queued_is_behind() -> 
     await manager.start([("udp", "127.0.0.1", 0)])
     try:
         [endpoint] = manager._udp
+        yield manager, endpoint, reports, sink
+    finally:
+        await manager.stop()
+
+
+async def test_a_socket_left_with_a_quarter_of_its_buffer_queued_is_behind() -> None:
+    """SO_MEMINFO after a full batch: behind (level 1) while the queue is filling, caught up once read."""
+    async with backlog_watched() as (manager, endpoint, reports, _sink):
         endpoint.behind_delays = ()  # the share alone: how long sending takes does not count
         queued, buffer, _ = endpoint.queued()
         assert (queued, buffer > 0) == (0, True)
@@ -415,21 +426,12 @@ async def test_a_socket_left_with_a_quarter_of_its_buffer_queued_is_behind() -> 
         manager.read_pending(1_000_000)
         assert reports == [1, 0]
         assert endpoint.behind == 0
-    finally:
-        await manager.stop()
 
 
 async def test_a_socket_whose_oldest_datagram_waited_too_long_is_behind() -> None:
     """SO_TIMESTAMPNS after a full batch: a short queue that has waited is behind too (a slow
     or throttled CPU takes seconds over a share of the buffer; BYEs and answers wait that long)."""
-    reports: list[int] = []
-    sink = Sink()
-    manager = TransportManager(
-        sink.on_message, sink.on_transport_error, on_backlog=lambda _socket, behind: reports.append(behind)
-    )
-    await manager.start([("udp", "127.0.0.1", 0)])
-    try:
-        [endpoint] = manager._udp
+    async with backlog_watched() as (manager, endpoint, reports, sink):
         endpoint.behind_delays = (0.05, 0.1, 3600.0)
         target = manager.listen_addresses[0]
         assert endpoint.queue_delay() == 0.0  # nothing queued
@@ -447,5 +449,3 @@ async def test_a_socket_whose_oldest_datagram_waited_too_long_is_behind() -> Non
         manager.read_pending(1_000_000)
         assert reports == [2, 0]
         assert sink.messages.qsize() == 100
-    finally:
-        await manager.stop()
