@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -95,3 +99,53 @@ async def test_resolve_host_with_a_name_that_does_not_resolve_refuses_to_start(t
 def test_resolve_host_without_a_name_to_resolve_is_refused(tmp_path: Path, proxy: str) -> None:
     with pytest.raises(ConfigError, match=r"proxy.resolve-host = True: .*nothing to resolve"):
         load_config(write(tmp_path / "sipha.toml", proxy))
+
+
+async def test_sighup_is_handled_from_the_moment_sipha_says_it_listens(tmp_path: Path) -> None:
+    """ "listening on" is what operators and tests wait for before they signal: a SIGHUP sent
+    then must reload, not kill the process (it did, once, in CI: the handlers were installed
+    only after start() had logged it, and SIGHUP's default action is to terminate)."""
+    path = write(tmp_path / "sipha.toml", f'listen = ["udp:127.0.0.1:{free_port()}"]')
+    handlers_when_listening: list[object] = []
+
+    class WatchListening(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("listening on"):
+                handlers_when_listening.append(signal.getsignal(signal.SIGHUP))
+
+    watch = WatchListening()
+    logger = logging.getLogger("sipha")
+    level = logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.INFO)
+    app = ProxyApp(load_config(path), admin=False, config_path=path)
+    running = asyncio.create_task(app.run())
+    try:
+        for _ in range(200):
+            if handlers_when_listening or running.done():
+                break
+            await asyncio.sleep(0.01)
+        assert handlers_when_listening, "sipha never said it listens"
+        assert handlers_when_listening[0] not in (signal.SIG_DFL, signal.SIG_IGN, None)
+        os.kill(os.getpid(), signal.SIGHUP)  # safe: the handler is in place (asserted above)
+        for _ in range(200):
+            if app.telemetry.reloads:
+                break
+            await asyncio.sleep(0.01)
+        assert app.telemetry.reloads, "the SIGHUP did not reload"
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(level)
+        await app.stop()
+        await asyncio.wait_for(running, 5)
+
+
+async def test_sigterm_while_starting_drains_once_started(tmp_path: Path) -> None:
+    """A SIGTERM that arrives before start() is done is kept, not lost: once started,
+    sipha drains (nothing under way here) and run() returns."""
+    path = write(tmp_path / "sipha.toml", f'listen = ["udp:127.0.0.1:{free_port()}"]')
+    app = ProxyApp(load_config(path), admin=False, config_path=path)
+    app._on_stop_signal(signal.SIGTERM)  # as the loop would call it, before the core exists
+    await asyncio.wait_for(app.run(), 10)
+    assert app.core is not None
+    assert app.core.under_way == 0

@@ -141,6 +141,7 @@ class ProxyApp:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._draining = False
+        self._stop_signalled_in_start: int | None = None  # SIGTERM/SIGINT before start() was done
         self._tasks: set[asyncio.Task[object]] = set()
         self._reload_lock = asyncio.Lock()
         # [proxy] listen entry -> the addresses it bound (a host name may bind several).
@@ -319,14 +320,20 @@ class ProxyApp:
         return counters
 
     async def run(self) -> None:
-        """Start, then serve: SIGTERM/SIGINT drain then stop (twice: at once), SIGHUP reloads."""
-        await self.start()
+        """Start, then serve: SIGTERM/SIGINT drain then stop (twice: at once), SIGHUP reloads.
+
+        Handlers first: "listening on" is what one waits for before signalling, and SIGHUP's
+        default is to terminate.  A SIGHUP in start() waits for it; a SIGTERM drains after it."""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):  # pragma: no cover - non-Unix
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._on_stop_signal, signum)
             loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         try:
+            async with self._reload_lock:
+                await self.start()
+            if self._stop_signalled_in_start is not None and not self._stopping:
+                self._on_stop_signal(self._stop_signalled_in_start)
             await self._stopped.wait()
         finally:
             with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
@@ -346,6 +353,10 @@ class ProxyApp:
     def _on_stop_signal(self, signum: int = signal.SIGTERM) -> None:
         name = signal.Signals(signum).name
         core = self.core
+        if core is None and not self._stopping and self._stop_signalled_in_start is None:
+            log.info("%s while starting: draining once started", name)
+            self._stop_signalled_in_start = signum
+            return
         if self._draining or core is None:
             if not self._stopping:
                 cut = 0 if core is None else core.under_way
