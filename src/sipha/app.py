@@ -141,7 +141,7 @@ class ProxyApp:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._draining = False
-        self._stop_signalled_in_start: int | None = None  # SIGTERM/SIGINT before start() was done
+        self._stop_signalled_in_start: int | None = None  # SIGTERM/SIGINT in start()
         self._tasks: set[asyncio.Task[object]] = set()
         self._reload_lock = asyncio.Lock()
         # [proxy] listen entry -> the addresses it bound (a host name may bind several).
@@ -322,13 +322,14 @@ class ProxyApp:
     async def run(self) -> None:
         """Start, then serve: SIGTERM/SIGINT drain then stop (twice: at once), SIGHUP reloads.
 
-        Handlers first: "listening on" is what one waits for before signalling, and SIGHUP's
-        default is to terminate.  A SIGHUP in start() waits for it; a SIGTERM drains after it."""
+        Handlers first: "listening on" is what one waits for before signalling (SIGHUP's default
+        is to terminate); a SIGHUP in start() waits for it, a SIGTERM drains after it.
+        """
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):  # pragma: no cover - non-Unix
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._on_stop_signal, signum)
-            loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         try:
             async with self._reload_lock:
                 await self.start()
@@ -410,9 +411,6 @@ class ProxyApp:
         self._dispatch.set_maintenance(pair, role, on)
         mode = "in maintenance" if on else "back to auto"
         log.info("pair %s: %s %s (asked over the admin HTTP)", pair, role, mode)
-
-    def _on_reload_signal(self) -> None:
-        self._spawn(self.reload())
 
     async def _members_moved(self) -> None:
         """A member's name resolves to another IP: applied as a reload of that member (sipha.hostnames)."""
