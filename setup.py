@@ -37,12 +37,12 @@ from setuptools import setup
 SOURCE = Path("src/sipha")
 # The sans-IO core, compiled whole: every module of these packages, so that a module added
 # or moved there is compiled without anyone remembering to list it (tests/test_build.py).
-CORE_PACKAGES = ("sip", "txn", "proxy")
+CORE_PACKAGES = ("sip", "txn", "proxy", "ha")
 # ... but for these: their exceptions override class attributes per subclass.
 NOT_COMPILED = frozenset({"sip/errors.py"})
 # The I/O side that carries every datagram and segment: the UDP path, the TCP/TLS connections
 # (tls.py subclasses tcp.py's classes: compiled together), the worker hand-over, the driver
-# and the proxy's layer on it.  The rest of the I/O side (app, admin, ha) stays interpreted.
+# and the proxy's layer on it.  The rest of the I/O side (app, admin, ...) stays interpreted.
 IO_COMPILED = (
     "net/addr.py",
     "net/udp.py",

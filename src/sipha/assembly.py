@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from sipha.admin.telemetry import ObservedMonitor, Telemetry
+from sipha.admin.telemetry import Telemetry
 from sipha.config import Config, ConfigError, parse_address
 from sipha.ha import AliveCodes, Monitor, MonitorSettings
 from sipha.proxy.affinity import worker_tag
@@ -117,11 +117,7 @@ def build_monitor(config: Config, view: ConfiguredView, telemetry: Telemetry | N
     """
     settings = monitor_settings(config)
     pairs = [view.members(name) for name in view.pairs]
-    monitor = (
-        Monitor(pairs, settings)
-        if telemetry is None
-        else ObservedMonitor(pairs, settings, telemetry=telemetry)
-    )
+    monitor = Monitor(pairs, settings, on_rtt=None if telemetry is None else telemetry.observe_rtt)
     monitor.use_modes({name: spec.mode for name, spec in view.pairs.items()})  # docs/design.md §2.2
     return monitor
 

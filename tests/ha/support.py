@@ -31,16 +31,11 @@ FORCE = 2.0
 _T = TypeVar("_T")
 
 
-class TracingMonitor(PairMonitor):
-    """A pair monitor that records every (state, input) it looks up in the table."""
-
-    def __init__(self, primary: Member, backup: Member, settings: MonitorSettings | None = None) -> None:
-        super().__init__(primary, backup, settings)
-        self.trace: list[tuple[State, Input]] = []
-
-    def _run(self, event: Input, now: float, source: Member | None = None) -> None:
-        self.trace.append((self._state, event))
-        super()._run(event, now, source)
+def tracing_monitor(primary: Member, backup: Member, settings: MonitorSettings | None = None) -> PairMonitor:
+    """A pair monitor that records every (state, input) it looks up in the table (``trace``)."""
+    monitor = PairMonitor(primary, backup, settings)
+    monitor.trace = []
+    return monitor
 
 
 def settings(
@@ -56,7 +51,7 @@ def settings(
 class Harness:
     """A pair monitor driven by hand: ``now`` is the fake clock; ``out`` keeps everything drained."""
 
-    monitor: TracingMonitor
+    monitor: PairMonitor
     now: float = 100.0
     out: list[Output] = field(default_factory=list)
 
@@ -68,7 +63,7 @@ class Harness:
         codes: tuple[str, ...] = ("2xx",),
         takeover: float = 0.0,
     ) -> Harness:
-        return cls(TracingMonitor(PRIMARY, BACKUP, settings(check, force, codes, takeover)))
+        return cls(tracing_monitor(PRIMARY, BACKUP, settings(check, force, codes, takeover)))
 
     @classmethod
     def started(
@@ -81,6 +76,12 @@ class Harness:
         harness = cls.make(check, force, codes, takeover)
         harness.start()
         return harness
+
+    @property
+    def trace(self) -> list[tuple[State, Input]]:
+        """Every (state, input) the monitor looked up in its table, in order."""
+        assert self.monitor.trace is not None
+        return self.monitor.trace
 
     # ------------------------------------------------------------------ driving
 

@@ -121,7 +121,7 @@ def claim_pending(takeover: float = 0.0) -> Harness:
     claim = harness.last_probe(BACKUP)
     harness.answer(harness.probes()[0])
     assert harness.monitor.active == PRIMARY
-    harness.monitor.trace.clear()
+    harness.trace.clear()
     harness.claim_probe = claim  # type: ignore[attr-defined]
     return harness
 
@@ -244,9 +244,9 @@ def test_row(table_name: str, key: tuple[State, Input]) -> None:
         setup = _switched(base_setup)
         expected = None
     harness = setup(takeover)
-    harness.monitor.trace.clear()
+    harness.trace.clear()
     outputs = action(harness)
-    assert key in harness.monitor.trace
+    assert key in harness.trace
     assert harness.monitor.state is row.target
     if expected is None:
         base_row = base[key]

@@ -109,7 +109,7 @@ def test_a_failed_probe_of_an_earlier_period_is_stale() -> None:
     harness.answer(harness.last_probe())
     assert harness.fail(earlier[1]) == []
     assert harness.monitor.state is State.ACTIVE
-    assert harness.monitor.trace[-1] == (State.ACTIVE, Input.NEGATIVE_STALE)
+    assert harness.trace[-1] == (State.ACTIVE, Input.NEGATIVE_STALE)
 
 
 def test_the_quarters_follow_oos_check() -> None:

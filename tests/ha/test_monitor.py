@@ -131,3 +131,18 @@ def test_adopt_keeps_a_running_pair_and_refuses_other_members() -> None:
     stranger = Member(PRIMARY.pair, "backup", Address("UDP", "192.0.2.99", 5060))
     with pytest.raises(ValueError, match="other members"):
         new.adopt(PairMonitor(PRIMARY, stranger, settings()))
+
+
+def test_each_answered_probe_reports_its_round_trip() -> None:
+    """``on_rtt`` (the /metrics histogram): the pair, the member's role, the round trip
+    measured by the transport when given, else from the probe's sending time."""
+    seen: list[tuple[str, str, float]] = []
+    monitor = Monitor(
+        [(PRIMARY, BACKUP), (B_PRIMARY, B_BACKUP)], settings(), on_rtt=lambda *rtt: seen.append(rtt)
+    )
+    monitor.start(0.0)
+    probe_a, probe_b = of_type(monitor.drain(), Probe)
+    monitor.probe_answered(probe_a, 200, probe_a.sent_at + 0.25)
+    monitor.probe_answered(probe_b, 503, 0.9, rtt=0.004)  # refused: a round trip all the same
+    assert seen == [("site-a", "primary", 0.25), ("site-b", "primary", 0.004)]
+    assert monitor.pairs["site-a"].active == PRIMARY

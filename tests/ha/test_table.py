@@ -285,12 +285,12 @@ def test_row(table_name: str, key: tuple[State, Input]) -> None:
     setup, action = SCENARIOS[key]
     harness = setup(takeover)
     monitor = harness.monitor
-    harness.monitor.trace.clear()
+    harness.trace.clear()
     split_before = monitor.split_brain
     claim_report_due = harness.now - monitor._claims_reported_at >= CLAIM_REPORT_INTERVAL
     outputs = action(harness)
     row = table[key]
-    assert monitor.trace == [key]
+    assert harness.trace == [key]
     assert monitor.state is row.target
     assert [name.partition(":")[0] for name in kinds(outputs)] == expected_outputs(
         row, split_before=split_before, claim_report_due=claim_report_due

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 
-from sipha.net.driver import Driver
+from sipha.net.driver import Driver, loop_clock
 from sipha.sip import Request, parse_message
 from sipha.sip.address import Address
 
@@ -169,3 +171,28 @@ def test_nothing_happens_before_the_endpoint_exists() -> None:
     driver.on_transport_error(PEER, "refused")
     driver.on_timer()
     driver.flush()
+
+
+def test_the_clock_of_the_standard_loop_is_time_monotonic_itself() -> None:
+    """Read per message: the function, not the loop's interpreted method around it; the timers
+    (``call_at``) and the endpoint's ``now`` still share one clock."""
+    loop = asyncio.new_event_loop()
+    try:
+        clock = loop_clock(loop)
+        assert clock is time.monotonic
+        assert abs(clock() - loop.time()) < 1.0
+    finally:
+        loop.close()
+
+
+def test_a_loop_with_its_own_clock_keeps_it() -> None:
+    class OffsetLoop(asyncio.SelectorEventLoop):
+        def time(self) -> float:
+            return 1000.0 + super().time()
+
+    loop = OffsetLoop()
+    try:
+        clock = loop_clock(loop)
+        assert clock() > time.monotonic() + 999.0
+    finally:
+        loop.close()

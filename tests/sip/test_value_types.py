@@ -10,6 +10,7 @@ These tests run on the interpreted and on the compiled build (CI runs both).
 
 from __future__ import annotations
 
+from sipha.ha import Member
 from sipha.proxy.routing import Forward, Locate
 from sipha.sip import parse_message
 from sipha.sip.address import Address
@@ -65,3 +66,19 @@ def test_forward_equality_hash_and_repr_are_by_fields() -> None:
         repr(Forward(destination, "pair"))
         == f"Forward(destination={destination!r}, pair='pair', locate=None)"
     )
+
+
+def test_member_equality_hash_and_repr_are_by_fields() -> None:
+    """ha.Member too: the pair monitor's and the core's dictionaries are keyed by members."""
+    address = Address("UDP", "10.0.1.10", 5060)
+    member = Member("site-a", "primary", address)
+    same = Member(pair="site-a", role="primary", address=Address("UDP", "10.0.1.10", 5060))
+    assert member == same
+    assert not member != same  # noqa: SIM202 - __ne__ itself
+    assert hash(member) == hash(same)
+    assert {member: 1}[same] == 1
+    assert member != Member("site-a", "backup", address)
+    assert member != Member("site-b", "primary", address)
+    assert member != Member("site-a", "primary", Address("UDP", "10.0.1.10", 5061))
+    assert member != ("site-a", "primary", address)
+    assert repr(member) == f"Member(pair='site-a', role='primary', address={address!r})"

@@ -21,22 +21,18 @@ import bisect
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from sipha.ha import (
     HaEvent,
-    Member,
     MemberBecameActive,
-    Monitor,
-    MonitorSettings,
     PairEvent,
     PairOutOfService,
     PairRestored,
     PairUnknown,
-    Probe,
     SplitBrain,
     SpreadChanged,
 )
@@ -240,27 +236,3 @@ class Telemetry:
         if histogram is None:
             histogram = self.rtt[(pair, role)] = RttHistogram()
         histogram.observe(seconds)
-
-
-class ObservedMonitor(Monitor):
-    """The pair monitor, also recording each OPTIONS round trip in :class:`Telemetry`.
-
-    One histogram observation per probe answer (once per oos-check per pair):
-    nothing on the per-message path.
-    """
-
-    def __init__(
-        self,
-        pairs: Iterable[tuple[Member, Member]],
-        settings: MonitorSettings | None = None,
-        *,
-        telemetry: Telemetry,
-    ) -> None:
-        super().__init__(pairs, settings)
-        self.telemetry = telemetry
-
-    def probe_answered(self, probe: Probe, status: int, now: float, rtt: float | None = None) -> None:
-        """Record the round trip, then hand the answer to the pair."""
-        seconds = now - probe.sent_at if rtt is None else rtt
-        self.telemetry.observe_rtt(probe.pair, probe.member.role, seconds)
-        super().probe_answered(probe, status, now, rtt)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from sipha.ha.events import Output, Probe
 from sipha.ha.member import Member
@@ -21,9 +21,18 @@ class Monitor:
     """
 
     def __init__(
-        self, pairs: Iterable[tuple[Member, Member]], settings: MonitorSettings | None = None
+        self,
+        pairs: Iterable[tuple[Member, Member]],
+        settings: MonitorSettings | None = None,
+        *,
+        on_rtt: Callable[[str, str, float], None] | None = None,
     ) -> None:
-        """``pairs``: (primary, backup) per pair, e.g. ``ConfiguredView.members(name)`` for each name."""
+        """``pairs``: (primary, backup) per pair, e.g. ``ConfiguredView.members(name)`` for each name.
+
+        ``on_rtt(pair, role, seconds)``: called with each answered probe's round trip (for
+        /metrics); a callback, not a subclass, so that the compiled monitor stays compiled.
+        """
+        self.on_rtt = on_rtt
         settings = settings or MonitorSettings()
         self.pairs: dict[str, PairMonitor] = {}
         # Requests are matched on every message from a member: a dict, not a scan of the pairs.
@@ -84,7 +93,9 @@ class Monitor:
         return earliest
 
     def probe_answered(self, probe: Probe, status: int, now: float, rtt: float | None = None) -> None:
-        """A response to ``probe`` (see :meth:`PairMonitor.probe_answered`)."""
+        """A response to ``probe`` (see :meth:`PairMonitor.probe_answered`); its round trip to ``on_rtt``."""
+        if self.on_rtt is not None:
+            self.on_rtt(probe.pair, probe.member.role, now - probe.sent_at if rtt is None else rtt)
         self._pair(probe.pair).probe_answered(probe, status, now, rtt)
 
     def probe_failed(self, probe: Probe, now: float) -> None:

@@ -285,6 +285,8 @@ class PairMonitor(PairState):
     # ------------------------------------------------------------------ the table
 
     def _run(self, event: Input, now: float, source: Member | None = None) -> None:
+        if self.trace is not None:
+            self.trace.append((self._state, event))
         if event in _LOST and self._partner_up and self._state is State.ACTIVE:
             # docs/design.md §2.2: the other member answers; it takes everything, nothing is held.
             self._run(Input.LOST_TO_SURVIVOR, now, self._partner())

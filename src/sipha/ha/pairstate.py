@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from sipha.ha.events import Output, Probe
-from sipha.ha.machine import State, table_for
+from sipha.ha.machine import Input, State, table_for
 from sipha.ha.member import Member
 from sipha.ha.settings import ACTIVE_ACTIVE, PRIMARY_BACKUP, MonitorSettings, PairMode
 from sipha.ha.status import PairCounters, PairStatus
@@ -73,6 +73,8 @@ class PairState:
         self._displaced: tuple[Member, float] | None = None
         self._last_rtt: dict[str, float | None] = {primary.role: None, backup.role: None}
         self._out: list[Output] = []
+        self.trace: list[tuple[State, Input]] | None = None
+        """When a list (tests): every (state, input) looked up in the table is appended, in order."""
         self.maintenance: set[str] = set()
         """Roles in maintenance (:meth:`set_maintenance`); kept across a reload with the monitor."""
         # Probes of the other member sent to hand the pair over (maintenance): seq -> probe.
