@@ -17,12 +17,13 @@ where retransmissions are real datagrams that can be lost.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from sipha.ha import Input, PairUnknown, Probe, State
-from sipha.ha.pair import PERIOD_REASKS
+from sipha.ha.settings import PERIOD_REASKS
 from sipha.sip import Request
 from tests.ha.support import BACKUP, CHECK, PRIMARY, Harness, kinds, of_type
 from tests.proxy.support import PRIMARY as PRIMARY_ADDRESS
@@ -197,9 +198,11 @@ def test_five_percent_loss_on_every_datagram_never_makes_the_pair_unknown() -> N
     assert lossy_periods(core(), random.Random(2026), 0.05, 2000.0) == 0
 
 
-def test_without_asking_again_five_percent_loss_makes_the_pair_unknown(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_without_asking_again_five_percent_loss_makes_the_pair_unknown() -> None:
     """The control: only the probe and its Timer E retransmission, as before the rule (same losses)."""
-    monkeypatch.setattr("sipha.ha.pair.PERIOD_REASKS", 0)
-    assert lossy_periods(core(), random.Random(2026), 0.05, 2000.0) >= 5  # ~1 % of 2,000 periods
+    h = core()
+    monitor = h.core.monitor
+    assert monitor is not None
+    pair = monitor.pairs["demo"]
+    pair.settings = dataclasses.replace(pair.settings, period_reasks=0)
+    assert lossy_periods(h, random.Random(2026), 0.05, 2000.0) >= 5  # ~1 % of 2,000 periods

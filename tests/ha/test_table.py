@@ -8,7 +8,8 @@ import pytest
 
 from sipha.ha import TABLE, TAKEOVER_PROBE_INTERVAL, TAKEOVER_ROWS, Input, Op, Output, State, table_for
 from sipha.ha.machine import Transition
-from sipha.ha.pair import CLAIM_REPORT_INTERVAL, PERIOD_REASKS
+from sipha.ha.pair import CLAIM_REPORT_INTERVAL
+from sipha.ha.settings import PERIOD_REASKS
 from tests.ha.support import BACKUP, CHECK, FORCE, PRIMARY, Harness, kinds
 
 Setup = Callable[[float], Harness]

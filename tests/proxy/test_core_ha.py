@@ -21,7 +21,7 @@ from sipha.ha import (
     PairUnknown,
     SplitBrain,
 )
-from sipha.ha.pair import PERIOD_REASKS
+from sipha.ha.settings import PERIOD_REASKS
 from sipha.proxy.core import MAGIC_COOKIE
 from sipha.proxy.routing import RETRY_AFTER_SECONDS
 from sipha.sip import Request, Response

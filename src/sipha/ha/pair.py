@@ -32,12 +32,6 @@ from sipha.ha.settings import TAKEOVER_PROBE_INTERVAL
 
 # FORCE_ROUND: both members have had one probe of their own since the pair became unknown.
 _ROUND: int = 2
-PERIOD_REASKS: Final = 3
-"""While the active member has not answered its period's probe, it is probed again this many times,
-at each quarter of oos-check (docs/design.md §2, "loss is not death"): with oos-check = 1 s and
-Timer E's retransmission at 0.5 s, six OPTIONS reach out before the period ends instead of two, so
-5 % random loss on each datagram leaves a period unanswered about once in a million periods
-(0.0975^6), not once in a hundred (0.0975^2)."""
 _LOST: Final = frozenset(
     (Input.PERIOD_SILENT, Input.NOT_ALIVE_CYCLE, Input.FAILED_CYCLE, Input.SUSPECT_ACTIVE, Input.PEER_LOST)
 )
@@ -344,7 +338,7 @@ class PairMonitor(PairState):
             self._cycle_seqs = {probe.seq}
             self._answered = False
             self._timer = now + self.settings.oos_check
-            self._reasks_left = PERIOD_REASKS
+            self._reasks_left = self.settings.period_reasks
             self._reask = now + self._reask_interval
         elif op is Op.PROBE_HANDOVER:
             probe = self._send(self._other(self._require_active()), now)
@@ -437,7 +431,7 @@ class PairMonitor(PairState):
         else:
             self._partner_seqs = {probe.seq}
             self._partner_answered = False
-            self._partner_reasks_left = PERIOD_REASKS if self._partner_up else 0
+            self._partner_reasks_left = self.settings.period_reasks if self._partner_up else 0
         if self._partner_reasks_left > 0 and self._reask is None and self.monitoring:
             self._reask = now + self._reask_interval
 
@@ -473,4 +467,4 @@ class PairMonitor(PairState):
 
     @property
     def _reask_interval(self) -> float:
-        return self.settings.oos_check / (PERIOD_REASKS + 1)
+        return self.settings.oos_check / (self.settings.period_reasks + 1)

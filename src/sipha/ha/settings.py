@@ -14,6 +14,12 @@ OOS_FORCE_MAX: Final = 32.0
 # RFC 3261 §17.1.2.2: a non-INVITE client transaction gives up after Timer F = 64*T1 = 32 s
 # (T1 = 500 ms).  A probe is forgotten after twice that: by then its transaction has ended
 # and the caller has reported it, so only a caller that lost the result is covered.
+PERIOD_REASKS: Final = 3
+"""While the active member has not answered its period's probe, it is probed again this many times,
+at each quarter of oos-check (docs/design.md §2, "loss is not death"): with oos-check = 1 s and
+Timer E's retransmission at 0.5 s, six OPTIONS reach out before the period ends instead of two, so
+5 % random loss on each datagram leaves a period unanswered about once in a million periods
+(0.0975^6), not once in a hundred (0.0975^2)."""
 PROBE_LIFETIME: Final = 64.0
 TAKEOVER_MAX: Final = 32.0
 """takeover-timeout's ceiling: a caller gives an INVITE up after Timer B = 64*T1 = 32 s
@@ -81,6 +87,9 @@ class MonitorSettings:
     alive_codes: AliveCodes = field(default_factory=lambda: AliveCodes.parse(["2xx"]))
     probe_lifetime: float = PROBE_LIFETIME
     """How long an unanswered probe may still bring an answer (then it is forgotten)."""
+    period_reasks: int = PERIOD_REASKS
+    """Re-asks of a silent active member per period (:data:`PERIOD_REASKS`; not an option: the
+    loss tests set 0 for the control run)."""
     takeover_timeout: float = 5.0
     """How long a pair that lost its active member holds its requests while both members are
     probed every :data:`TAKEOVER_PROBE_INTERVAL`, before event 40001; 0 = the classic
@@ -93,6 +102,8 @@ class MonitorSettings:
             raise ValueError(f"oos-force = {self.oos_force}: expected 1 to 32 s")
         if not 0 <= self.takeover_timeout <= TAKEOVER_MAX:
             raise ValueError(f"takeover-timeout = {self.takeover_timeout}: expected 0 to 32 s (0: none)")
+        if self.period_reasks < 0:
+            raise ValueError(f"period_reasks = {self.period_reasks}: expected >= 0")
         if self.probe_lifetime <= 0:
             raise ValueError(f"probe_lifetime = {self.probe_lifetime}: expected > 0 s")
 
