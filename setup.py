@@ -46,6 +46,7 @@ NOT_COMPILED = frozenset({"sip/errors.py"})
 IO_COMPILED = (
     "net/addr.py",
     "net/udp.py",
+    "net/stats.py",
     "net/tcp.py",
     "net/tls.py",
     "net/workers.py",
