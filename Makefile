@@ -59,13 +59,18 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-# Unit and integration tests with branch coverage of the sans-IO core; then the property
-# tests on their own, untraced (2,000 examples each under the ci profile; `make property`
-# runs 10,000 each).
+# Unit and integration tests with branch coverage of the sans-IO core: first the core's unit
+# tests (fake clock, no sockets: CPU-bound and independent) over 2 processes (pytest-xdist),
+# then everything else in one process, one test at a time (real peers, timings), its coverage
+# added to theirs; then the property tests on their own, untraced, over 2 processes too
+# (2,000 examples each under the ci profile; `make property` runs 10,000 each).
+CORE_TESTS := tests/sip tests/txn tests/proxy tests/ha
+CORE_COV := --cov=sipha.sip --cov=sipha.txn --cov=sipha.proxy --cov=sipha.ha --cov-branch
 pytest: setup deb-deps
-	$(PY) -m pytest -m "not property and not long" \
-	  --cov=sipha.sip --cov=sipha.txn --cov=sipha.proxy --cov=sipha.ha --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
-	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest -m property -p no:cacheprovider
+	$(PY) -m pytest -q -n 2 -m "not property and not long" $(CORE_COV) --cov-report= $(CORE_TESTS)
+	$(PY) -m pytest -p no:xdist -m "not property and not long" $(addprefix --ignore=,$(CORE_TESTS)) \
+	  $(CORE_COV) --cov-append --cov-report=term-missing:skip-covered --cov-fail-under=95
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest -n 2 -m property -p no:cacheprovider
 
 # The compiled build (setup.py: the sans-IO core through mypyc, half the CPU per call) in its
 # own virtualenv: what the benchmarks measure, and what production runs.  It is what a plain
