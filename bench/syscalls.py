@@ -139,7 +139,9 @@ def report(results: dict[str, tuple[Counter[str], int]], command: str, rate: int
         f"| {call} | " + " | ".join(f"{per_call[name].get(call, 0.0):.2f}" for name in names) + " |"
         for call in shown
     )
-    other = {name: totals[name] - sum(per_call[name].get(call, 0.0) for call in shown) for name in names}
+    other = {
+        name: max(0.0, totals[name] - sum(per_call[name].get(call, 0.0) for call in shown)) for name in names
+    }
     lines.append("| other | " + " | ".join(f"{other[name]:.2f}" for name in names) + " |")
     lines.append("| **total** | " + " | ".join(f"**{totals[name]:.2f}**" for name in names) + " |")
     lines.append(
