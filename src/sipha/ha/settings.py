@@ -11,15 +11,15 @@ from typing import Final, Literal
 OOS_CHECK_MAX: Final = 300.0
 OOS_FORCE_MIN: Final = 1.0
 OOS_FORCE_MAX: Final = 32.0
-# RFC 3261 §17.1.2.2: a non-INVITE client transaction gives up after Timer F = 64*T1 = 32 s
-# (T1 = 500 ms).  A probe is forgotten after twice that: by then its transaction has ended
-# and the caller has reported it, so only a caller that lost the result is covered.
 PERIOD_REASKS: Final = 3
 """While the active member has not answered its period's probe, it is probed again this many times,
 at each quarter of oos-check (docs/design.md §2, "loss is not death"): with oos-check = 1 s and
 Timer E's retransmission at 0.5 s, six OPTIONS reach out before the period ends instead of two, so
 5 % random loss on each datagram leaves a period unanswered about once in a million periods
 (0.0975^6), not once in a hundred (0.0975^2)."""
+# RFC 3261 §17.1.2.2: a non-INVITE client transaction gives up after Timer F = 64*T1 = 32 s
+# (T1 = 500 ms).  A probe is forgotten after twice that: by then its transaction has ended
+# and the caller has reported it, so only a caller that lost the result is covered.
 PROBE_LIFETIME: Final = 64.0
 TAKEOVER_MAX: Final = 32.0
 """takeover-timeout's ceiling: a caller gives an INVITE up after Timer B = 64*T1 = 32 s
