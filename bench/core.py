@@ -15,6 +15,13 @@ that the second core sends the same number of messages.
 
     .venv/bin/python bench/core.py                 # 20,000 calls at 5,000 calls/s
     .venv/bin/python bench/core.py --profile       # the same under cProfile (top 30)
+    .venv-compiled/bin/python bench/core.py --stalls --calls 160000 --rate 3000
+
+``--stalls``: the slowest single steps (a datagram received, or the timers fired) of one
+replay, wall clock.  The event loop reads nothing during a step: a long one (a dictionary
+or heap rebuilt whole) fills the receive queue of a proxy near the top of its core.  Run
+it past 32 s of simulated time (Timers J, L and M start ending transactions: the
+steady state of a proxy's tables).
 """
 
 from __future__ import annotations
@@ -168,17 +175,54 @@ def replay(datagrams: list[Datagram], rate: float) -> tuple[float, int]:
     return time.process_time() - started, sent
 
 
+def stalls(datagrams: list[Datagram], rate: float) -> list[tuple[float, float]]:
+    """Each step's wall-clock time (s) and its simulated time (s), slowest first, for one replay."""
+    core = new_core()
+    deadline: float | None = None
+    steps: list[tuple[float, float]] = []
+    clock = time.perf_counter
+    tune_gc()
+    for datagram in datagrams:
+        now = datagram.at_call / rate
+        if deadline is not None and deadline <= now:
+            started = clock()
+            core.handle_timers(now)
+            steps.append((clock() - started, now))
+        started = clock()
+        core.receive(datagram.data, datagram.source, now)
+        for action in core.drain():
+            action.message.to_bytes()
+        deadline = core.next_deadline()
+        steps.append((clock() - started, now))
+    steps.sort(reverse=True)
+    return steps
+
+
+def print_stalls(datagrams: list[Datagram], rate: float) -> None:
+    steps = stalls(datagrams, rate)
+    slowest = ", ".join(f"{1000 * seconds:.1f} ms at {at:.1f} s" for seconds, at in steps[:5])
+    over = {limit: sum(1 for seconds, _ in steps if seconds > limit / 1000) for limit in (5, 20, 50)}
+    print(
+        f"{len(steps)} steps over {datagrams[-1].at_call / rate:.0f} s simulated; slowest: {slowest};"
+        f" over 5/20/50 ms: {over[5]}/{over[20]}/{over[50]}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=5_000.0, help="calls/s of the fake clock")
     parser.add_argument("--repeat", type=int, default=3, help="best of N replays")
     parser.add_argument("--profile", action="store_true", help="one replay under cProfile")
+    parser.add_argument("--stalls", action="store_true", help="one replay: the slowest single steps")
     options = parser.parse_args()
     datagrams, expected = record(options.calls)
     if not isinstance(parse_message(datagrams[1].data), Response):
         print("the recording is wrong: the second datagram is not the 180", file=sys.stderr)
         return 1
+    if options.stalls:
+        print_stalls(datagrams, options.rate)
+        return 0
     if options.profile:
         profiler = cProfile.Profile()
         profiler.enable()

@@ -47,6 +47,7 @@ from sipha.txn.machines import (
     response_input,
     trying_response,
 )
+from sipha.txn.table import TransactionTable
 from sipha.txn.timers import Timer, TimerConfig
 
 # The heap is rebuilt when it holds more than this many entries beyond what the live
@@ -70,7 +71,7 @@ class TransactionLayer:
     def __init__(self, config: TimerConfig | None = None, *, auto_trying: bool = True) -> None:
         self.config = config if config is not None else TimerConfig()
         self.auto_trying = auto_trying
-        self._transactions: dict[TransactionKey, Transaction] = {}
+        self._transactions = TransactionTable()
         # RFC 2543 INVITE server transactions by their ACK key (§17.2.3; To tag checked apart).
         self._acks_2543: dict[TransactionKey, ServerInviteTransaction] = {}
         self._heap: list[_HeapEntry] = []
@@ -87,8 +88,8 @@ class TransactionLayer:
 
     @property
     def transactions(self) -> Mapping[TransactionKey, Transaction]:
-        """The live transactions by key (read-only view)."""
-        return MappingProxyType(self._transactions)
+        """The live transactions by key (a read-only copy)."""
+        return MappingProxyType(self._transactions.as_dict())
 
     def get(self, key: TransactionKey) -> Transaction | None:
         """The live transaction with ``key``, if any."""
@@ -144,7 +145,7 @@ class TransactionLayer:
                 key, request, destination, reliable=reliable, config=self.config,
                 emit=self._outputs.append, schedule=self._schedule,
             )  # fmt: skip
-        self._transactions[key] = transaction
+        self._transactions.add(key, transaction)
         transaction.handle(Input.SEND, now)
         self._settle(transaction)
         return transaction
@@ -204,7 +205,7 @@ class TransactionLayer:
                 key, request, source, reliable=reliable, config=self.config,
                 emit=self._outputs.append, schedule=self._schedule,
             )  # fmt: skip
-            self._transactions[key] = invite
+            self._transactions.add(key, invite)
             if not has_magic_cookie(request.top_via.branch):
                 invite.ack_key = ack_key_2543(request)
                 self._acks_2543[invite.ack_key] = invite
@@ -217,7 +218,7 @@ class TransactionLayer:
                 key, request, source, reliable=reliable, config=self.config,
                 emit=self._outputs.append, schedule=self._schedule,
             )  # fmt: skip
-            self._transactions[key] = transaction
+            self._transactions.add(key, transaction)
             transaction.handle(Input.REQUEST, now, request)
         self._settle(transaction)
         return transaction
@@ -316,7 +317,7 @@ class TransactionLayer:
         """Remove a transaction that reached Terminated, and tell the TU."""
         if not transaction.terminated or self._transactions.get(transaction.key) is not transaction:
             return
-        del self._transactions[transaction.key]
+        self._transactions.remove(transaction.key)
         ack_key = transaction.ack_key
         if ack_key is not None and self._acks_2543.get(ack_key) is transaction:
             del self._acks_2543[ack_key]
