@@ -277,3 +277,31 @@ def test_inputs_absent_from_a_table_are_ignored(
     assert txn.state is state
     assert txn.timers == timers
     assert harness.layer.drain() == []
+
+
+@pytest.mark.parametrize("machine", list(TABLES), ids=lambda machine: machine.__name__)
+def test_no_state_of_any_table_has_more_than_two_timers_armed(machine: type[Transaction]) -> None:
+    """A transaction keeps its timers in two slots (sipha.txn.machines): every armed set that
+    the rows can reach, from Initial, input by input, holds two timers at most."""
+    table = TABLES[machine]
+    name = machine.__name__
+    start: tuple[State, frozenset[Timer]] = (State.INITIAL, frozenset())
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        state, armed = frontier.pop()
+        for (row_state, event), transition in table.items():
+            if row_state is not state or (isinstance(event, Timer) and event not in armed):
+                continue  # the layer fires only armed timers
+            after = armed - {event} if isinstance(event, Timer) else armed
+            if transition.target is not state:
+                after = after & frozenset(transition.keep)
+            if transition.target is State.TERMINATED:
+                after = frozenset()
+            after = after | frozenset(transition.start)
+            assert len(after) <= 2, (name, state, event, transition.target, sorted(t.name for t in after))
+            reached = (transition.target, after)
+            if reached not in seen:
+                seen.add(reached)
+                frontier.append(reached)
+    assert len(seen) > 2

@@ -158,10 +158,15 @@ class Transaction:
     is_client: ClassVar[bool]
 
     __slots__ = (
+        "_deadline_1",
+        "_deadline_2",
         "_emit",
         "_fired",
+        "_interval_1",
+        "_interval_2",
         "_schedule",
-        "_timers",
+        "_timer_1",
+        "_timer_2",
         "ack",
         "ack_key",
         "config",
@@ -205,8 +210,15 @@ class Transaction:
         """Server: the To tag of the final response sent (§17.2.3 matches an RFC 2543 ACK by it)."""
         self._emit = emit
         self._schedule = schedule
-        # Armed timers: timer -> (deadline, interval it was armed with).
-        self._timers: dict[Timer, tuple[float, float]] = {}
+        # The armed timers, in two slots: no table arms more than two at once (A and B, E and
+        # F, G and H; tests/txn/test_tables.py checks every row).  A dictionary per transaction
+        # cost an allocation per timer and kept some 300 bytes per transaction for 32 s.
+        self._timer_1: Timer | None = None
+        self._deadline_1 = 0.0
+        self._interval_1 = 0.0
+        self._timer_2: Timer | None = None
+        self._deadline_2 = 0.0
+        self._interval_2 = 0.0
         self._fired: float = 0.0
 
     def __repr__(self) -> str:
@@ -219,13 +231,21 @@ class Transaction:
 
     def timer_deadline(self, timer: Timer) -> float | None:
         """When ``timer`` fires, or None when it is not armed."""
-        armed = self._timers.get(timer)
-        return None if armed is None else armed[0]
+        if self._timer_1 is timer:
+            return self._deadline_1
+        if self._timer_2 is timer:
+            return self._deadline_2
+        return None
 
     @property
     def timers(self) -> dict[Timer, float]:
         """The armed timers and their deadlines (a copy)."""
-        return {timer: armed[0] for timer, armed in self._timers.items()}
+        armed: dict[Timer, float] = {}
+        if self._timer_1 is not None:
+            armed[self._timer_1] = self._deadline_1
+        if self._timer_2 is not None:
+            armed[self._timer_2] = self._deadline_2
+        return armed
 
     def handle(self, event: TableInput, now: float, message: Request | Response | None = None) -> bool:
         """Feed one input; return False when the current state ignores it.
@@ -236,23 +256,28 @@ class Transaction:
         state = self.state
         transition = self.TABLE.get((state, event))
         if event.__class__ is Timer:
-            armed = self._timers.pop(event, None)
-            if armed is not None:
-                self._fired = armed[1]
+            if self._timer_1 is event:
+                self._timer_1 = None
+                self._fired = self._interval_1
+            elif self._timer_2 is event:
+                self._timer_2 = None
+                self._fired = self._interval_2
         if transition is None:
             return False
         for op in transition.ops:
             self._run(op, event, now, message)
         target = transition.target
         if target is not state:
-            if self._timers:
-                keep = transition.keep
-                self._timers = {t: v for t, v in self._timers.items() if t in keep} if keep else {}
+            keep = transition.keep
+            if self._timer_1 is not None and self._timer_1 not in keep:
+                self._timer_1 = None
+            if self._timer_2 is not None and self._timer_2 not in keep:
+                self._timer_2 = None
             self.state = target
         if target is State.TERMINATED:
             # Nothing is sent any more: the messages go too (stale timer-heap entries may keep
             # the transaction object itself a while; docs/design.md §6, memory).
-            self._timers.clear()
+            self._timer_1 = self._timer_2 = None
             self.request = self.last_response = self.ack = None
             return True
         if not transition.start:
@@ -273,7 +298,12 @@ class Transaction:
 
     def _arm(self, timer: Timer, now: float, interval: float) -> None:
         deadline = now + interval
-        self._timers[timer] = (deadline, interval)
+        if self._timer_1 is timer or (self._timer_1 is None and self._timer_2 is not timer):
+            self._timer_1, self._deadline_1, self._interval_1 = timer, deadline, interval
+        elif self._timer_2 is timer or self._timer_2 is None:
+            self._timer_2, self._deadline_2, self._interval_2 = timer, deadline, interval
+        else:
+            raise RuntimeError(f"{self!r}: a third timer ({timer.name}) armed beside {self.timers}")
         if interval > 0:
             self._schedule(self, timer, deadline)
 
