@@ -23,6 +23,7 @@ from sipha.ha import (
 )
 from sipha.ha.settings import PERIOD_REASKS
 from sipha.proxy.core import MAGIC_COOKIE
+from sipha.proxy.failover import RELEASE_SLICE
 from sipha.proxy.routing import RETRY_AFTER_SECONDS
 from sipha.sip import Request, Response
 from sipha.sip.address import Address
@@ -199,6 +200,42 @@ def test_issue4_requests_before_any_answer_are_held_then_forwarded_when_primary_
     assert requests(sent, BACKUP) == []
     assert 503 not in statuses(h.sent)
     assert h.core.contexts == 2
+
+
+def test_a_large_hold_is_released_a_slice_a_step_with_new_calls_between() -> None:
+    """2,000 requests held through a takeover, forwarded in one step, kept the event loop from
+    reading its sockets for a second: new calls met the overload level of that burst (503).
+    Released RELEASE_SLICE a step, the sockets are read between the slices."""
+    h = ha_harness()
+    for n in range(2 * RELEASE_SLICE + 50):
+        h.feed(invite(call_id=f"held-{n}@alice", branch=f"z9hG4bK-held-{n}"))
+    assert [r for r in requests(h.sent) if r.method == "INVITE"] == []
+    sent = h.answer_probes(PRIMARY)
+    assert len([r for r in requests(sent, PRIMARY) if r.method == "INVITE"]) == RELEASE_SLICE
+    assert h.core.next_deadline() == h.now  # the next slice is due at once
+    sent = h.feed(invite(call_id="new@alice", branch="z9hG4bK-new"))  # read between two slices
+    assert [r.call_id for r in requests(sent, PRIMARY)] == ["new@alice"]
+    h.core.handle_timers(h.now)
+    assert len([r for r in requests(h.core.drain(), PRIMARY) if r.method == "INVITE"]) == RELEASE_SLICE
+    h.core.handle_timers(h.now)
+    assert len([r for r in requests(h.core.drain(), PRIMARY) if r.method == "INVITE"]) == 50
+    deadline = h.core.next_deadline()
+    assert deadline is None or deadline > h.now
+    assert h.core.contexts == 2 * RELEASE_SLICE + 51
+    assert 503 not in statuses(h.sent)
+
+
+def test_held_requests_released_but_not_yet_sent_get_503_when_the_pair_goes_out_of_service() -> None:
+    """40001 between two slices: what waited for the pair is answered, as if still held."""
+    h = ha_harness(oos_force=2.0)
+    for n in range(RELEASE_SLICE + 10):
+        h.feed(invite(call_id=f"held-{n}@alice", branch=f"z9hG4bK-held-{n}"))
+    h.answer_probes(PRIMARY)
+    assert len(h.core.failover.releasing) == 10
+    h.core.failover.out_of_service("demo", h.now)
+    assert len(h.core.failover.releasing) == 0
+    h.core.handle_timers(h.now)  # the core's step that sends what the 503s left queued
+    assert statuses(h.core.drain()).count(503) == 10
 
 
 def test_s2_answer_outside_alive_codes_is_no_answer() -> None:

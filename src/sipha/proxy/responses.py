@@ -273,6 +273,8 @@ class ResponseContexts:
                     self.failover.failover_due(context, now)
             else:
                 self.failover.expire(context, now)
+        if self.failover.releasing:
+            self.failover.release_more(now)
         self.failover.prune(now)
 
     def next_deadline(self) -> float | None:
@@ -280,7 +282,11 @@ class ResponseContexts:
         heap = self._deadlines
         while heap and heap[0][2].deadline(heap[0][3]) != heap[0][0]:
             heapq.heappop(heap)  # stale: the context's timer was cleared or re-armed
-        return heap[0][0] if heap else None
+        deadline = heap[0][0] if heap else None
+        release = self.failover.release_due
+        if release is not None and (deadline is None or release < deadline):
+            return release
+        return deadline
 
     # ------------------------------------------------------------------ the table
 
