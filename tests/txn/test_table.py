@@ -3,14 +3,21 @@ stops the event loop for long (48 ms for 207,000 transactions in one dictionary)
 
 from __future__ import annotations
 
-from typing import cast
-
-from sipha.txn import Transaction
+from sipha.txn import Transaction, TransactionLayer
 from sipha.txn.keys import client_key
 from sipha.txn.table import SHARDS, TransactionTable
+from tests.txn.support import UPSTREAM_UDP, request
 
-SERVER = cast("Transaction", object())
-CLIENT = cast("Transaction", object())
+
+def _server(branch: str) -> Transaction:
+    """A real server transaction (the compiled table checks what it holds)."""
+    transaction = TransactionLayer().receive_request(request("OPTIONS", branch=branch), UPSTREAM_UDP, 0.0)
+    assert transaction is not None
+    return transaction
+
+
+SERVER = _server("z9hG4bK-table-server")
+CLIENT = _server("z9hG4bK-table-other")
 
 
 def test_a_busy_proxy_s_transactions_are_spread_over_every_shard() -> None:
