@@ -89,12 +89,15 @@ def uac_request(
 
 def uas_response(request: Request, status: int, reason: str, to_tag: str) -> bytes:
     """A response as SIPp's uas -aa sends it: the request's Vias, Record-Route, dialog fields."""
+    to = request.get("to") or ""
+    if ";tag=" not in to:  # an in-dialog request (the BYE) carries the tag already
+        to += f";tag={to_tag}"
     lines = [f"SIP/2.0 {status} {reason}"]
     lines += [f"Via: {value}" for value in request.get_all("via")]
     lines += [f"Record-Route: {value}" for value in request.get_all("record-route")]
     lines += [
         f"From: {request.get('from')}",
-        f"To: {request.get('to')};tag={to_tag}",
+        f"To: {to}",
         f"Call-ID: {request.call_id}",
         f"CSeq: {request.get('cseq')}",
         "Contact: <sip:127.0.0.1:5080;transport=UDP>",

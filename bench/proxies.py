@@ -1346,6 +1346,12 @@ def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def interpreter_path(python: Path) -> str:
+    """``--sipha-python`` as sipha is started with it: absolute (sipha runs in its own work
+    directory), symbolic links kept (a venv's ``bin/python`` links to the base Python)."""
+    return str(python.absolute())
+
+
 def sipha_build(python: Path) -> str:
     """Whether ``python`` runs sipha's core compiled (mypyc, setup.py) or interpreted."""
     probe = "import sipha.proxy.core as m; print(m.__file__)"
@@ -1701,7 +1707,7 @@ def main() -> int:
         PROXY_CPU[:] = ["taskset", "-c", "0"]
         os.sched_setaffinity(0, {1})  # this process, SIPp and the members: inherited
     Peer.children = options.peer_children
-    Sipha.python = str(options.sipha_python)
+    Sipha.python = interpreter_path(options.sipha_python)
     ensure_installed(tls="tls" in transports)
     root = Path(tempfile.mkdtemp(prefix="sipha-bench-"))
     pki = write_pki(root / "pki") if "tls" in transports else None
