@@ -13,10 +13,11 @@ import gc
 import tracemalloc
 from collections.abc import Callable
 
-from sipha.sip import Request
+from sipha.sip import Request, Response
 from sipha.txn import State as TxnState
-from sipha.txn.machines import ServerInviteTransaction
+from sipha.txn.machines import ServerInviteTransaction, ServerNonInviteTransaction
 from tests.proxy.support import (
+    ALICE,
     PRIMARY,
     Harness,
     ack_2xx,
@@ -36,10 +37,17 @@ SDP = (
 )
 HELD_CALL_BYTES = 3072
 """Bound on what the core allocates and keeps per held call (measured 2,322 B interpreted)."""
-REJECTED_INVITE_BYTES = 8192
+ENDED_CALL_BYTES = 5120
+"""Bound on what the core keeps per call set up and ended with a BYE: its INVITE server
+transaction (Accepted, Timer L: 32 s), its BYE server transaction (Completed, Timer J: 32 s),
+which re-sends the 200 for a retransmitted BYE from that 200's bytes, and the BYE's client
+transaction (Completed, Timer K: 5 s).  Measured 4,677 B interpreted; 6,935 B while the BYE's
+server transaction kept the parsed 200 and each transaction two bound methods of its own."""
+REJECTED_INVITE_BYTES = 6144
 """Bound on what the core keeps, for 32 s, per INVITE a member rejected and whose caller never
-ACKs: a flood's footprint (measured 6,980 B interpreted; 14,140 B while the response context
-waited for the branch's Timer D)."""
+ACKs: a flood's footprint (measured 5,441 B interpreted; 7,564 B while the server transaction
+kept the parsed 403 and each transaction two bound methods of its own; 14,140 B earlier, while
+the response context waited for the branch's Timer D)."""
 
 
 def set_up_call(h: Harness, number: int) -> None:
@@ -60,6 +68,26 @@ def reject_call(h: Harness, number: int) -> Request:
     h.feed(response_to(forwarded, 403, "Forbidden"), PRIMARY)
     h.sent.clear()
     return forwarded
+
+
+def bye(number: int) -> bytes:
+    """The caller's BYE of call ``number`` (set up by :func:`set_up_call`)."""
+    return invite(
+        method="BYE",
+        call_id=f"{number}-4242@127.0.0.1",
+        to_tag="srv1",
+        branch=f"z9hG4bK-{number}-bye",
+        cseq=2,
+        body=b"",
+    )
+
+
+def end_call(h: Harness, number: int) -> None:
+    """A call set up, then ended by the caller's BYE and the member's 200."""
+    set_up_call(h, number)
+    forwarded = as_request(only(h.feed(bye(number)), PRIMARY))
+    h.feed(response_to(forwarded, 200, "OK"), PRIMARY)
+    h.sent.clear()
 
 
 def server_transactions(h: Harness) -> list[ServerInviteTransaction]:
@@ -146,6 +174,32 @@ def test_bytes_kept_per_held_call() -> None:
     kept = bytes_kept_per_call(harness(), set_up_call)
     print(f"MEMORY core keeps {kept:.0f} B per held call")
     assert kept <= HELD_CALL_BYTES
+
+
+def test_the_bye_transaction_keeps_the_bytes_of_its_200_not_the_parsed_response() -> None:
+    """§17.2.2: Completed re-sends the final response for each retransmitted request until Timer
+    J (32 s); it needs the bytes sent, not the parsed message (some 3 KB a call otherwise)."""
+    h = harness()
+    set_up_call(h, 1)
+    forwarded = as_request(only(h.feed(bye(1)), PRIMARY))
+    sent = h.feed(response_to(forwarded, 200, "OK"), PRIMARY)
+    first = only(sent, ALICE).message.to_bytes()
+    (server,) = [t for t in h.core.txn if isinstance(t, ServerNonInviteTransaction)]
+    assert server.state is TxnState.COMPLETED
+    assert server.last_response is None
+    assert server.final_to_tag == "srv1"
+    resent = h.feed(bye(1))
+    assert requests(resent, PRIMARY) == []
+    again = only(resent, ALICE).message
+    assert isinstance(again, Response)
+    assert again.to_bytes() == first
+    assert (again.status, again.cseq.method) == (200, "BYE")
+
+
+def test_bytes_kept_per_ended_call() -> None:
+    kept = bytes_kept_per_call(harness(), end_call)
+    print(f"MEMORY core keeps {kept:.0f} B per ended call (for 32 s)")
+    assert kept <= ENDED_CALL_BYTES
 
 
 def test_a_rejected_invite_keeps_no_response_context_while_its_branch_waits_for_timer_d() -> None:

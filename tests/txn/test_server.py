@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sipha.sip import Response, SipParseError, parse_message
+from sipha.sip.message import make_field
 from sipha.txn import (
     AckReceived,
     RequestReceived,
@@ -83,7 +85,7 @@ def test_invite_non_2xx_timer_g_capped_and_h_failure() -> None:
     fired: list[float] = []
     while (deadline := layer.next_deadline()) is not None and deadline < 32.0:
         layer.handle_timers(deadline)
-        assert [m.message for m in sent(layer.drain())] == [busy]
+        assert [m.message.to_bytes() for m in sent(layer.drain())] == [busy.to_bytes()]
         fired.append(deadline)
     intervals = [round(b - a, 9) for a, b in zip([0.0, *fired], fired, strict=False)]
     # §17.2.1: T1, then MIN(2*T1, T2), doubling up to T2 = 4 s.
@@ -102,7 +104,10 @@ def test_invite_non_2xx_ack_confirms_and_timer_i() -> None:
     busy = response(invite, 486)
     layer.respond(txn, busy, 0.0)
     layer.receive_request(invite.copy(), UPSTREAM_UDP, 0.2)  # retransmitted INVITE: 486 again
-    assert [m.message for m in sent(layer.drain())] == [busy, busy]
+    assert [m.message.to_bytes() for m in sent(layer.drain())] == [
+        busy.to_bytes(),
+        busy.to_bytes(),
+    ]  # the same bytes (a final response is kept as sent)
     ack = ack_for(invite, busy)
     assert layer.receive_request(ack, UPSTREAM_UDP, 0.3) is txn
     assert layer.drain() == []  # the ACK of a non-2xx is absorbed by the transaction
@@ -199,7 +204,7 @@ def test_non_invite_trying_discards_retransmissions_and_timer_j() -> None:
     assert [m.message for m in sent(layer.drain())] == [ok]
     assert txn.timers == {Timer.J: 33.0}
     layer.receive_request(options.copy(), UPSTREAM_UDP, 2.0)
-    assert [m.message for m in sent(layer.drain())] == [ok]
+    assert [m.message.to_bytes() for m in sent(layer.drain())] == [ok.to_bytes()]  # the 200's bytes again
     assert layer.respond(txn, response(options, 500), 3.0) is False  # §17.2.2: discarded
     assert layer.drain() == []
     layer.handle_timers(33.0)
@@ -238,3 +243,31 @@ def test_non_invite_transport_error_in_trying_is_ignored() -> None:
     layer.drain()
     assert layer.transport_error(txn.key, 0.1) is False
     assert state_of(txn) is State.TRYING
+
+
+def test_a_final_response_kept_as_bytes_is_resent_as_those_bytes_even_if_they_do_not_parse() -> None:
+    """§17.2.2: Completed re-sends the final response; it is kept as the bytes sent.  They are
+    parsed back for the message that carries them; bytes that would not parse (a message built
+    oddly) still go out as they were, with their status."""
+    layer = TransactionLayer()
+    options = request("OPTIONS")
+    txn = layer.receive_request(options, UPSTREAM_UDP, 0.0)
+    assert txn is not None
+    layer.drain()
+    ok = response(options, 200)
+    odd = b"SIP/2.0 200 OK\r\nthis line has no colon\r\n\r\n"
+    with pytest.raises(SipParseError):
+        parse_message(odd)
+    layer.respond(
+        txn, Response(200, "OK", [make_field(name, value) for name, value in ok.headers], raw=odd), 1.0
+    )
+    assert [m.message.to_bytes() for m in sent(layer.drain())] == [odd]
+    assert txn.last_response is None
+    assert txn.final_bytes == odd
+    layer.receive_request(options.copy(), UPSTREAM_UDP, 2.0)
+    (again,) = sent(layer.drain())
+    assert isinstance(again.message, Response)
+    assert (again.message.to_bytes(), again.message.status) == (odd, 200)
+    layer.handle_timers(33.0)
+    assert txn.terminated
+    assert txn.final_bytes is None

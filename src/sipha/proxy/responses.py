@@ -2,7 +2,7 @@
 
 :class:`ResponseContexts` indexes each context by its server transaction and by
 its live branch's client transaction, keeps the contexts' own timers (Timer C,
-failover-timeout, hold-limit) in one heap, and performs the operations of the
+failover-timeout, hold-limit) in one deadline queue, and performs the operations of the
 rows of :data:`sipha.proxy.context.TABLE`: relay a response (§16.7 steps 3, 9),
 send the best one (§16.7 step 6), generate one, CANCEL a branch (§9.1, §16.10),
 run Timer C (§16.6 step 11, §16.8).  It is the failover policy's
@@ -12,8 +12,6 @@ run Timer C (§16.6 step 11, §16.8).  It is the failover policy's
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections.abc import Callable, Iterable
 from typing import Final
 
@@ -30,9 +28,10 @@ from sipha.sip import Request, Response, make_response
 from sipha.sip.address import Address
 from sipha.txn import State as TxnState
 from sipha.txn import Transaction, TransactionLayer
+from sipha.txn.deadlines import DeadlineQueue
 from sipha.txn.machines import ClientTransaction, build_ack
 
-# The deadline heap is rebuilt when it holds more than this many entries beyond what the
+# The deadline queue is compacted when it holds more than this many entries beyond what the
 # live contexts can have armed (Timer C, the failover timer and the hold timer).
 _HEAP_SLACK: Final = 64
 _LIVE_TIMERS_PER_CONTEXT: Final = 3
@@ -69,11 +68,11 @@ class ResponseContexts:
         self._destination_of: dict[object, Address] = {}
         self.own_cancels: set[object] = set()
         """Client transactions of the CANCELs sent here: their 200 is hop-by-hop (§16.10)."""
-        # The contexts' timers in one heap with lazy deletion: (deadline, sequence, context,
-        # timer); an entry whose context no longer holds that deadline for that timer is
-        # stale.  O(log n) per timer, whatever the load.
-        self._deadlines: list[tuple[float, int, ResponseContext, Timer]] = []
-        self._sequence = itertools.count()
+        # The contexts' timers with lazy deletion: (deadline, sequence, context, timer); an
+        # entry whose context no longer holds that deadline for that timer is stale.  A lane
+        # per kind of timer: each is armed with one interval (Timer C's 180 s and its 64*T1
+        # after a CANCEL aside), so their deadlines come in order (sipha.txn.deadlines).
+        self._deadlines: DeadlineQueue[ResponseContext, Timer] = DeadlineQueue()
         self.failover = FailoverPolicy(self, settings, view, monitor, counters)
         self.targets = TargetPolicy(self, settings, counters)
         self.pump_monitor: Callable[[float], None] = _no_pump
@@ -225,7 +224,7 @@ class ResponseContexts:
             del self.by_server[context.server.key]
             if client is not None and not client.terminated:
                 self._unbranch(client.key)
-            # A stale heap entry may keep the context a while: not its copies and responses.
+            # A stale timer-queue entry may keep the context a while: not its copies and responses.
             context.forwarded = context.best = context.client = None
 
     def transport_error(self, destination: Address, now: float) -> None:
@@ -247,20 +246,19 @@ class ResponseContexts:
     def arm(self, context: ResponseContext, timer: Timer, deadline: float) -> None:
         """Set one of the context's timers."""
         context.set_deadline(timer, deadline)
-        heap = self._deadlines
-        heapq.heappush(heap, (deadline, next(self._sequence), context, timer))
+        queue = self._deadlines
+        queue.push(deadline, timer, context, timer)
         # Stale entries (Timer C of an answered INVITE: 180 s) would keep their contexts, and the
-        # requests they hold, alive long after they are forgotten: rebuild the heap once they
+        # requests they hold, alive long after they are forgotten: compact the queue once they
         # outnumber what the live contexts can have armed (amortised O(1) per push).
-        if len(heap) > 2 * (_HEAP_SLACK + _LIVE_TIMERS_PER_CONTEXT * len(self.by_server)):
-            self._deadlines = [entry for entry in heap if entry[2].deadline(entry[3]) == entry[0]]
-            heapq.heapify(self._deadlines)
+        if len(queue) > 2 * (_HEAP_SLACK + _LIVE_TIMERS_PER_CONTEXT * len(self.by_server)):
+            queue.compact(_armed)
 
     def handle_timers(self, now: float) -> None:
         """Fire the contexts' timers due at ``now``."""
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            deadline, _, context, timer = heapq.heappop(heap)
+        queue = self._deadlines
+        while (entry := queue.pop_due(now)) is not None:
+            deadline, _, context, timer = entry
             if context.deadline(timer) != deadline:
                 continue  # re-armed or cleared since: a stale entry
             if timer is Timer.C:
@@ -279,10 +277,10 @@ class ResponseContexts:
 
     def next_deadline(self) -> float | None:
         """When the earliest live timer of a context fires, or None."""
-        heap = self._deadlines
-        while heap and heap[0][2].deadline(heap[0][3]) != heap[0][0]:
-            heapq.heappop(heap)  # stale: the context's timer was cleared or re-armed
-        deadline = heap[0][0] if heap else None
+        queue = self._deadlines
+        while (entry := queue.first()) is not None and not _armed(entry):
+            queue.pop()  # stale: the context's timer was cleared or re-armed
+        deadline = entry[0] if entry is not None else None
         release = self.failover.release_due
         if release is not None and (deadline is None or release < deadline):
             return release
@@ -468,3 +466,8 @@ def _need(message: Response | None) -> Response:
     if message is None:  # pragma: no cover - a table row fed without its response
         raise ValueError("this operation needs the response")
     return message
+
+
+def _armed(entry: tuple[float, int, ResponseContext, Timer]) -> bool:
+    """Whether a queued timer entry is still its context's deadline for that timer."""
+    return entry[2].deadline(entry[3]) == entry[0]

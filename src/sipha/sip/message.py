@@ -276,6 +276,16 @@ class Message(HeaderFields):
     def __bytes__(self) -> bytes:
         return self.to_bytes()
 
+    def wire(self) -> bytes:
+        """:meth:`to_bytes`, kept: later calls return the same bytes at no cost, until an edit.
+
+        A transaction that sent a final response keeps only these (it re-sends them, RFC 3261
+        §17.2.1, §17.2.2); the driver's serialisation of the same message then costs nothing.
+        """
+        data = self.to_bytes()
+        self._raw = data
+        return data
+
     def copy(self) -> Message:
         """An independent copy (the proxy copies a request before changing it, §16.6 step 1)."""
         raise NotImplementedError  # pragma: no cover - each subclass implements it

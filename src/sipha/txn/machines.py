@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar, Final
 
-from sipha.sip import Request, Response, make_response
+from sipha.sip import Request, Response, SipParseError, make_response, parse_message
 from sipha.sip.address import Address
 from sipha.sip.grammar import split_commas
 from sipha.txn.events import (
@@ -125,6 +125,19 @@ def _need_response(message: Request | Response | None) -> Response:
     return message
 
 
+def _resent(data: bytes) -> Response:
+    """The final response a server transaction sent, parsed back from its bytes to be sent again."""
+    try:
+        response = parse_message(data)
+    except SipParseError:
+        response = None
+    if isinstance(response, Response):
+        return response
+    # Bytes sipha serialised itself, from a message it parsed or built: they parse.  Were they
+    # ever not to, the same bytes still go (the status is what the sending side reads).
+    return Response(int(data[8:11]), "", [], raw=data)
+
+
 def _kept(request: Request | None) -> Request:
     if request is None:  # pragma: no cover - the tables forget the request only where no row uses it
         raise RuntimeError("the transaction's request was forgotten (Op.FORGET_*) and a later row needs it")
@@ -138,7 +151,8 @@ def _need_request(message: Request | Response | None) -> Request:
 
 
 Emit = Callable[[Output], None]
-Schedule = Callable[["Transaction", Timer, float], None]
+Schedule = Callable[["Transaction", Timer, float, float], None]
+"""(transaction, timer, deadline, interval): arm a timer."""
 
 
 # ------------------------------------------------------------------ transactions
@@ -149,7 +163,7 @@ class Transaction:
 
     Transactions do no I/O and keep no clock: every input comes with ``now``,
     outputs go to ``emit`` and timers are announced to ``schedule`` (the
-    :class:`~sipha.txn.TransactionLayer` keeps them in a heap and calls
+    :class:`~sipha.txn.TransactionLayer` keeps them in a deadline queue and calls
     :meth:`handle` with the timer when it is due).
     """
 
@@ -170,6 +184,7 @@ class Transaction:
         "ack",
         "ack_key",
         "config",
+        "final_bytes",
         "final_to_tag",
         "key",
         "last_response",
@@ -201,13 +216,18 @@ class Transaction:
         self.config = config
         self.state = State.INITIAL
         self.last_response: Response | None = None
-        """Server: the last response sent (resent on retransmissions).  Client: the last received."""
+        """Server: the last provisional response sent (resent on retransmissions; a final one is
+        kept as :attr:`final_bytes`).  Client: the last received."""
         self.ack: Request | None = None
         """Client INVITE: the ACK built for a 300-699 response (§17.1.1.3)."""
         self.ack_key: TransactionKey | None = None
         """Server INVITE from an RFC 2543 client: the key of its ACK (§17.2.3; set by the layer)."""
         self.final_to_tag: str | None = None
         """Server: the To tag of the final response sent (§17.2.3 matches an RFC 2543 ACK by it)."""
+        self.final_bytes: bytes | None = None
+        """Server: the final response sent, as sent: all a retransmitted request needs again
+        (§17.2.1 Completed, §17.2.2 Completed).  Not the parsed response: some 3 KB a
+        transaction, kept for Timer J's or Timer H's 32 s, at thousands of calls a second."""
         self._emit = emit
         self._schedule = schedule
         # The armed timers, in two slots: no table arms more than two at once (A and B, E and
@@ -275,10 +295,11 @@ class Transaction:
                 self._timer_2 = None
             self.state = target
         if target is State.TERMINATED:
-            # Nothing is sent any more: the messages go too (stale timer-heap entries may keep
+            # Nothing is sent any more: the messages go too (stale timer-queue entries may keep
             # the transaction object itself a while; docs/design.md §6, memory).
             self._timer_1 = self._timer_2 = None
             self.request = self.last_response = self.ack = None
+            self.final_bytes = None
             return True
         if not transition.start:
             return True
@@ -305,7 +326,7 @@ class Transaction:
         else:
             raise RuntimeError(f"{self!r}: a third timer ({timer.name}) armed beside {self.timers}")
         if interval > 0:
-            self._schedule(self, timer, deadline)
+            self._schedule(self, timer, deadline, interval)
 
     def _run(self, op: Op, event: TableInput, now: float, message: Request | Response | None) -> None:
         """Perform one operation of a transition."""
@@ -317,13 +338,19 @@ class Transaction:
                     self.ack = build_ack(_kept(self.request), _need_response(message))
                 self._emit(SendMessage(self.ack, self.peer, self.key))
             case Op.SEND_RESPONSE:
-                response = self.last_response = _need_response(message)
+                response = _need_response(message)
                 if response.status >= 200:  # noqa: PLR2004 - a final response
                     self.final_to_tag = response.to.tag
+                    self.final_bytes = response.wire()
+                    self.last_response = None
+                else:
+                    self.last_response = response
                 self._emit(SendMessage(response, self.peer, self.key))
             case Op.RESEND_RESPONSE:
                 # §17.2.1: "the most recent provisional response" - there may be none yet.
-                if self.last_response is not None:
+                if self.final_bytes is not None:
+                    self._emit(SendMessage(_resent(self.final_bytes), self.peer, self.key))
+                elif self.last_response is not None:
                     self._emit(SendMessage(self.last_response, self.peer, self.key))
             case Op.TU_REQUEST:
                 assert isinstance(self, ServerTransaction)  # noqa: S101 - only server tables pass requests up
@@ -344,6 +371,7 @@ class Transaction:
             case Op.FORGET_MESSAGES:
                 self.request = None
                 self.last_response = None
+                self.final_bytes = None
             case _:  # Op.REARM_DOUBLE | Op.REARM_DOUBLE_CAPPED | Op.REARM_T2
                 assert isinstance(event, Timer)  # noqa: S101 - REARM rows are keyed by a timer
                 if op is Op.REARM_DOUBLE:
