@@ -104,3 +104,43 @@ def test_pop_of_an_empty_queue_raises() -> None:
     with pytest.raises(IndexError):
         queue.pop()
     assert queue.pop_due(1e9) is None
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("push"), st.sampled_from([0.0, 0.001, 0.5, -0.25]), st.sampled_from([0.5, 2.0, 32.0])
+        ),
+        st.tuples(st.just("pop_due"), st.sampled_from([0.0, 0.5, 1.0, 40.0]), st.just(0.0)),
+        st.tuples(st.just("first"), st.just(0.0), st.just(0.0)),
+        st.tuples(st.just("compact"), st.just(0.0), st.just(0.0)),
+    ),
+    max_size=300,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_pushes_pops_and_compactions_interleaved_match_a_heap(steps: list[tuple[str, float, float]]) -> None:
+    """The earliest entry is remembered between calls: every way of changing the queue keeps it right."""
+    queue: DeadlineQueue[int, str] = DeadlineQueue()
+    heap: list[tuple[float, int, int, str]] = []
+    now = 100.0
+    number = 0
+    for operation, step, interval in steps:
+        if operation == "push":
+            now += step
+            number += 1
+            queue.push(now + interval, interval, number, "t")
+            heapq.heappush(heap, (now + interval, number, number, "t"))
+        elif operation == "pop_due":
+            expected = heapq.heappop(heap) if heap and heap[0][0] <= now + step else None
+            assert queue.pop_due(now + step) == expected
+        elif operation == "first":
+            assert queue.first() == (heap[0] if heap else None)
+        else:
+            queue.compact(lambda entry: entry[2] % 2 == 0)
+            heap = [entry for entry in heap if entry[2] % 2 == 0]
+            heapq.heapify(heap)
+        assert len(queue) == len(heap)
+    assert [queue.pop() for _ in range(len(heap))] == sorted(heap)

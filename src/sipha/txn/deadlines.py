@@ -35,9 +35,14 @@ MAX_LANES: Final = 32
 
 
 class DeadlineQueue(Generic[Owner, Kind]):
-    """Timer entries, popped by deadline then arming order; pushed into lanes by interval."""
+    """Timer entries, popped by deadline then arming order; pushed into lanes by interval.
 
-    __slots__ = ("_lanes", "_lanes_by_key", "_late", "_sequence", "_size")
+    The earliest entry is remembered between calls (the proxy asks for it after every
+    message): a push earlier than it replaces it, a pop forgets it, and only then are the
+    lane heads compared again.
+    """
+
+    __slots__ = ("_first", "_first_lane", "_known", "_lanes", "_lanes_by_key", "_late", "_sequence", "_size")
 
     def __init__(self) -> None:
         self._lanes_by_key: dict[Hashable, deque[tuple[float, int, Owner, Kind]]] = {}
@@ -45,6 +50,10 @@ class DeadlineQueue(Generic[Owner, Kind]):
         self._late: list[tuple[float, int, Owner, Kind]] = []
         self._sequence = 0
         self._size = 0
+        # The earliest entry and the lane it heads (None: the heap's top), valid while _known.
+        self._first: tuple[float, int, Owner, Kind] | None = None
+        self._first_lane: deque[tuple[float, int, Owner, Kind]] | None = None
+        self._known = True
 
     def __len__(self) -> int:
         return self._size
@@ -69,27 +78,27 @@ class DeadlineQueue(Generic[Owner, Kind]):
         entry = (deadline, self._sequence, owner, kind)
         self._size += 1
         queue = self._lanes_by_key.get(lane)
-        if queue is None:
-            if len(self._lanes) >= MAX_LANES:
-                heapq.heappush(self._late, entry)
-                return
+        if queue is None and len(self._lanes) < MAX_LANES:
             queue = deque()
             self._lanes_by_key[lane] = queue
             self._lanes.append(queue)
-        if queue and queue[-1][0] > deadline:
+        if queue is None or (queue and queue[-1][0] > deadline):
             heapq.heappush(self._late, entry)
+            queue = None
         else:
             queue.append(entry)
+        if self._known:
+            first = self._first
+            # A tie goes to the earlier entry: this one was armed last.
+            if first is None or deadline < first[0]:
+                self._first = entry
+                self._first_lane = queue
 
     def first(self) -> tuple[float, int, Owner, Kind] | None:
         """The entry :meth:`pop` would return next, or None when empty."""
-        best = self._late[0] if self._late else None
-        for queue in self._lanes:
-            if queue:
-                head = queue[0]
-                if best is None or head[0] < best[0] or (head[0] == best[0] and head[1] < best[1]):
-                    best = head
-        return best
+        if not self._known:
+            self._find_first()
+        return self._first
 
     def pop(self) -> tuple[float, int, Owner, Kind]:
         """Remove and return the earliest entry (IndexError when empty)."""
@@ -103,20 +112,35 @@ class DeadlineQueue(Generic[Owner, Kind]):
 
         Entries are (deadline, arming order, owner, kind).
         """
-        best_queue: deque[tuple[float, int, Owner, Kind]] | None = None
+        if not self._known:
+            self._find_first()
+        first = self._first
+        if first is None or first[0] > now:
+            return None
+        lane = self._first_lane
+        if lane is not None:
+            lane.popleft()
+        else:
+            heapq.heappop(self._late)
+        self._size -= 1
+        self._first = None
+        self._first_lane = None
+        self._known = False
+        return first
+
+    def _find_first(self) -> None:
+        """Compare the lane heads and the heap's top: the earliest becomes :attr:`_first`."""
+        best_lane: deque[tuple[float, int, Owner, Kind]] | None = None
         best = self._late[0] if self._late else None
         for queue in self._lanes:
             if queue:
                 head = queue[0]
                 if best is None or head[0] < best[0] or (head[0] == best[0] and head[1] < best[1]):
                     best = head
-                    best_queue = queue
-        if best is None or best[0] > now:
-            return None
-        self._size -= 1
-        if best_queue is not None:
-            return best_queue.popleft()
-        return heapq.heappop(self._late)
+                    best_lane = queue
+        self._first = best
+        self._first_lane = best_lane
+        self._known = True
 
     def compact(self, keep: Callable[[tuple[float, int, Owner, Kind]], bool]) -> None:
         """Drop every entry ``keep`` refuses, in one pass (the order of the rest is kept)."""
@@ -129,3 +153,6 @@ class DeadlineQueue(Generic[Owner, Kind]):
         self._late = [entry for entry in self._late if keep(entry)]
         heapq.heapify(self._late)
         self._size = size + len(self._late)
+        self._first = None
+        self._first_lane = None
+        self._known = False
