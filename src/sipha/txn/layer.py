@@ -4,8 +4,8 @@ Sans-IO: the caller passes messages and the current time in, drains
 :class:`~sipha.txn.events.Output` items out, and asks :meth:`next_deadline`
 when to call :meth:`handle_timers` next.  Timers live in one
 :class:`~sipha.txn.deadlines.DeadlineQueue` (a first-in, first-out lane per interval)
-with lazy deletion: an entry is valid only while its transaction is still registered
-and still has that timer armed for that exact deadline; stale entries are dropped when
+with lazy deletion: an entry is valid only while its transaction still has that timer
+armed for that exact deadline (a terminated one has none); stale entries are dropped when
 they reach the front, and the queue is compacted when they outnumber the live ones, so
 that memory stays proportional to the live transactions.
 """
@@ -299,12 +299,15 @@ class TransactionLayer:
 
     # ------------------------------------------------------------------ internals
 
-    def _live(self, entry: tuple[float, int, Transaction, Timer]) -> bool:
-        deadline, _, transaction, timer = entry
-        return (
-            self._transactions.get(transaction.key) is transaction
-            and transaction.timer_deadline(timer) == deadline
-        )
+    @staticmethod
+    def _live(entry: tuple[float, int, Transaction, Timer]) -> bool:
+        # The transaction still has that timer armed for that deadline.  That is also "still
+        # registered": a transaction leaves the table only in _settle, once Terminated, and
+        # reaching Terminated disarms both its timers; a key is never taken over by another
+        # transaction while its holder lives (send_request refuses a key in use, and a
+        # request matching a live server transaction goes to it).
+        _, _, transaction, timer = entry
+        return transaction.timer_deadline(timer) == entry[0]
 
     def _schedule(self, transaction: Transaction, timer: Timer, deadline: float, interval: float) -> None:
         # The lane is the interval: deadlines armed with one interval come in order.
