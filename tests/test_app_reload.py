@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sipha.app import ProxyApp
 from sipha.assembly import WorkerPlan
 from sipha.config import ConfigError, load_config
 from sipha.net.workers import handoff_pairs
+from sipha.sip.address import Address
 from sipha.supervisor import bind_worker_sockets
 from tests.net.support import free_port
 
@@ -149,3 +151,41 @@ async def test_sigterm_while_starting_drains_once_started(tmp_path: Path) -> Non
     await asyncio.wait_for(app.run(), 10)
     assert app.core is not None
     assert app.core.under_way == 0
+
+
+async def test_the_idle_garbage_collection_waits_for_the_transactions_not_only_the_contexts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full collection scans every live object: with a call's transactions still alive (Timers J
+    and L: 32 s after each call) it stopped the loop long enough to shed calls under steady load
+    (two 10-minute soaks at 1,250 calls/s shed 696 and 739 new INVITEs, at 60 s and 210 s, each
+    time a moment with no response context open).  "Idle" is no transaction alive."""
+    seen: list[Callable[[], int]] = []
+
+    async def capture(alive: Callable[[], int], clock: Callable[[], float]) -> None:
+        seen.append(alive)
+
+    monkeypatch.setattr("sipha.app.collect_garbage_when_idle", capture)
+    path = write(tmp_path / "sipha.toml", f'listen = ["udp:127.0.0.1:{free_port()}"]')
+    app = ProxyApp(load_config(path), admin=False, config_path=path)
+    await app.start()
+    try:
+        core = app.core
+        assert core is not None
+        await asyncio.sleep(0)  # the collector's task starts
+        (alive,) = seen
+        assert alive() == 0
+        # A request answered at once (483: Max-Forwards 0): its server transaction stays in
+        # Completed for Timer J, with no response context.
+        hop_limit = (
+            b"OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-idle-1\r\n"
+            b"Max-Forwards: 0\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\n"
+            b"Call-ID: idle-1@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        core.receive(hop_limit, Address("UDP", "127.0.0.1", 5999), app._now())
+        core.drain()
+        assert core.contexts == 0
+        assert len(core.txn) == 1
+        assert alive() == 1
+    finally:
+        await app.stop()

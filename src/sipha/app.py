@@ -243,7 +243,9 @@ class ProxyApp:
         self._spawn(self.members.run(self._members_moved))  # their names looked up again at TTL expiry
         core.start(self._now())
         dispatch.flush()
-        self._spawn(collect_garbage_when_idle(lambda: core.contexts, self._now))
+        # Idle: no transaction alive (each lives up to 32 s after its call), not merely no
+        # response context open (none is, most moments of a steady load).
+        self._spawn(collect_garbage_when_idle(lambda: len(core.txn), self._now))
 
     def _open_probe_socket(self, bound: list[Address]) -> Address | None:
         """The pair monitor's own UDP socket (docs/design.md §2), on the first UDP listen's IP.
